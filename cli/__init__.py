@@ -1,0 +1,1 @@
+"""The ``fibers`` command line."""

@@ -1,0 +1,91 @@
+"""``fibers demo``: two nodes on an in-memory network settle a short negotiation flow.
+
+This is the engine-level demo; the trade-with-a-crash demo replaces it once the ledger and
+finance layers exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from fibers import (
+    FlowException,
+    FlowLogic,
+    Party,
+    initiated_by,
+    initiating_flow,
+    serializable,
+    suspendable,
+)
+from fibers.testing import MockNetwork
+
+
+@serializable
+@dataclass(frozen=True)
+class Offer:
+    """A price offered for a quantity of widgets."""
+
+    quantity: int
+    price_per_unit: int
+
+
+@initiating_flow
+class Negotiate(FlowLogic[Offer]):
+    """Offer a price, raising it until the seller accepts (or the budget runs out)."""
+
+    def __init__(self, seller: Party, quantity: int, budget: int) -> None:
+        self.seller, self.quantity, self.budget = seller, quantity, budget
+
+    @suspendable
+    def call(self) -> Offer:
+        price = 1
+        while price * self.quantity <= self.budget:
+            offer = Offer(self.quantity, price)
+            answer = self.send_and_receive(self.seller, offer, str).unwrap(str)
+            if answer == "accept":
+                return offer
+            price += 1
+        raise FlowException(f"the seller wants more than {self.budget} in total")
+
+
+@initiated_by(Negotiate)
+class Sell(FlowLogic[Offer]):
+    """Accept the first offer at or above the reserve price."""
+
+    RESERVE = 3
+
+    def __init__(self, buyer: Party) -> None:
+        self.buyer = buyer
+
+    @suspendable
+    def call(self) -> Offer:
+        while True:
+            offer = self.receive(self.buyer, Offer).unwrap(self._check)
+            accepted = offer.price_per_unit >= self.RESERVE
+            self.send(self.buyer, "accept" if accepted else "reject")
+            if accepted:
+                return offer
+
+    @staticmethod
+    def _check(offer: Offer) -> Offer:
+        if offer.quantity <= 0:
+            raise FlowException(f"cannot sell {offer.quantity} widgets")
+        return offer
+
+
+def run_demo(console: Console) -> int:
+    """Run the negotiation and print each message and the result. Returns an exit status."""
+    with MockNetwork(strict_suspendable=True) as network:
+        buyer, seller = network.create_node("BuyerBank"), network.create_node("SellerBank")
+        console.print("[bold]Fibers engine demo[/]: a negotiation written as sequential code")
+        handle = buyer.start_flow(Negotiate(seller.party, quantity=10, budget=100))
+        while network.deliver_next() is not None:
+            entry = network.transcript[-1]
+            console.print(f"  {entry.sender:>10} -> {entry.recipient:<10} {entry.message!r}",
+                          highlight=False, soft_wrap=True)
+        offer = handle.result.result(timeout=0)
+        console.print(f"[green]Agreed[/]: {offer.quantity} widgets at {offer.price_per_unit} each"
+                      f" (flow {handle.id})")
+    return 0

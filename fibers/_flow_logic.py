@@ -1,0 +1,228 @@
+"""``FlowLogic``: the base class of every flow, and the small value types flows see.
+
+A flow's methods never touch the network or storage themselves: each IO operation becomes a
+request object handed to ``FlowStateMachine.execute`` (see ``fibers._state_machine``), the one
+place where requests are performed, recorded and, after a restart, replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from fibers import _io
+from fibers._errors import FlowConfigurationError, FlowException
+from fibers._identity import Party
+from fibers._wire import serializable
+
+if TYPE_CHECKING:
+    from fibers._progress import ProgressTracker
+    from fibers._state_machine import FlowStateMachine
+    from fibers._stream import Stream
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# FlowException's subclasses whitelist themselves (see FlowException.__init_subclass__).
+serializable(FlowException)
+
+
+@serializable
+@dataclass(frozen=True, slots=True)
+class FlowInfo:
+    """What a counterparty runs: the version of the flow pair and the app it comes from."""
+
+    flow_version: int
+    app_name: str
+
+
+@serializable
+@dataclass(frozen=True, slots=True, order=True)
+class StateMachineRunId:
+    """The permanent identifier of one flow run. Made by the engine; parse one with ``parse``."""
+
+    uuid: uuid.UUID
+
+    @classmethod
+    def _new(cls) -> StateMachineRunId:
+        return cls(uuid.uuid4())
+
+    @classmethod
+    def parse(cls, text: str) -> StateMachineRunId:
+        """Parse the string form of a run id, e.g. as typed by an operator."""
+        try:
+            return cls(uuid.UUID(text.strip()))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a flow run id (expected a UUID)") from None
+
+    def __str__(self) -> str:
+        return str(self.uuid)
+
+    @property
+    def short(self) -> str:
+        """The first 8 hex digits, enough to tell flows apart on a screen."""
+        return self.uuid.hex[:8]
+
+
+class UntrustworthyData(Generic[T]):
+    """Data received from a counterparty, to be checked before use.
+
+    The only way to get at the data is ``unwrap(validator)``, which returns ``validator(data)``.
+    A ``FlowException`` raised by the validator propagates to the counterparty like any other.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: T) -> None:
+        self._data = data
+
+    def unwrap(self, validator: Callable[[T], R]) -> R:
+        """Validate the data and return what ``validator`` returns."""
+        return validator(self._data)
+
+    def __repr__(self) -> str:
+        return f"UntrustworthyData({type(self._data).__qualname__})"
+
+
+@dataclass(frozen=True)
+class FlowHandle(Generic[T]):
+    """A started flow: its run id and a future of its result. Made by ``Node.start_flow``."""
+
+    id: StateMachineRunId
+    result: Future[T] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FlowProgressHandle(FlowHandle[T]):
+    """A started flow with its progress: ``progress`` streams the labels of the steps the flow
+    moves through; ``steps_tree`` and ``steps_tree_index`` stream the flattened tree of steps
+    (sub-flows included) and the position in it. Made by ``Node.start_tracked_flow``."""
+
+    progress: Stream[str] = field(repr=False)
+    steps_tree: Stream[list[tuple[int, str]]] = field(repr=False)
+    steps_tree_index: Stream[int] = field(repr=False)
+
+
+class FlowLogic(Generic[T]):
+    """Base class of flows. Subclasses implement ``call`` (marked ``@suspendable``) as plain
+    sequential code and talk to counterparties with ``send``/``receive``/``send_and_receive``.
+
+    The engine attaches the running state machine before ``call`` starts; the IO methods may only
+    be used from inside ``call`` (or functions it calls) while the flow runs in its node.
+    """
+
+    # Set by the engine when the flow starts; None while the flow object is merely constructed.
+    _fiber: FlowStateMachine | None = None
+    # The flow whose sessions this flow uses: itself when it is an initiating or top-level flow,
+    # its parent's session owner when it is an inlined sub-flow.
+    _session_owner: FlowLogic[Any] | None = None
+    _flow_index: int = 0
+
+    def call(self) -> T:
+        """The flow's body. Override and mark with ``@suspendable``."""
+        raise FlowConfigurationError(f"{type(self).__qualname__} does not implement call()")
+
+    # ----- communication ------------------------------------------------------------------
+
+    def send(self, party: Party, payload: object) -> None:
+        """Send ``payload`` to ``party``, opening a session with it if this is the first contact.
+
+        Does not wait; the message leaves the node when the flow next suspends.
+        """
+        self._state_machine.execute(_io.Send(self, party, payload))
+
+    def receive(self, party: Party, expected_type: type[R]) -> UntrustworthyData[R]:
+        """Wait for the next message from ``party`` and check it is an ``expected_type``.
+
+        Raises the counterparty's ``FlowException`` if it failed with one, and
+        ``UnexpectedFlowEndException`` if it ended, failed otherwise or sent another type.
+        """
+        result = self._state_machine.execute(_io.Receive(self, party, expected_type))
+        return UntrustworthyData(result)
+
+    def send_and_receive(
+        self, party: Party, payload: object, expected_type: type[R]
+    ) -> UntrustworthyData[R]:
+        """``send(party, payload)`` then ``receive(party, expected_type)``."""
+        self.send(party, payload)
+        return self.receive(party, expected_type)
+
+    def get_flow_info(self, party: Party) -> FlowInfo:
+        """The flow version and app name the counterparty runs (waits for its confirmation)."""
+        info = self._state_machine.execute(_io.GetFlowInfo(self, party))
+        assert isinstance(info, FlowInfo)
+        return info
+
+    def sub_flow(self, flow: FlowLogic[R]) -> R:
+        """Run ``flow`` inline and return its result. Its progress tracker becomes a child of
+        this flow's current step. Without ``@initiating_flow`` it shares this flow's sessions."""
+        return self._state_machine.run_sub_flow(self, flow)
+
+    # ----- time ----------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The node's current time (timezone-aware UTC), recorded so a replay sees the same."""
+        value = self._state_machine.execute(_io.Now())
+        assert isinstance(value, datetime)
+        return value
+
+    def sleep(self, seconds: float) -> None:
+        """Suspend the flow for ``seconds``; the deadline survives a node restart."""
+        if seconds < 0:
+            raise ValueError(f"cannot sleep for a negative duration ({seconds} s)")
+        self._state_machine.execute(_io.Sleep(seconds))
+
+    # ----- context -------------------------------------------------------------------------
+
+    @property
+    def progress_tracker(self) -> ProgressTracker | None:
+        """This flow's progress tracker, or None. Override (or set in ``__init__``) to report
+        progress."""
+        return self.__dict__.get("_progress_tracker")
+
+    @progress_tracker.setter
+    def progress_tracker(self, tracker: ProgressTracker | None) -> None:
+        self.__dict__["_progress_tracker"] = tracker
+
+    @property
+    def run_id(self) -> StateMachineRunId:
+        """The id of the flow run this flow (or sub-flow) belongs to."""
+        return self._state_machine.run_id
+
+    @property
+    def our_identity(self) -> Party:
+        """The legal identity of the node running this flow."""
+        return self._state_machine.node.info.legal_identity
+
+    @property
+    def service_hub(self) -> Any:
+        """The node's services (``ServiceHub``; the ledger layer adds the vault and friends)."""
+        return self._state_machine.node.services
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that tags each record with the flow's run id."""
+        name = f"fibers.flow.{type(self).__module__}.{type(self).__qualname__}"
+        return logging.LoggerAdapter(logging.getLogger(name), {"run_id": str(self.run_id)})
+
+    @property
+    def _state_machine(self) -> FlowStateMachine:
+        fiber = self._fiber
+        if fiber is None:
+            raise FlowConfigurationError(
+                f"{type(self).__qualname__} is not running: start it with node.start_flow(...) "
+                "or self.sub_flow(...) instead of calling call() directly"
+            )
+        return fiber
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The engine's attachments are rebuilt on restore; the checkpoint keeps only user state.
+        state = self.__dict__.copy()
+        for name in ("_fiber", "_session_owner", "_flow_index"):
+            state.pop(name, None)
+        return state

@@ -1,0 +1,57 @@
+"""The IO requests a flow hands to its state machine.
+
+Every interaction of a flow with the world outside its own objects is one of these requests,
+executed by ``FlowStateMachine.execute``. Keeping them as plain values is what lets the engine
+journal each completed request and, after a restart, answer it again from the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fibers._identity import Party
+
+if TYPE_CHECKING:
+    from fibers._flow_logic import FlowLogic
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``payload`` to ``party`` in the session of ``flow``'s session owner."""
+
+    flow: FlowLogic[Any]
+    party: Party
+    payload: object
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """Wait for the next payload from ``party`` and check it is an ``expected_type``."""
+
+    flow: FlowLogic[Any]
+    party: Party
+    expected_type: type
+
+
+@dataclass(frozen=True, slots=True)
+class GetFlowInfo:
+    """Wait until ``party`` confirmed the session and return its ``FlowInfo``."""
+
+    flow: FlowLogic[Any]
+    party: Party
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """Read the node's clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Suspend for ``seconds``."""
+
+    seconds: float
+
+
+IORequest = Send | Receive | GetFlowInfo | Now | Sleep

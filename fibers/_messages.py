@@ -1,0 +1,108 @@
+"""Session messages exchanged between nodes (DESIGN.md section 4), and their frame codec.
+
+Routing: a session is named by the initiator's party and the id the initiator chose for it.
+``InitialSessionMessage`` opens it; every later message is an ``ExistingSessionMessage`` carrying
+that id and the direction, so neither side needs the other's id to address it.
+
+Ordering and exactly-once: each side numbers the messages it sends in a session from 0 (the
+initiator's init is its number 0, the responder's confirm or reject is its number 0). A receiver
+processes number n only after n - 1 and drops numbers it has already processed, so a message
+re-sent after a restart is processed once.
+
+Frames: envelopes are fixed-schema msgspec structs encoded as msgpack arrays whose first element
+is the message kind; decoding validates every field's type in C and builds nothing else.
+Payloads travel inside as bytes already encoded by the whitelisted wire codec
+(``fibers._wire``), so a payload this node cannot decode fails the receiving flow at its
+``receive`` rather than the node's message handling.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from fibers._errors import SerializationError
+from fibers._flow_logic import FlowInfo
+from fibers._wire import MAX_MESSAGE_SIZE
+
+
+class InitialSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=0):
+    """Open a session: run the responder registered for ``flow_class`` on the receiving node."""
+
+    initiator_session_id: int
+    flow_class: str
+    flow_version: int
+    app_name: str
+    first_payload: bytes | None
+
+
+class Confirm(msgspec.Struct, frozen=True, array_like=True, tag=1):
+    """The responder started; ``flow_version`` and ``app_name`` describe what it runs."""
+
+    initiated_session_id: int
+    flow_version: int
+    app_name: str
+
+    @property
+    def flow_info(self) -> FlowInfo:
+        """What the responder runs."""
+        return FlowInfo(self.flow_version, self.app_name)
+
+
+class Reject(msgspec.Struct, frozen=True, array_like=True, tag=2):
+    """The responder could not be started; ``message`` says why."""
+
+    message: str
+
+
+class Data(msgspec.Struct, frozen=True, array_like=True, tag=3):
+    """One payload sent with ``send``."""
+
+    payload: bytes
+
+
+class ErrorEnd(msgspec.Struct, frozen=True, array_like=True, tag=4):
+    """The sender's flow failed. ``exception`` is the encoded ``FlowException`` it failed with,
+    or None when it failed with anything else (whose details are not leaked)."""
+
+    exception: bytes | None
+
+
+class End(msgspec.Struct, frozen=True, array_like=True, tag=5):
+    """The sender's side of the session ended normally."""
+
+
+SessionBody = Confirm | Reject | Data | ErrorEnd | End
+
+
+class ExistingSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=6):
+    """A message in an open session, addressed by the initiator's session id and direction."""
+
+    session_id: int
+    to_initiator: bool
+    seq: int
+    body: SessionBody
+
+
+SessionMessage = InitialSessionMessage | ExistingSessionMessage
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(SessionMessage)
+
+
+def encode_message(message: SessionMessage) -> bytes:
+    """The frame bytes of ``message``."""
+    return _encoder.encode(message)
+
+
+def decode_message(frame: bytes) -> SessionMessage:
+    """The session message in ``frame``; ``SerializationError`` naming the problem when the frame
+    is oversize or is not a well-formed session message."""
+    if len(frame) > MAX_MESSAGE_SIZE:
+        raise SerializationError(
+            f"malformed frame: {len(frame)} bytes is over the {MAX_MESSAGE_SIZE}-byte limit"
+        )
+    try:
+        message: SessionMessage = _decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SerializationError(f"malformed frame: not a session message ({exc})") from None
+    return message

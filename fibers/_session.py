@@ -1,0 +1,48 @@
+"""One side of a flow session: what has been sent and received, and how the peer ended."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from fibers._flow_logic import FlowInfo
+from fibers._identity import Party
+from fibers._messages import SessionBody
+
+
+@dataclass(slots=True, eq=False)
+class FlowSession:
+    """The state of one session as seen by one of its two flows.
+
+    A session is named by ``(initiator party, session_id)``; ``we_initiated`` says which side this
+    is. ``owner_index`` is the index, within its flow run, of the flow that owns the session (the
+    initiating flow that opened it, or the responder it was opened for).
+    """
+
+    peer: Party
+    session_id: int
+    we_initiated: bool
+    owner_index: int
+    # Invariant: next_send_seq is the number the next message we send in this session carries.
+    next_send_seq: int = 1
+    # Invariant: next_recv_seq is the number of the next message from the peer we may process;
+    # messages numbered lower were processed already and are dropped as duplicates.
+    next_recv_seq: int = 0
+    inbound: deque[bytes] = field(default_factory=deque)
+    out_of_order: dict[int, SessionBody] = field(default_factory=dict)
+    peer_info: FlowInfo | None = None
+    peer_error: BaseException | None = None
+    peer_ended: bool = False
+    rejected: str | None = None
+    closed: bool = False
+
+    def routing_key(self, our_name: str) -> tuple[str, int, bool]:
+        """The key the node routes this session's inbound messages by."""
+        initiator = our_name if self.we_initiated else self.peer.name
+        return (initiator, self.session_id, self.we_initiated)
+
+    def take_seq(self) -> int:
+        """The number for the next message we send, advancing the counter."""
+        seq = self.next_send_seq
+        self.next_send_seq += 1
+        return seq

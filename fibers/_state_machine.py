@@ -1,0 +1,443 @@
+"""``FlowStateMachine``: one flow run in its own greenlet, and the switch protocol.
+
+Who switches to whom:
+
+* The node's scheduler runs in an ordinary greenlet (the node thread's main greenlet, or the
+  test's). To run a flow it calls ``FlowStateMachine.resume()``, which records the scheduler's
+  greenlet as the flow's *resumer* and switches into the flow's greenlet.
+* The flow runs plain Python until it needs something that is not there yet (a message, a
+  deadline). Its request then calls ``_suspend(wait)``, which records what it waits for and
+  switches back to the resumer. The scheduler's ``resume()`` call returns: the step is over.
+* When the awaited thing arrives, the scheduler calls ``resume()`` again; ``_suspend`` returns
+  inside the flow and the request checks its condition again.
+* When ``call()`` returns or raises, the greenlet ends and control returns to its parent, which
+  ``resume()`` set to the resumer, so ``resume()`` returns for the last time.
+
+Every IO request of a flow goes through ``execute`` (the one place where requests are performed),
+so that the durability layer can journal each completed request and answer it again on replay.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import sys
+import types
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from greenlet import getcurrent, greenlet  # type: ignore[import-untyped]
+
+from fibers import _io, _wire
+from fibers._annotations import (
+    check_initiating_annotation,
+    flow_version_of,
+    initiating_class_of,
+    is_suspendable,
+)
+from fibers._errors import (
+    FlowConfigurationError,
+    FlowException,
+    SuspendableError,
+    UnexpectedFlowEndException,
+)
+from fibers._flow_logic import FlowInfo, FlowLogic, StateMachineRunId
+from fibers._identity import Party
+from fibers._messages import (
+    Data,
+    End,
+    ErrorEnd,
+    ExistingSessionMessage,
+    InitialSessionMessage,
+    SessionBody,
+    SessionMessage,
+)
+from fibers._session import FlowSession
+
+if TYPE_CHECKING:
+    from fibers._node import Node
+
+R = TypeVar("R")
+log = logging.getLogger("fibers.flow")
+
+_FRAMEWORK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class FlowStatus(enum.Enum):
+    """Where a flow run is in its life."""
+
+    RUNNABLE = "RUNNABLE"
+    SUSPENDED = "SUSPENDED"
+    HOSPITALIZED = "HOSPITALIZED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+def class_name(cls: type) -> str:
+    """The name a flow class travels under: ``module:qualname``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def app_name_of(cls: type) -> str:
+    """The app a flow class belongs to: its top-level package."""
+    return cls.__module__.split(".", 1)[0]
+
+
+class FlowStateMachine:
+    """A running flow: its greenlet, its sessions, what it waits for and its pending output."""
+
+    def __init__(self, node: Node, run_id: StateMachineRunId, flow: FlowLogic[Any]) -> None:
+        self.node = node
+        self.run_id = run_id
+        self.flow = flow
+        self.status = FlowStatus.RUNNABLE
+        self.result: Future[Any] = Future()
+        # Sessions by (index of the owning flow within this run, peer name).
+        self.sessions: dict[tuple[int, str], FlowSession] = {}
+        # What the suspended flow waits for: a FlowSession, a sleep deadline, or None.
+        self.waiting: object = None
+        self.scheduled = False
+        # Messages produced in the current step; they leave the node when the step ends.
+        self.outbox: list[tuple[Party, SessionMessage]] = []
+        self.finished = False
+        self.failure: BaseException | None = None
+        self._next_flow_index = 1
+        self._resumer: greenlet | None = None
+        self._greenlet = greenlet(self._run)
+        flow._fiber, flow._flow_index = self, 0
+        flow._session_owner = flow
+
+    # ----- the switch protocol ------------------------------------------------------------------
+
+    def resume(self, throw: BaseException | None = None) -> None:
+        """Run the flow until it suspends or ends (scheduler side). ``throw`` raises an exception
+        at the flow's suspension point instead of letting the request re-check its condition."""
+        self._resumer = getcurrent()
+        self._greenlet.parent = self._resumer
+        self.status = FlowStatus.RUNNABLE
+        if throw is None:
+            self._greenlet.switch()
+        else:
+            self._greenlet.throw(throw)
+
+    def _suspend(self, wait: object) -> None:
+        """Give control back to the scheduler until it resumes this flow (flow side)."""
+        resumer = self._resumer
+        if resumer is None or getcurrent() is not self._greenlet:
+            raise FlowConfigurationError(
+                "a flow suspended outside its own greenlet; was IO attempted from a thread or "
+                "callback instead of from the flow's call()?"
+            )
+        self.waiting = wait
+        self.status = FlowStatus.SUSPENDED
+        try:
+            resumer.switch()
+        finally:
+            self.waiting = None
+
+    def _run(self) -> None:
+        flow = self.flow
+        try:
+            check_initiating_annotation(type(flow))
+            result = self._call_tracked(flow)
+        except BaseException as exc:  # the flow's failure is its result, whatever it is
+            self._finish(failure=exc)
+        else:
+            self._finish(result=result)
+
+    # ----- IO: the one place every request of a flow goes through ---------------------------------
+
+    def execute(self, request: _io.IORequest) -> Any:
+        """Perform one IO request of this flow and return its result."""
+        kind = type(request)
+        if kind in _SUSPENDING_REQUESTS:
+            self._check_stack(request)
+        return _PERFORMERS[kind](self, request)
+
+    def _send(self, request: _io.Send) -> None:
+        payload = _wire.encode(request.payload)  # before touching the session: fail cleanly
+        session = self.sessions.get(self._session_key(request.flow, request.party))
+        if session is None:
+            self._open_session(request.flow, request.party, first_payload=payload)
+        elif session.peer_ended or session.rejected is not None:
+            log.debug("%s: dropped a send to %s, whose flow has ended", self.run_id, session.peer)
+        else:
+            self._post(session, Data(payload))
+
+    def _receive(self, request: _io.Receive) -> object:
+        session = self._session(request.flow, request.party)
+        while not session.inbound:
+            self._raise_if_peer_gone(session)
+            self._suspend(session)
+        value = _wire.decode(session.inbound.popleft())
+        return _check_received_type(value, request.expected_type, session.peer)
+
+    def _get_flow_info(self, request: _io.GetFlowInfo) -> FlowInfo:
+        session = self._session(request.flow, request.party)
+        while session.peer_info is None:
+            self._raise_if_peer_gone(session)
+            self._suspend(session)
+        return session.peer_info
+
+    def _now(self, request: _io.Now) -> datetime:
+        return self.node.clock.now()
+
+    def _sleep(self, request: _io.Sleep) -> None:
+        deadline = self.node.clock.now() + timedelta(seconds=request.seconds)
+        self.node.schedule_wakeup(self, deadline)
+        while self.node.clock.now() < deadline:
+            self._suspend(deadline)
+
+    # ----- sessions -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _session_key(flow: FlowLogic[Any], party: Party) -> tuple[int, str]:
+        owner = flow._session_owner
+        assert owner is not None
+        return (owner._flow_index, party.name)
+
+    def _session(self, flow: FlowLogic[Any], party: Party) -> FlowSession:
+        session = self.sessions.get(self._session_key(flow, party))
+        return session if session is not None else self._open_session(flow, party, None)
+
+    def _open_session(
+        self, flow: FlowLogic[Any], party: Party, first_payload: bytes | None
+    ) -> FlowSession:
+        if not isinstance(party, Party):
+            raise TypeError(f"expected a Party to talk to, got {type(party).__qualname__}")
+        owner = flow._session_owner
+        assert owner is not None
+        initiating = initiating_class_of(type(owner))
+        if initiating is None:
+            raise FlowConfigurationError(
+                f"{type(owner).__qualname__} cannot open a session with {party}: only flows "
+                "annotated @initiating_flow (or their sub-flows) may start a conversation"
+            )
+        session = FlowSession(party, self.node.new_session_id(), True, owner._flow_index)
+        self.sessions[self._session_key(flow, party)] = session
+        self.node.register_session(self, session)
+        init = InitialSessionMessage(
+            initiator_session_id=session.session_id,
+            flow_class=class_name(initiating),
+            flow_version=flow_version_of(initiating),
+            app_name=app_name_of(initiating),
+            first_payload=first_payload,
+        )
+        self.outbox.append((party, init))
+        return session
+
+    def _post(self, session: FlowSession, body: SessionBody) -> None:
+        message = ExistingSessionMessage(
+            session.session_id, not session.we_initiated, session.take_seq(), body
+        )
+        self.outbox.append((session.peer, message))
+
+    @staticmethod
+    def _raise_if_peer_gone(session: FlowSession) -> None:
+        if session.peer_error is not None:
+            error, session.peer_error = session.peer_error, None
+            raise error
+        if session.rejected is not None:
+            raise UnexpectedFlowEndException(session.rejected)
+        if session.peer_ended:
+            raise UnexpectedFlowEndException(
+                f"Counterparty flow on {session.peer} has completed without sending data. "
+                "Mismatched send and receive?"
+            )
+
+    def _close_sessions(self, owner_index: int | None, failure: BaseException | None) -> None:
+        """End our side of the sessions owned by ``owner_index`` (all sessions when None)."""
+        error_body = _error_body(failure) if failure is not None else None
+        for key, session in list(self.sessions.items()):
+            if owner_index is not None and session.owner_index != owner_index:
+                continue
+            del self.sessions[key]
+            session.closed = True
+            self.node.unregister_session(session)
+            if not session.peer_ended and session.rejected is None:
+                self._post(session, error_body if error_body is not None else End())
+
+    # ----- sub-flows and progress ---------------------------------------------------------------
+
+    def run_sub_flow(self, parent: FlowLogic[Any], flow: FlowLogic[R]) -> R:
+        """Run ``flow`` inline as a sub-flow of ``parent`` and return its result."""
+        if not isinstance(flow, FlowLogic):
+            raise TypeError(f"sub_flow needs a FlowLogic, got {type(flow).__qualname__}")
+        if flow._fiber is not None:
+            raise FlowConfigurationError(f"{type(flow).__qualname__} is already running")
+        check_initiating_annotation(type(flow))
+        flow._fiber, flow._flow_index = self, self._next_flow_index
+        self._next_flow_index += 1
+        initiating = initiating_class_of(type(flow)) is not None
+        flow._session_owner = flow if initiating else parent._session_owner
+        _attach_child_tracker(parent, flow)
+        try:
+            result = self._call_tracked(flow)
+        except BaseException as exc:
+            if initiating:
+                self._close_sessions(flow._flow_index, exc)
+            raise
+        if initiating:
+            self._close_sessions(flow._flow_index, None)
+        return result
+
+    @staticmethod
+    def _call_tracked(flow: FlowLogic[R]) -> R:
+        tracker = flow.progress_tracker
+        if tracker is None:
+            return flow.call()
+        from fibers._progress import ProgressTracker
+
+        if tracker.current_step == ProgressTracker.UNSTARTED:
+            tracker.current_step = ProgressTracker.STARTING
+        try:
+            result = flow.call()
+        except BaseException as exc:
+            if not tracker.has_ended:
+                tracker.end_with_error(exc)
+            raise
+        if not tracker.has_ended:
+            tracker.current_step = ProgressTracker.DONE
+        return result
+
+    # ----- the end ------------------------------------------------------------------------------
+
+    def _finish(self, *, result: object = None, failure: BaseException | None = None) -> None:
+        self._close_sessions(None, failure)
+        self.finished = True
+        self.failure = failure
+        self._result_value = result
+        if failure is None:
+            self.status = FlowStatus.COMPLETED
+        else:
+            self.status = FlowStatus.FAILED
+            if not isinstance(failure, FlowException):
+                log.error("flow %s (%s) failed", self.run_id, type(self.flow).__qualname__,
+                          exc_info=failure)
+
+    def settle_result(self) -> None:
+        """Complete the result future (after the final step committed)."""
+        if self.failure is None:
+            self.result.set_result(self._result_value)
+        else:
+            self.result.set_exception(self.failure)
+
+    def take_outbox(self) -> list[tuple[Party, SessionMessage]]:
+        """The messages produced since the last call, in order."""
+        outbox, self.outbox = self.outbox, []
+        return outbox
+
+    # ----- @suspendable ---------------------------------------------------------------------------
+
+    def _check_stack(self, request: _io.IORequest) -> None:
+        """Refuse (or warn about) a suspension with unmarked user functions on the stack."""
+        unmarked = self.unmarked_frames()
+        if not unmarked:
+            return
+        lines = "\n".join(
+            f"  - {c.co_qualname} ({c.co_filename}:{line})" for c, line in unmarked
+        )
+        what = type(request).__name__.lower()
+        message = (
+            f"{type(self.flow).__qualname__} suspended in {what}() with functions that are not "
+            f"marked @suspendable on its stack:\n{lines}\nMark each of them with @suspendable "
+            "(from fibers import suspendable): every function on a flow's stack when it waits "
+            "must be marked so that its frame is checkpointed and restored."
+        )
+        if self.node.strict_suspendable:
+            raise SuspendableError(message)
+        self.node.warn_once(unmarked[0][0], message)
+
+    def unmarked_frames(self) -> list[tuple[types.CodeType, int]]:
+        """User frames on this flow's stack, innermost first, that are not @suspendable."""
+        found: list[tuple[types.CodeType, int]] = []
+        frame: types.FrameType | None = sys._getframe(1)
+        allowed = _ALLOWED_ON_STACK
+        while frame is not None and frame.f_code is not _RUN_CODE:
+            code = frame.f_code
+            ok = allowed.get(code)
+            if ok is None:
+                ok = allowed[code] = _may_be_on_stack(code)
+            if not ok:
+                found.append((code, frame.f_lineno))
+            frame = frame.f_back
+        return found
+
+    def __repr__(self) -> str:
+        name = type(self.flow).__qualname__
+        return f"<FlowStateMachine {self.run_id.short} {name} {self.status.name}>"
+
+
+_RUN_CODE = FlowStateMachine._run.__code__
+_PERFORMERS: dict[type, Callable[[FlowStateMachine, Any], Any]] = {
+    _io.Send: FlowStateMachine._send,
+    _io.Receive: FlowStateMachine._receive,
+    _io.GetFlowInfo: FlowStateMachine._get_flow_info,
+    _io.Now: FlowStateMachine._now,
+    _io.Sleep: FlowStateMachine._sleep,
+}
+# Requests that may suspend the flow: the @suspendable check runs whether or not they actually
+# wait, so the error does not depend on message timing.
+_SUSPENDING_REQUESTS = frozenset({_io.Receive, _io.GetFlowInfo, _io.Sleep})
+# Comprehensions run in frames of their own on Python 3.11 but belong to the function that
+# contains them, which is itself checked; replay re-runs them like any other code.
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+# Verdicts of _may_be_on_stack by code object: the check runs at every potential suspension.
+_ALLOWED_ON_STACK: dict[types.CodeType, bool] = {}
+
+
+def _may_be_on_stack(code: types.CodeType) -> bool:
+    return (
+        code.co_filename.startswith(_FRAMEWORK_DIR)
+        or is_suspendable(code)
+        or code.co_name in _COMPREHENSIONS
+    )
+
+
+def _check_received_type(value: object, expected: type, peer: Party) -> object:
+    origin: Any = getattr(expected, "__origin__", None) or expected
+    if isinstance(value, origin):
+        return value
+    raise UnexpectedFlowEndException(
+        f"Expected to receive {_type_name(expected)} from {peer} but got "
+        f"{type(value).__qualname__}: {_short_repr(value)}"
+    )
+
+
+def _type_name(expected: type) -> str:
+    return getattr(expected, "__qualname__", None) or repr(expected)
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_body(failure: BaseException) -> ErrorEnd:
+    """What counterparties learn of a failure: a FlowException itself, anything else nothing."""
+    if not isinstance(failure, FlowException):
+        return ErrorEnd(None)
+    try:
+        return ErrorEnd(_wire.encode(failure))
+    except _wire.SerializationError:
+        # Extra fields that cannot cross the wire: keep the type's name and the message.
+        fallback = FlowException(f"{type(failure).__qualname__}: {failure}")
+        return ErrorEnd(_wire.encode(fallback))
+
+
+def _attach_child_tracker(parent: FlowLogic[Any], child: FlowLogic[Any]) -> None:
+    parent_tracker, child_tracker = parent.progress_tracker, child.progress_tracker
+    if parent_tracker is None or child_tracker is None:
+        return
+    from fibers._progress import ProgressTracker
+
+    if parent_tracker.current_step == ProgressTracker.UNSTARTED:
+        parent_tracker.current_step = ProgressTracker.STARTING
+    parent_tracker.set_child_tracker(parent_tracker.current_step, child_tracker)
+
+
+SessionFactory = Callable[[Party], FlowLogic[Any]]
