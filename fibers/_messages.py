@@ -83,18 +83,28 @@ class ExistingSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=6
     body: SessionBody
 
 
+class Ack(msgspec.Struct, frozen=True, array_like=True, tag=7):
+    """The recipient durably stored message ``seq`` of the session named by ``session_id`` and
+    ``to_initiator`` (the direction of the acknowledged message): the sender may forget it."""
+
+    session_id: int
+    to_initiator: bool
+    seq: int
+
+
 SessionMessage = InitialSessionMessage | ExistingSessionMessage
+Frame = InitialSessionMessage | ExistingSessionMessage | Ack
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(SessionMessage)
+_decoder = msgspec.msgpack.Decoder(Frame)
 
 
-def encode_message(message: SessionMessage) -> bytes:
+def encode_message(message: Frame) -> bytes:
     """The frame bytes of ``message``."""
     return _encoder.encode(message)
 
 
-def decode_message(frame: bytes) -> SessionMessage:
+def decode_message(frame: bytes) -> Frame:
     """The session message in ``frame``; ``SerializationError`` naming the problem when the frame
     is oversize or is not a well-formed session message."""
     if len(frame) > MAX_MESSAGE_SIZE:
@@ -102,7 +112,7 @@ def decode_message(frame: bytes) -> SessionMessage:
             f"malformed frame: {len(frame)} bytes is over the {MAX_MESSAGE_SIZE}-byte limit"
         )
     try:
-        message: SessionMessage = _decoder.decode(frame)
+        message: Frame = _decoder.decode(frame)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SerializationError(f"malformed frame: not a session message ({exc})") from None
     return message

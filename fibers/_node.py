@@ -18,6 +18,14 @@ from typing import Any, TypeVar
 
 from fibers import _wire
 from fibers._annotations import DECLARED_RESPONDERS, flow_version_of, initiating_class_of
+from fibers._checkpoint import SerializeAsToken, TokenContext
+from fibers._checkpoint_store import (
+    CheckpointStore,
+    StepWrite,
+    StoredFlow,
+    message_key,
+    session_prefix,
+)
 from fibers._clock import Clock, SystemClock
 from fibers._errors import (
     FlowConfigurationError,
@@ -33,7 +41,9 @@ from fibers._flow_logic import (
     StateMachineRunId,
 )
 from fibers._identity import NodeIdentity, Party
+from fibers._journal import describe_wait
 from fibers._messages import (
+    Ack,
     Confirm,
     Data,
     End,
@@ -42,11 +52,13 @@ from fibers._messages import (
     InitialSessionMessage,
     Reject,
     SessionBody,
+    SessionMessage,
     decode_message,
     encode_message,
 )
 from fibers._session import FlowSession
 from fibers._state_machine import FlowStateMachine, app_name_of, class_name
+from fibers._storage import NodeStorage, Txn
 from fibers._transport import Transport
 
 T = TypeVar("T")
@@ -96,9 +108,18 @@ class NetworkMap:
         return [self._parties[name] for name in sorted(self._parties)]
 
 
-class ServiceHub:
+@dataclass(frozen=True, slots=True)
+class HospitalEntry:
+    """A flow parked for an operator, and why."""
+
+    run_id: StateMachineRunId
+    flow_class: str
+    diagnosis: str
+
+
+class ServiceHub(SerializeAsToken):
     """The node services a flow may use (``FlowLogic.service_hub``). The ledger layer extends
-    it with storage, the vault and key management."""
+    it with storage, the vault and key management. Checkpoints hold it as a token."""
 
     def __init__(self, node: Node) -> None:
         self.my_info = node.info
@@ -118,6 +139,8 @@ class Node:
         clock: Clock | None = None,
         network_map: NetworkMap | None = None,
         strict_suspendable: bool = False,
+        storage: NodeStorage | None = None,
+        max_transient_retries: int = 3,
     ) -> None:
         self.identity = identity
         self.info = NodeInfo(identity.party)
@@ -138,6 +161,23 @@ class Node:
         self._draining = False
         self._warned: set[types.CodeType] = set()
         self.stopped = False
+        # Durability: writes wait in _pending until the group commit at the end of a scheduler
+        # round; _after holds what may only happen once they committed (sending, settling).
+        self.storage = storage
+        self.durable = storage is not None
+        self.tokens = TokenContext()
+        self.tokens.register(self.services)
+        self.checkpoints: CheckpointStore = (
+            CheckpointStore(storage, self.tokens) if storage is not None else _NO_STORE
+        )
+        self._pending: list[tuple[FlowStateMachine | None, Callable[[Txn], object]]] = []
+        self._after: list[tuple[FlowStateMachine | None, Callable[[], object]]] = []
+        self._hospital: dict[StateMachineRunId, HospitalEntry] = {}
+        self._hospital_fibers: dict[StateMachineRunId, FlowStateMachine] = {}
+        self._retries: dict[StateMachineRunId, int] = {}
+        self._max_retries = max_transient_retries
+        if storage is not None:
+            self._restore_all()
 
     @property
     def party(self) -> Party:
@@ -177,7 +217,7 @@ class Node:
         self.run_until_idle()
         return handle
 
-    def _new_state_machine(self, flow: FlowLogic[Any]) -> FlowStateMachine:
+    def _new_state_machine(self, flow: FlowLogic[Any], **responder: Any) -> FlowStateMachine:
         if not isinstance(flow, FlowLogic):
             raise TypeError(f"start_flow needs a FlowLogic, got {type(flow).__qualname__}")
         if self._draining:
@@ -188,6 +228,9 @@ class Node:
         if flow._fiber is not None:
             raise FlowConfigurationError(f"{type(flow).__qualname__} has already been started")
         fiber = FlowStateMachine(self, StateMachineRunId._new(), flow)
+        if self.durable:
+            fiber.start_record = self.checkpoints.start_record(flow, class_name(type(flow)),
+                                                               **responder)
         self._flows[fiber.run_id] = fiber
         return fiber
 
@@ -212,21 +255,26 @@ class Node:
     # ----- the scheduler --------------------------------------------------------------------------
 
     def _schedule(self, fiber: FlowStateMachine) -> None:
-        if not fiber.scheduled and not fiber.finished:
+        if not fiber.scheduled and not fiber.finished and not fiber.abandoned:
             fiber.scheduled = True
             self._runnable.append(fiber)
 
     def run_until_idle(self) -> None:
-        """Run runnable flows until every flow waits for something. Re-entrant calls (from a
-        flow or a result callback) return at once: the outer loop picks the work up."""
+        """Run runnable flows until every flow waits for something, committing their steps in
+        one group commit per round. Re-entrant calls (from a flow or a result callback) return
+        at once: the outer loop picks the work up."""
         if self._running:
             return
         self._running = True
         try:
-            while self._runnable:
-                fiber = self._runnable.popleft()
-                fiber.scheduled = False
-                self._run_step(fiber)
+            while True:
+                while self._runnable:
+                    fiber = self._runnable.popleft()
+                    fiber.scheduled = False
+                    self._run_step(fiber)
+                if not self._pending and not self._after:
+                    break
+                self._commit()
         finally:
             self._running = False
 
@@ -235,12 +283,76 @@ class Node:
         self._end_step(fiber)
 
     def _end_step(self, fiber: FlowStateMachine) -> None:
-        """The flow suspended or finished: send what the step produced, then settle the end."""
-        for recipient, message in fiber.take_outbox():
-            self._transport.send(self.party, recipient, encode_message(message))
+        """The flow suspended or finished: queue the step's writes, and what follows them."""
+        if fiber.abandoned:
+            if fiber.hospital_diagnosis is not None:
+                self._admit(fiber, fiber.hospital_diagnosis)
+            return
+        frames = [(r, _message_key(r, m), encode_message(m)) for r, m in fiber.take_outbox()]
+        if self.durable:
+            write = self._step_write(fiber, frames)
+            self._pending.append((fiber, lambda txn: self.checkpoints.write_step(txn, write)))
+        self._after.append((fiber, lambda: self._after_step(fiber, frames)))
+
+    def _step_write(
+        self, fiber: FlowStateMachine, frames: list[tuple[Party, bytes, bytes]]
+    ) -> StepWrite:
+        journal, fiber.new_journal = fiber.new_journal, []
+        consumed, fiber.consumed = fiber.consumed, []
+        start, fiber.start_record = fiber.start_record, None
+        tracker = fiber.flow.progress_tracker
+        done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
+                for s in fiber.session_history] if fiber.finished else []
+        return StepWrite(
+            run_id=fiber.run_id,
+            finished=fiber.finished,
+            status=(fiber.status.value, tracker.current_step.label if tracker else None,
+                    describe_wait(fiber.waiting) if fiber.waiting is not None else None),
+            journal_start=fiber.journal_length - len(journal),
+            journal=journal,
+            snapshot=fiber.snapshot,
+            outbox=[(key, frame) for _, key, frame in frames],
+            consumed=[message_key(*k) for k in consumed],
+            inbox_prefixes_done=done,
+            start_record=start,
+        )
+
+    def _after_step(
+        self, fiber: FlowStateMachine, frames: list[tuple[Party, bytes, bytes]]
+    ) -> None:
+        for recipient, _, frame in frames:
+            self._transport.send(self.party, recipient, frame)
         if fiber.finished:
             self._flows.pop(fiber.run_id, None)
+            self._retries.pop(fiber.run_id, None)
             fiber.settle_result()
+        elif fiber.needs_refeed:
+            fiber.needs_refeed = False
+            self._refeed(fiber)
+
+    def _commit(self) -> None:
+        """Write every pending step in one (synced) commit, then do what waited for it."""
+        pending, after = self._pending, self._after
+        self._pending, self._after = [], []
+        failed: dict[FlowStateMachine, Exception] = {}
+        if pending and self.storage is not None:
+            try:
+                with self.storage.group() as group:
+                    for fiber, write in pending:
+                        error = group.step(write)
+                        if error is not None:
+                            if fiber is None:
+                                raise error
+                            failed[fiber] = error
+            except Exception as exc:  # the whole commit failed: every step in it is lost
+                log.error("%s: a group commit failed", self.party, exc_info=exc)
+                failed.update({f: exc for f, _ in pending if f is not None})
+                after = [(f, a) for f, a in after if f is not None]
+        for fiber, action in after:
+            if fiber is None or fiber not in failed:
+                action()
+        for fiber, error in failed.items():
+            self._step_failed(fiber, error)
 
     def schedule_wakeup(self, fiber: FlowStateMachine, deadline: datetime) -> None:
         """Make ``fiber`` runnable once the clock reaches ``deadline``."""
@@ -286,7 +398,13 @@ class Node:
         except SerializationError as exc:
             log.warning("%s dropped a frame from %s: %s", self.party, sender, exc)
             return
-        if isinstance(message, InitialSessionMessage):
+        if isinstance(message, Ack):
+            if self.durable:
+                key = message_key(sender.name, message.session_id, message.to_initiator,
+                                  message.seq)
+                self._pending.append((None, lambda txn: self.checkpoints.storage.delete(
+                    txn, "outbox", key)))
+        elif isinstance(message, InitialSessionMessage):
             self._on_session_init(sender, message)
         else:
             self._on_session_message(sender, message)
@@ -294,8 +412,11 @@ class Node:
 
     def _on_session_init(self, sender: Party, init: InitialSessionMessage) -> None:
         key = (sender.name, init.initiator_session_id, False)
-        if key in self._sessions:
-            return  # a re-sent init of a session we already run
+        if key in self._sessions or (
+            self.durable and self.checkpoints.seen_init(sender.name, init.initiator_session_id)
+        ):
+            self._ack_after_commit(sender, init.initiator_session_id, False, 0)
+            return  # a re-sent init of a session we already run (or ran)
         responder = self._responder_for(init.flow_class)
         if isinstance(responder, str):
             self._reject(sender, init.initiator_session_id, responder)
@@ -305,7 +426,13 @@ class Node:
             flow = factory(sender)
             if not isinstance(flow, FlowLogic):
                 raise TypeError(f"the responder factory returned {type(flow).__qualname__}")
-            fiber = self._new_state_machine(flow)
+            fiber = self._new_state_machine(
+                flow,
+                peer=sender,
+                session_id=init.initiator_session_id,
+                peer_version=init.flow_version,
+                peer_app=init.app_name,
+            )
         except Exception as exc:
             log.error("%s could not start the responder for %s", self.party, init.flow_class,
                       exc_info=exc)
@@ -317,9 +444,12 @@ class Node:
         )
         session.peer_info = FlowInfo(init.flow_version, init.app_name)
         if init.first_payload is not None:
-            session.inbound.append(init.first_payload)
+            session.inbound.append((0, init.first_payload))
         fiber.sessions[(0, sender.name)] = session
+        fiber.session_history.append(session)
         self.register_session(fiber, session)
+        if self.durable:
+            self._store_init(fiber, sender, init)
         confirm = Confirm(0, version, app_name_of(type(flow)))
         seq = session.take_seq()
         confirm_message = ExistingSessionMessage(session.session_id, True, seq, confirm)
@@ -351,6 +481,7 @@ class Node:
         routed = self._sessions.get((initiator, message.session_id, message.to_initiator))
         if routed is None:
             log.debug("%s dropped a message for an unknown or ended session", self.party)
+            self._ack_after_commit(sender, message.session_id, message.to_initiator, message.seq)
             return
         fiber, session = routed
         if session.peer != sender:
@@ -358,17 +489,144 @@ class Node:
                         self.party, sender, session.peer)
             return
         if message.seq < session.next_recv_seq:
+            self._ack_after_commit(sender, message.session_id, message.to_initiator, message.seq)
             return  # already processed: a duplicate
         if message.seq > session.next_recv_seq:
             session.out_of_order[message.seq] = message.body
             return
         body: SessionBody | None = message.body
         while body is not None:
-            _apply(session, body)
+            seq = session.next_recv_seq
+            _apply(session, seq, body)
+            if self.durable:
+                stored = ExistingSessionMessage(message.session_id, message.to_initiator, seq, body)
+                self._store_received(fiber, sender, stored)
             session.next_recv_seq += 1
             body = session.out_of_order.pop(session.next_recv_seq, None)
         if fiber.waiting is session:
             self._schedule(fiber)
+
+    # ----- durability: storing what arrives, restoring what was stored ----------------------------
+
+    def _ack_after_commit(
+        self, sender: Party, session_id: int, to_initiator: bool, seq: int
+    ) -> None:
+        if self.durable:
+            frame = encode_message(Ack(session_id, to_initiator, seq))
+            self._after.append((None, lambda: self._transport.send(self.party, sender, frame)))
+
+    def _store_init(
+        self, fiber: FlowStateMachine, sender: Party, init: InitialSessionMessage
+    ) -> None:
+        """Keep the init's dedup record and first payload with the responder's first step."""
+        sid = init.initiator_session_id
+        dedup_key = session_prefix(sender.name, sid, False)
+        data = None
+        if init.first_payload is not None:
+            first = ExistingSessionMessage(sid, False, 0, Data(init.first_payload))
+            data = (message_key(sender.name, sid, False, 0), encode_message(first))
+        store = self.checkpoints.storage
+
+        def write(txn: Txn) -> None:
+            store.put(txn, "dedup", dedup_key, b"")
+            if data is not None:
+                store.put_sealed(txn, "inbox", data[0], data[1])
+
+        self._pending.append((fiber, write))
+        self._ack_after_commit(sender, sid, False, 0)
+
+    def _store_received(
+        self, fiber: FlowStateMachine, sender: Party, message: ExistingSessionMessage
+    ) -> None:
+        session_id, to_initiator, seq = message.session_id, message.to_initiator, message.seq
+        key = message_key(sender.name, session_id, to_initiator, seq)
+        frame = encode_message(message)
+        store = self.checkpoints.storage
+        self._pending.append((fiber, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
+        self._ack_after_commit(sender, session_id, to_initiator, seq)
+
+    def _restore_all(self) -> None:
+        """Restore every stored flow (restart), then re-send unacknowledged messages."""
+        for stored in self.checkpoints.load_flows():
+            self._restore(stored)
+        self.run_until_idle()
+        for key, frame in self.checkpoints.outbox():
+            recipient = key.partition(b"\0")[0].decode()
+            try:
+                party = self.network_map.party(recipient)
+            except KeyError:
+                log.warning("%s cannot re-send to unknown party %s", self.party, recipient)
+                continue
+            self._transport.send(self.party, party, frame)
+
+    def _restore(self, stored: StoredFlow) -> None:
+        if stored.flow is None or stored.status == "HOSPITALIZED" or stored.start is None:
+            diagnosis = stored.diagnosis or "hospitalised before the restart"
+            self._hospital[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class,
+                                                          diagnosis)
+            return
+        start = stored.start
+        fiber = FlowStateMachine(self, stored.run_id, stored.flow)
+        if start.peer is not None:
+            session = FlowSession(start.peer, start.session_id, False, 0, next_send_seq=0,
+                                  next_recv_seq=1)
+            session.peer_info = FlowInfo(start.peer_version, start.peer_app)
+            fiber.sessions[(0, start.peer.name)] = session
+            fiber.session_history.append(session)
+            self.register_session(fiber, session)
+            session.take_seq()  # the confirm was sent before the crash
+        fiber.start_replay(stored.journal, stored.snapshot)
+        fiber.needs_refeed = True
+        self._flows[fiber.run_id] = fiber
+        self._schedule(fiber)
+
+    def _refeed(self, fiber: FlowStateMachine) -> None:
+        """Give a restored flow the messages that had arrived but were not consumed."""
+        for session in list(fiber.sessions.values()):
+            prefix = session_prefix(session.peer.name, session.session_id, session.we_initiated)
+            last = session.next_recv_seq - 1
+            # Invariant: the inbox holds exactly the messages of this session that were
+            # received and not consumed (data), plus its control messages (confirm, end, error).
+            for _, frame in self.checkpoints.inbox(prefix):
+                message = decode_message(frame)
+                if isinstance(message, ExistingSessionMessage):
+                    _apply(session, message.seq, message.body)
+                    last = max(last, message.seq)
+            session.next_recv_seq = max(session.next_recv_seq, last + 1)
+            if fiber.waiting is session:
+                self._schedule(fiber)
+
+    def _admit(self, fiber: FlowStateMachine, diagnosis: str) -> None:
+        """Park ``fiber`` in the hospital: its checkpoint stays, its messages keep arriving."""
+        log.warning("%s hospitalised flow %s: %s", self.party, fiber.run_id, diagnosis)
+        self._flows.pop(fiber.run_id, None)
+        self._hospital[fiber.run_id] = HospitalEntry(fiber.run_id, class_name(type(fiber.flow)),
+                                                     diagnosis)
+        self._hospital_fibers[fiber.run_id] = fiber
+        if self.durable:
+            run_id = fiber.run_id
+            self._pending.append(
+                (None, lambda txn: self.checkpoints.mark_hospitalized(txn, run_id, diagnosis))
+            )
+
+    def _step_failed(self, fiber: FlowStateMachine, error: BaseException) -> None:
+        """A step could not be stored: drop the flow's memory and re-run it from storage."""
+        fiber.abandon()
+        self._unroute(fiber)
+        tries = self._retries[fiber.run_id] = self._retries.get(fiber.run_id, 0) + 1
+        diagnosis = f"storing a step failed {tries} times: {type(error).__name__}: {error}"
+        if tries > self._max_retries:
+            self._admit(fiber, diagnosis)
+            return
+        log.warning("%s retrying flow %s from its checkpoint: %s", self.party, fiber.run_id,
+                    diagnosis)
+        self._flows.pop(fiber.run_id, None)
+        self._restore(self.checkpoints._load_flow(fiber.run_id))
+
+    def _unroute(self, fiber: FlowStateMachine) -> None:
+        for key, (owner, _) in list(self._sessions.items()):
+            if owner is fiber:
+                del self._sessions[key]
 
     # ----- operations -----------------------------------------------------------------------------
 
@@ -376,9 +634,47 @@ class Node:
         """Every unfinished flow on this node."""
         return [_summary(f) for f in self._flows.values()]
 
+    def handle(self, run_id: StateMachineRunId) -> FlowHandle[Any]:
+        """The handle of a running flow, including one restored after a restart."""
+        fiber = self._flows.get(run_id)
+        if fiber is None:
+            raise KeyError(f"no running flow {run_id} on {self.party}")
+        return FlowHandle(fiber.run_id, fiber.result)
+
+    def hospital(self) -> list[HospitalEntry]:
+        """Hospitalised flows with their diagnosis."""
+        return list(self._hospital.values())
+
+    def retry_flow(self, run_id: StateMachineRunId) -> bool:
+        """Run a hospitalised flow again from its checkpoint. False when it is not in the
+        hospital or the node has no storage to restore it from."""
+        if run_id not in self._hospital or not self.durable:
+            return False
+        del self._hospital[run_id]
+        old = self._hospital_fibers.pop(run_id, None)
+        if old is not None:
+            self._unroute(old)
+        self._retries.pop(run_id, None)
+        stored = self.checkpoints._load_flow(run_id)
+        if stored.status == "HOSPITALIZED" and stored.flow is not None:
+            stored.status = "RUNNABLE"
+        self._restore(stored)
+        self.run_until_idle()
+        return True
+
     def kill_flow(self, run_id: StateMachineRunId) -> bool:
         """End the flow with ``KilledFlowException``; its counterparties get
-        ``UnexpectedFlowEndException``. False when no such flow is running."""
+        ``UnexpectedFlowEndException``; its checkpoint is deleted. A hospitalised flow is
+        removed with its checkpoint. False when there is no such flow."""
+        if run_id in self._hospital:
+            del self._hospital[run_id]
+            old = self._hospital_fibers.pop(run_id, None)
+            if old is not None:
+                self._unroute(old)
+            if self.durable:
+                self._pending.append((None, lambda txn: self.checkpoints.delete_flow(txn, run_id)))
+                self._commit()
+            return True
         fiber = self._flows.get(run_id)
         if fiber is None or fiber.finished:
             return False
@@ -406,17 +702,35 @@ class Node:
             log.warning("%s", message)
 
     def stop(self) -> None:
-        """Stop scheduling. Suspended flows stay suspended (and are lost without durability)."""
+        """Stop the node as a crash would: flows are dropped where they are (their checkpoints
+        stay in storage) and nothing more is sent."""
         self.stopped = True
+        for fiber in [*self._flows.values(), *self._hospital_fibers.values()]:
+            fiber.abandon()
+        self._flows.clear()
+        self._runnable.clear()
+        self._pending.clear()
+        self._after.clear()
+        if self.storage is not None:
+            self.storage.close()
 
     def __repr__(self) -> str:
         return f"<Node {self.party.name} flows={len(self._flows)}>"
 
 
-def _apply(session: FlowSession, body: SessionBody) -> None:
+def _message_key(recipient: Party, message: SessionMessage) -> bytes:
+    if isinstance(message, InitialSessionMessage):
+        return message_key(recipient.name, message.initiator_session_id, False, 0)
+    return message_key(recipient.name, message.session_id, message.to_initiator, message.seq)
+
+
+_NO_STORE: Any = None
+
+
+def _apply(session: FlowSession, seq: int, body: SessionBody) -> None:
     """Record the effect of one in-order message from the peer on ``session``."""
     if isinstance(body, Data):
-        session.inbound.append(body.payload)
+        session.inbound.append((seq, body.payload))
     elif isinstance(body, Confirm):
         session.peer_info = FlowInfo(body.flow_version, body.app_name)
     elif isinstance(body, Reject):
@@ -451,14 +765,5 @@ def _summary(fiber: FlowStateMachine) -> FlowSummary:
         class_name(type(fiber.flow)),
         fiber.status.value,
         step,
-        _describe_wait(fiber.waiting),
+        describe_wait(fiber.waiting) if fiber.waiting is not None else None,
     )
-
-
-def _describe_wait(wait: object) -> str | None:
-    if isinstance(wait, FlowSession):
-        return f"a message from {wait.peer}"
-    if isinstance(wait, datetime):
-        return f"a timer until {wait.isoformat()}"
-    return None
-

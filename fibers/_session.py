@@ -28,7 +28,8 @@ class FlowSession:
     # Invariant: next_recv_seq is the number of the next message from the peer we may process;
     # messages numbered lower were processed already and are dropped as duplicates.
     next_recv_seq: int = 0
-    inbound: deque[bytes] = field(default_factory=deque)
+    # Payloads received and not yet consumed by the flow, with their sequence numbers.
+    inbound: deque[tuple[int, bytes]] = field(default_factory=deque)
     out_of_order: dict[int, SessionBody] = field(default_factory=dict)
     peer_info: FlowInfo | None = None
     peer_error: BaseException | None = None
@@ -40,6 +41,11 @@ class FlowSession:
         """The key the node routes this session's inbound messages by."""
         initiator = our_name if self.we_initiated else self.peer.name
         return (initiator, self.session_id, self.we_initiated)
+
+    def inbox_key(self) -> tuple[str, int, bool]:
+        """How stored messages from the peer in this session are keyed: (peer name, session id,
+        direction of those messages, i.e. whether they go to the initiator)."""
+        return (self.peer.name, self.session_id, self.we_initiated)
 
     def take_seq(self) -> int:
         """The number for the next message we send, advancing the counter."""

@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from greenlet import getcurrent, greenlet  # type: ignore[import-untyped]
+from greenlet import GreenletExit, getcurrent, greenlet  # type: ignore[import-untyped]
 
 from fibers import _io, _wire
 from fibers._annotations import (
@@ -41,11 +41,27 @@ from fibers._annotations import (
 from fibers._errors import (
     FlowConfigurationError,
     FlowException,
+    HospitalizeFlowException,
+    NondeterminismError,
     SuspendableError,
     UnexpectedFlowEndException,
 )
 from fibers._flow_logic import FlowInfo, FlowLogic, StateMachineRunId
 from fibers._identity import Party
+from fibers._journal import (
+    JournalEntry,
+    Snapshot,
+    decode_error,
+    describe_entry,
+    describe_wait,
+    digest,
+    encode_error,
+    replay_datetime,
+    replay_flow_info,
+    replay_int,
+    replay_payload,
+    replay_seq,
+)
 from fibers._messages import (
     Data,
     End,
@@ -106,6 +122,22 @@ class FlowStateMachine:
         self.finished = False
         self.failure: BaseException | None = None
         self._next_flow_index = 1
+        # Journal: inputs and outputs of completed IO requests (see fibers._journal). Entries
+        # of the current step wait in new_journal until the step commits.
+        self.journal_length = 0
+        self.new_journal: list[JournalEntry] = []
+        self.consumed: list[tuple[str, int, bool, int]] = []  # inbox keys consumed this step
+        self._replay: list[JournalEntry] = []
+        self._replay_pos = 0
+        # Set when the engine parks the flow (hospital) or drops it (node stop): its greenlet is
+        # abandoned and must have no further effect on the node.
+        self.abandoned = False
+        self.hospital_diagnosis: str | None = None
+        self.snapshot: Snapshot | None = None
+        self.session_history: list[FlowSession] = []
+        self.start_record: bytes | None = None
+        self.needs_refeed = False
+        self.expected_snapshot: Snapshot | None = None
         self._resumer: greenlet | None = None
         self._greenlet = greenlet(self._run)
         flow._fiber, flow._flow_index = self, 0
@@ -132,8 +164,19 @@ class FlowStateMachine:
                 "a flow suspended outside its own greenlet; was IO attempted from a thread or "
                 "callback instead of from the flow's call()?"
             )
+        if self.replaying:
+            self._diverged(
+                f"the code suspended ({describe_wait(wait)}) while its journal still holds "
+                f"{len(self._replay) - self._replay_pos} completed requests, the next being "
+                f"{describe_entry(self._replay[self._replay_pos])}"
+            )
         self.waiting = wait
         self.status = FlowStatus.SUSPENDED
+        if self.node.durable:
+            self.snapshot = self.node.checkpoints.snapshot(self, describe_wait(wait))
+            expected, self.expected_snapshot = self.expected_snapshot, None
+            if expected is not None:
+                self._verify_against(expected, self.snapshot)
         try:
             resumer.switch()
         finally:
@@ -144,10 +187,82 @@ class FlowStateMachine:
         try:
             check_initiating_annotation(type(flow))
             result = self._call_tracked(flow)
+        except HospitalizeFlowException as exc:
+            self._park(f"the flow asked to be hospitalised: {exc}")
+        except GreenletExit:
+            if not self.abandoned:
+                raise
         except BaseException as exc:  # the flow's failure is its result, whatever it is
             self._finish(failure=exc)
         else:
             self._finish(result=result)
+
+    def _park(self, diagnosis: str) -> None:
+        """Stop the flow for the hospital, from inside its greenlet: nothing it did in this step
+        is kept and its counterparties are not told. Does not return."""
+        self.hospital_diagnosis = diagnosis
+        self.abandoned = True
+        self.status = FlowStatus.HOSPITALIZED
+        resumer = self._resumer
+        assert resumer is not None
+        resumer.switch()
+        raise AssertionError("a hospitalised flow was resumed")  # pragma: no cover
+
+    def _diverged(self, what: str) -> None:
+        error = NondeterminismError(
+            f"flow {self.run_id} ({type(self.flow).__qualname__}) did not replay its checkpoint "
+            f"at journal record {self._replay_pos}: {what}. The flow's code changed "
+            "incompatibly since the checkpoint was written, or it depends on inputs the "
+            "engine does not record (random numbers, wall-clock time, global state)."
+        )
+        self._park(f"NondeterminismError: {error}")
+
+    def _verify_against(self, expected: Snapshot, actual: Snapshot) -> None:
+        if expected.call_chain != actual.call_chain or expected.waiting != actual.waiting:
+            self._park(
+                f"NondeterminismError: flow {self.run_id} ({type(self.flow).__qualname__}) "
+                f"resumed at a different place than its checkpoint: the checkpoint was "
+                f"suspended in {' > '.join(expected.call_chain)} waiting for "
+                f"{expected.waiting}; the code now suspends in "
+                f"{' > '.join(actual.call_chain)} waiting for {actual.waiting}"
+            )
+        if expected.lines != actual.lines:
+            log.info("flow %s resumed with moved lines: %s -> %s", self.run_id,
+                     expected.lines, actual.lines)
+
+    # ----- the journal --------------------------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the flow is re-running requests answered from its journal."""
+        return self._replay_pos < len(self._replay)
+
+    def start_replay(self, journal: list[JournalEntry], expected: Snapshot | None) -> None:
+        """Answer the flow's next requests from ``journal`` (a restore), then verify that it
+        suspends where ``expected`` says."""
+        self._replay, self._replay_pos = journal, 0
+        self.journal_length = len(journal)
+        self.expected_snapshot = expected
+
+    def _record(self, entry: JournalEntry) -> None:
+        self.new_journal.append(entry)
+        self.journal_length += 1
+
+    def _replayed(self, *key: object) -> JournalEntry | None:
+        """In replay: the next journal entry, checked to start with ``key``; None when live."""
+        if self._replay_pos >= len(self._replay):
+            return None
+        entry = self._replay[self._replay_pos]
+        if entry[: len(key)] != key:
+            self._diverged(
+                f"the journal says {describe_entry(entry)} but the code now did "
+                f"{describe_entry(key)}"
+            )
+        self._replay_pos += 1
+        if self._replay_pos == len(self._replay):
+            self._replay = []
+            self._replay_pos = 0
+        return entry
 
     # ----- IO: the one place every request of a flow goes through ---------------------------------
 
@@ -162,33 +277,69 @@ class FlowStateMachine:
         payload = _wire.encode(request.payload)  # before touching the session: fail cleanly
         session = self.sessions.get(self._session_key(request.flow, request.party))
         if session is None:
-            self._open_session(request.flow, request.party, first_payload=payload)
-        elif session.peer_ended or session.rejected is not None:
-            log.debug("%s: dropped a send to %s, whose flow has ended", self.run_id, session.peer)
+            session = self._open_session(request.flow, request.party, first_payload=payload)
         else:
             self._post(session, Data(payload))
+        key = ("send", session.owner_index, session.peer.name, digest(payload))
+        if self._replayed(*key) is None:
+            self._record(key)
 
     def _receive(self, request: _io.Receive) -> object:
         session = self._session(request.flow, request.party)
-        while not session.inbound:
-            self._raise_if_peer_gone(session)
-            self._suspend(session)
-        value = _wire.decode(session.inbound.popleft())
+        peer, owner = session.peer.name, session.owner_index
+        self._replay_peer_end(owner, peer)
+        entry = self._replayed("recv", owner, peer)
+        if entry is not None:
+            payload = replay_payload(entry)
+            session.next_recv_seq = max(session.next_recv_seq, replay_seq(entry) + 1)
+        else:
+            while not session.inbound:
+                self._raise_if_peer_gone(session)
+                self._suspend(session)
+            seq, payload = session.inbound.popleft()
+            self.consumed.append((*session.inbox_key(), seq))
+            self._record(("recv", owner, peer, payload, seq))
+        value = _wire.decode(payload)
         return _check_received_type(value, request.expected_type, session.peer)
 
     def _get_flow_info(self, request: _io.GetFlowInfo) -> FlowInfo:
         session = self._session(request.flow, request.party)
+        peer, owner = session.peer.name, session.owner_index
+        self._replay_peer_end(owner, peer)
+        entry = self._replayed("info", owner, peer)
+        if entry is not None:
+            return replay_flow_info(entry)
         while session.peer_info is None:
             self._raise_if_peer_gone(session)
             self._suspend(session)
-        return session.peer_info
+        info = session.peer_info
+        self._record(("info", owner, peer, info.flow_version, info.app_name))
+        return info
+
+    def _replay_peer_end(self, owner: int, peer: str) -> None:
+        """In replay, re-raise the counterparty's end where the journal recorded it."""
+        if self.replaying and self._replay[self._replay_pos][:3] == ("recv_end", owner, peer):
+            entry = self._replayed("recv_end", owner, peer)
+            assert entry is not None
+            raise decode_error(entry[3])
 
     def _now(self, request: _io.Now) -> datetime:
-        return self.node.clock.now()
+        entry = self._replayed("now")
+        if entry is not None:
+            return replay_datetime(entry)
+        now = self.node.clock.now()
+        self._record(("now", now))
+        return now
 
     def _sleep(self, request: _io.Sleep) -> None:
-        deadline = self.node.clock.now() + timedelta(seconds=request.seconds)
-        self.node.schedule_wakeup(self, deadline)
+        entry = self._replayed("sleep")
+        if entry is not None:
+            deadline = replay_datetime(entry)
+        else:
+            deadline = self.node.clock.now() + timedelta(seconds=request.seconds)
+            self._record(("sleep", deadline))
+        if self.node.clock.now() < deadline:
+            self.node.schedule_wakeup(self, deadline)
         while self.node.clock.now() < deadline:
             self._suspend(deadline)
 
@@ -217,8 +368,13 @@ class FlowStateMachine:
                 f"{type(owner).__qualname__} cannot open a session with {party}: only flows "
                 "annotated @initiating_flow (or their sub-flows) may start a conversation"
             )
-        session = FlowSession(party, self.node.new_session_id(), True, owner._flow_index)
+        entry = self._replayed("open", owner._flow_index, party.name)
+        session_id = replay_int(entry) if entry is not None else self.node.new_session_id()
+        if entry is None:
+            self._record(("open", owner._flow_index, party.name, session_id))
+        session = FlowSession(party, session_id, True, owner._flow_index)
         self.sessions[self._session_key(flow, party)] = session
+        self.session_history.append(session)
         self.node.register_session(self, session)
         init = InitialSessionMessage(
             initiator_session_id=session.session_id,
@@ -227,27 +383,36 @@ class FlowStateMachine:
             app_name=app_name_of(initiating),
             first_payload=first_payload,
         )
-        self.outbox.append((party, init))
+        self._emit(party, init)
         return session
 
     def _post(self, session: FlowSession, body: SessionBody) -> None:
         message = ExistingSessionMessage(
             session.session_id, not session.we_initiated, session.take_seq(), body
         )
-        self.outbox.append((session.peer, message))
+        self._emit(session.peer, message)
 
-    @staticmethod
-    def _raise_if_peer_gone(session: FlowSession) -> None:
+    def _emit(self, recipient: Party, message: SessionMessage) -> None:
+        # A replayed message was stored in the outbox when it was first sent; it is re-sent
+        # from there, not produced again.
+        if not self.replaying:
+            self.outbox.append((recipient, message))
+
+    def _raise_if_peer_gone(self, session: FlowSession) -> None:
+        error: BaseException | None = None
         if session.peer_error is not None:
             error, session.peer_error = session.peer_error, None
-            raise error
-        if session.rejected is not None:
-            raise UnexpectedFlowEndException(session.rejected)
-        if session.peer_ended:
-            raise UnexpectedFlowEndException(
+        elif session.rejected is not None:
+            error = UnexpectedFlowEndException(session.rejected)
+        elif session.peer_ended:
+            error = UnexpectedFlowEndException(
                 f"Counterparty flow on {session.peer} has completed without sending data. "
                 "Mismatched send and receive?"
             )
+        if error is not None:
+            self._record(("recv_end", session.owner_index, session.peer.name,
+                          encode_error(error)))
+            raise error
 
     def _close_sessions(self, owner_index: int | None, failure: BaseException | None) -> None:
         """End our side of the sessions owned by ``owner_index`` (all sessions when None)."""
@@ -272,6 +437,9 @@ class FlowStateMachine:
         check_initiating_annotation(type(flow))
         flow._fiber, flow._flow_index = self, self._next_flow_index
         self._next_flow_index += 1
+        key = ("sub_flow", flow._flow_index, class_name(type(flow)))
+        if self._replayed(*key) is None:
+            self._record(key)
         initiating = initiating_class_of(type(flow)) is not None
         flow._session_owner = flow if initiating else parent._session_owner
         _attach_child_tracker(parent, flow)
@@ -307,6 +475,8 @@ class FlowStateMachine:
     # ----- the end ------------------------------------------------------------------------------
 
     def _finish(self, *, result: object = None, failure: BaseException | None = None) -> None:
+        if self.abandoned:
+            return
         self._close_sessions(None, failure)
         self.finished = True
         self.failure = failure
@@ -325,6 +495,11 @@ class FlowStateMachine:
             self.result.set_result(self._result_value)
         else:
             self.result.set_exception(self.failure)
+
+    def abandon(self) -> None:
+        """Drop this flow's greenlet without any further effect (node stop, hospital)."""
+        self.abandoned = True
+        self.outbox = []
 
     def take_outbox(self) -> list[tuple[Party, SessionMessage]]:
         """The messages produced since the last call, in order."""
@@ -372,7 +547,7 @@ class FlowStateMachine:
         return f"<FlowStateMachine {self.run_id.short} {name} {self.status.name}>"
 
 
-_RUN_CODE = FlowStateMachine._run.__code__
+RUN_CODE = _RUN_CODE = FlowStateMachine._run.__code__
 _PERFORMERS: dict[type, Callable[[FlowStateMachine, Any], Any]] = {
     _io.Send: FlowStateMachine._send,
     _io.Receive: FlowStateMachine._receive,

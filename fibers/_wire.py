@@ -14,7 +14,7 @@ is one MessagePack value of at most ``MAX_MESSAGE_SIZE`` bytes, nested at most `
 containers deep (list, dict, tuple, set, instance, custom value: one level each). Native
 MessagePack carries nil, bool, int in [-2**63, 2**64), float64, str, bin (bytes), array (list)
 and map (dict whose keys are all str, sorted by UTF-8 bytes). Other values are arrays that start
-with a *marker*, an ext with an empty payload (``c7 00 <code>``), or *leaf* exts:
+with a *marker*, an ext with an empty payload (``c7 00 <code>``), or *leaf* exts, by ext code:
 
   1  [M, e1, e2, ...]                                  tuple
   2  [M, e...], elements sorted by their encoding      set
@@ -84,16 +84,7 @@ _BUILTIN_BASES = (int, float, str, bytes, bytearray, tuple, list, dict, set, fro
 _FIX = "mark the class @serializable (from fibers import serializable) or send a built-in type"
 
 
-class _Marker:
-    """What ``ext_hook`` returns for a marker; valid only as the first element of an array."""
-
-    __slots__ = ("code",)
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-_MARKS: Final = {code: _Marker(code) for code in range(1, 7)}
+# Markers, for encoding and as ``ext_hook`` returns them: valid only first in an array.
 _M: Final = {code: msgspec.msgpack.Ext(code, b"") for code in range(1, 7)}
 
 
@@ -153,7 +144,8 @@ def register_custom_type(
     for stale in [n for n, c in _CUSTOMS.items() if c.cls is cls or n == name]:
         unregister(stale)
     _CUSTOMS[name] = _Custom(cls, name, to_wire, from_wire)
-    _CUSTOM_BY_TYPE[cls] = _CUSTOMS[name]
+    _CUSTOM_BY_TYPE.clear()  # cached subclasses may now have a closer match
+    _CUSTOM_BY_TYPE.update((c.cls, c) for c in _CUSTOMS.values())
 
 
 def unregister(name: str) -> None:
@@ -469,7 +461,7 @@ _LEAF_DECODERS: dict[int, Callable[[memoryview], Any]] = {
 
 def _ext_hook(code: int, data: memoryview) -> Any:
     try:
-        return _LEAF_DECODERS[code](data) if data else _MARKS[code]
+        return _LEAF_DECODERS[code](data) if data else _M[code]
     except KeyError:
         raise _malformed(f"unknown ext code {code} with {len(data)} bytes of payload") from None
 
@@ -485,7 +477,7 @@ def _revive(obj: Any, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise _malformed(f"nesting deeper than {MAX_DEPTH} levels")
     if t is list:
-        if obj and type(obj[0]) is _Marker:
+        if obj and type(obj[0]) is msgspec.msgpack.Ext:
             return _REVIVERS[obj[0].code](obj, depth)
         return _revive_items(obj, depth + 1)
     if t is not dict:
@@ -508,19 +500,14 @@ def _revive_items(items: list[Any], depth: int) -> list[Any]:
     return items
 
 
-def _revive_set(obj: list[Any], depth: int) -> set[Any] | frozenset[Any]:
-    items = _revive_items(obj[1:], depth + 1)
-    result = (set if obj[0].code == _SET else frozenset)(items)
-    if len(result) != len(items):
-        raise _malformed("duplicate set elements")
-    return result
-
-
-def _revive_dict(obj: list[Any], depth: int) -> dict[Any, Any]:
-    items = _revive_items(obj[1:], depth + 1)
-    result = dict(zip(items[::2], items[1::2], strict=True))
-    if len(result) * 2 != len(items):
-        raise _malformed("duplicate dict keys")
+def _revive_collection(obj: list[Any], depth: int) -> Any:
+    items, code = _revive_items(obj[1:], depth + 1), obj[0].code
+    if code == _DICT:
+        result: Any = dict(zip(items[::2], items[1::2], strict=True))
+    else:
+        result = (set if code == _SET else frozenset)(items)
+    if len(result) * (2 if code == _DICT else 1) != len(items):
+        raise _malformed(f"a {type(result).__name__} with duplicates")
     return result
 
 
@@ -588,7 +575,7 @@ def _revive_custom(obj: list[Any], depth: int) -> Any:
 
 _REVIVERS: dict[int, Callable[[list[Any], int], Any]] = {
     _TUPLE: lambda obj, depth: tuple(_revive_items(obj[1:], depth + 1)),
-    _SET: _revive_set, _FROZENSET: _revive_set, _DICT: _revive_dict,
+    _SET: _revive_collection, _FROZENSET: _revive_collection, _DICT: _revive_collection,
     _OBJECT: _revive_object, _CUSTOM: _revive_custom,
 }
 

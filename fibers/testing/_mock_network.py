@@ -12,6 +12,7 @@ from fibers._clock import TestClock
 from fibers._identity import NodeIdentity, Party
 from fibers._messages import decode_message
 from fibers._node import NetworkMap, Node
+from fibers._storage import NodeStorage
 from fibers._transport import InFlightMessage, InMemoryNetwork
 
 
@@ -40,6 +41,8 @@ class MockNetwork:
         *,
         strict_suspendable: bool = True,
         record_transcript: bool = True,
+        durable: bool = True,
+        sync: bool = False,
     ) -> None:
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
@@ -50,6 +53,8 @@ class MockNetwork:
         self.transcript: list[TranscriptEntry] = []
         self._strict = strict_suspendable
         self._record = record_transcript
+        self._durable = durable
+        self._sync = sync
 
     def create_node(self, name: str) -> Node:
         """A new node called ``name`` on this network."""
@@ -60,15 +65,32 @@ class MockNetwork:
         return node
 
     def _build_node(self, identity: NodeIdentity) -> Node:
+        storage = None
+        if self._durable:
+            # sync=False: commits stay atomic (a process crash loses nothing committed) but are
+            # not fsynced, which keeps tests fast; benchmarks measure the synced path.
+            storage = NodeStorage.open(self.base_dir / identity.party.name, sync=self._sync)
+        self.network_map.add(identity.party)
         node = Node(
             identity,
             self.network,
             clock=self.clock,
             network_map=self.network_map,
             strict_suspendable=self._strict,
+            storage=storage,
         )
         self.network.attach(identity.party, node.deliver)
         return node
+
+    def restart_node(self, node: Node) -> Node:
+        """Stop ``node`` as a crash would and start a new node on the same identity and storage;
+        the new node restores every unfinished flow from its checkpoints."""
+        index = self.nodes.index(node)
+        self.network.detach(node.party)
+        node.stop()
+        restarted = self._build_node(node.identity)
+        self.nodes[index] = restarted
+        return restarted
 
     def node(self, name: str) -> Node:
         """The node called ``name``."""

@@ -15,6 +15,7 @@ from fibers import (
     suspendable,
 )
 from fibers._messages import (
+    Ack,
     Confirm,
     Data,
     ErrorEnd,
@@ -49,6 +50,8 @@ class Pong(FlowLogic[None]):
 
 def _describe(entry_message: object) -> tuple[object, ...]:
     """A transcript message reduced to what a reader checks: kind, seq and decoded payload."""
+    if isinstance(entry_message, Ack):
+        return ("Ack", entry_message.seq)
     if isinstance(entry_message, InitialSessionMessage):
         first = decode(entry_message.first_payload) if entry_message.first_payload else None
         return ("Init", entry_message.flow_class.split(":")[1], entry_message.flow_version, first)
@@ -67,14 +70,21 @@ def test_ping_pong_exchanges_exactly_the_expected_messages(mock_network: MockNet
     delivered = mock_network.run_network()
     assert handle.result.result(timeout=0) == "pong"
     transcript = [(e.sender, e.recipient, _describe(e.message)) for e in mock_network.transcript]
+    # Each message is acknowledged once its recipient stored it; only then may the sender forget
+    # it (acks of Bob's messages to Alice come before Alice's own End: she stores, then sends).
     assert transcript == [
         ("Alice", "Bob", ("Init", "Ping", 1, "ping")),
+        ("Bob", "Alice", ("Ack", 0)),
         ("Bob", "Alice", ("Confirm", 0, 1)),
         ("Bob", "Alice", ("Data", 1, "pong")),
         ("Bob", "Alice", ("End", 2)),
+        ("Alice", "Bob", ("Ack", 0)),
+        ("Alice", "Bob", ("Ack", 1)),
         ("Alice", "Bob", ("End", 1)),
+        ("Alice", "Bob", ("Ack", 2)),
+        ("Bob", "Alice", ("Ack", 1)),
     ]
-    assert delivered == 5
+    assert delivered == 10
     assert alice.flows() == [] and bob.flows() == []
 
 
@@ -105,8 +115,9 @@ def test_both_sides_send_first(mock_network: MockNetwork) -> None:
     handle = alice.start_flow(SendFirstBothWays(bob.party))
     mock_network.run_network()
     assert handle.result.result(timeout=0) == 2
-    responder_result = [e for e in mock_network.transcript if e.sender == "Bob"]
-    assert _describe(responder_result[1].message) == ("Data", 1, 2)
+    from_bob = [_describe(e.message) for e in mock_network.transcript
+                if e.sender == "Bob" and not isinstance(e.message, Ack)]
+    assert from_bob[:2] == [("Confirm", 0, 1), ("Data", 1, 2)]
 
 
 @initiating_flow
@@ -188,7 +199,8 @@ def test_other_exceptions_reach_the_counterparty_without_their_message(
     error = handle.result.exception(timeout=0)
     assert type(error) is UnexpectedFlowEndException
     assert "internal error" in str(error) and "hunter2" not in str(error)
-    from_bob = [e.message for e in mock_network.transcript if e.sender == "Bob"]
+    from_bob = [e.message for e in mock_network.transcript
+                if e.sender == "Bob" and not isinstance(e.message, Ack)]
     assert [type(m.body) for m in from_bob if isinstance(m, ExistingSessionMessage)] == [
         Confirm,
         ErrorEnd,

@@ -1,0 +1,174 @@
+"""Micro-benchmarks for node storage and the checkpoint codec (a report, not a test).
+
+Run: ``python benchmarks/storage_probe.py [scratch_dir]``. The scratch directory should be on the
+disk the node will use: synced commit cost is an fsync, so it is a property of that disk.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import lmdb
+
+from fibers._checkpoint import SerializeAsToken, TokenContext, capture_frames, dumps
+from fibers._storage import NodeStorage, Txn, journal_key
+
+
+def per_call_us(fn: Callable[[], object], repeat: int) -> float:
+    """Median over 5 rounds of the mean cost of ``fn()`` in microseconds."""
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        rounds.append((time.perf_counter() - start) / repeat * 1e6)
+    return sorted(rounds)[2]
+
+
+def raw_commit(scratch: Path, *, sync: bool) -> float:
+    env = lmdb.open(str(scratch / f"raw-{sync}"), map_size=1 << 30, max_dbs=4, sync=sync)
+    db = env.open_db(b"flows")
+    value = os.urandom(200)
+    counter = iter(range(10**9))
+
+    def commit_one() -> None:
+        with env.begin(write=True) as txn:
+            txn.put(next(counter).to_bytes(8, "big"), value, db=db)
+
+    try:
+        return per_call_us(commit_one, 200)
+    finally:
+        env.close()
+
+
+def group_step(scratch: Path, *, sync: bool, steps: int = 1000) -> tuple[float, float]:
+    """(µs per step including its share of the commit, µs of the commit alone)."""
+    storage = NodeStorage.open(scratch / f"group-{sync}", sync=sync)
+    value = os.urandom(200)
+    run_id = os.urandom(16)
+    index = iter(range(10**9))
+
+    def step(txn: Txn) -> None:
+        i = next(index)
+        storage.put(txn, "journal", journal_key(run_id, i), value)
+        storage.put(txn, "snapshots", run_id + i.to_bytes(4, "big"), value)
+        storage.put(txn, "outbox", i.to_bytes(8, "big") + run_id, value)
+
+    totals, commits = [], []
+    try:
+        for _ in range(5):
+            start = time.perf_counter()
+            group = storage.group()
+            with group:
+                for _ in range(steps):
+                    group.step(step)
+                before_commit = time.perf_counter()
+            end = time.perf_counter()
+            totals.append((end - start) / steps * 1e6)
+            commits.append((end - before_commit) * 1e6)
+        return sorted(totals)[2], sorted(commits)[2]
+    finally:
+        storage.close()
+
+
+class _Vault(SerializeAsToken):
+    pass
+
+
+def _outer(vault: _Vault) -> list[FrameType]:
+    party = "O=Bank A, L=London, C=GB"
+    nonce = 12345
+    timeout = 30.0
+    tags = ("x", "y")
+    assert nonce and timeout and tags
+    return _middle(party, vault)
+
+
+def _middle(party: str, vault: _Vault) -> list[FrameType]:
+    quantity = 1000
+    currency = "USD"
+    found = {"x": 1}
+    assert currency and found
+    return _inner(party, quantity, vault)
+
+
+def _inner(party: str, amount: int, vault: _Vault) -> list[FrameType]:
+    ref = b"\x01" * 32
+    ok = True
+    frame = sys._getframe()
+    assert ref and ok
+    assert frame.f_back is not None and frame.f_back.f_back is not None
+    return [frame.f_back.f_back, frame.f_back, frame]
+
+
+def frames_with_locals(vault: _Vault) -> list[FrameType]:
+    """Three frames with ~5 small locals each (one a service), like a flow's suspendable chain.
+
+    The innermost also holds its own frame object, which is never serialisable.
+    """
+    return _outer(vault)
+
+
+def main() -> None:
+    scratch = Path(tempfile.mkdtemp(dir=sys.argv[1] if len(sys.argv) > 1 else None))
+    print(f"scratch: {scratch}")
+    print(f"raw LMDB commit of one 200 B put, synced:   {raw_commit(scratch, sync=True):8.1f} µs")
+    print(f"raw LMDB commit of one 200 B put, unsynced: {raw_commit(scratch, sync=False):8.1f} µs")
+    for sync in (True, False):
+        per_step, commit = group_step(scratch, sync=sync)
+        print(
+            f"group of 1000 steps x 3 puts (sync={sync!s:5}): {per_step:6.1f} µs/step "
+            f"(commit {commit:8.1f} µs)"
+        )
+
+    storage = NodeStorage.open(scratch / "seal")
+    payload = os.urandom(1024)
+    key = journal_key(os.urandom(16), 7)
+    blob = storage.seal("snapshots", key, payload)
+    seal_us = per_call_us(lambda: storage.seal("snapshots", key, payload), 20000)
+    unseal_us = per_call_us(lambda: storage.unseal("snapshots", key, blob), 20000)
+    print(f"seal 1 KB:   {seal_us:6.2f} µs")
+    print(f"unseal 1 KB: {unseal_us:6.2f} µs")
+    storage.close()
+
+    tokens = TokenContext()
+    vault = _Vault()
+    tokens.register(vault)
+    frames = frames_with_locals(vault)
+    lock_frames = [*frames[:2], _frame_with_lock()]
+    lambda_frames = [*frames, _frame_with_lambda()]
+    small = {"a": 1, "b": "hello", "c": [1, 2, 3], "d": 3.5, "e": b"xx"}
+    probes: list[tuple[str, Callable[[], object], int]] = [
+        ("pickle.dumps of a 5-entry dict", lambda: pickle.dumps(small, 5), 20000),
+        ("checkpoint dumps of that dict", lambda: dumps(small, tokens), 20000),
+        ("capture_frames, 3 frames x ~5 locals", lambda: capture_frames(frames, tokens), 5000),
+        ("  same, innermost frame holds a lock", lambda: capture_frames(lock_frames, tokens), 5000),
+        ("  same, plus a lambda local (dill)", lambda: capture_frames(lambda_frames, tokens), 200),
+    ]
+    for label, fn, repeat in probes:
+        print(f"{label:40} {per_call_us(fn, repeat):8.2f} µs")
+
+
+def _frame_with_lambda() -> FrameType:
+    double = lambda x: x * 2  # noqa: E731
+    assert double
+    return sys._getframe()
+
+
+def _frame_with_lock() -> FrameType:
+    lock = threading.Lock()
+    count = 1
+    assert lock and count
+    return sys._getframe()
+
+
+if __name__ == "__main__":
+    main()

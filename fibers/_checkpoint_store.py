@@ -1,0 +1,268 @@
+"""Where a node keeps its flows' checkpoints, and how a step's effects are written.
+
+Databases (all values sealed with the node's HMAC, see ``NodeStorage.seal``):
+
+* ``flows``:        run id -> the flow object as it was started, plus how it was started
+* ``flow_status``:  run id -> status, progress step and what the flow waits for (rewritten per step)
+* ``journal``:      run id + index -> one journal entry (``fibers._journal``)
+* ``snapshots``:    run id -> the latest frame snapshot
+* ``outbox``:       message key -> frame sent but not yet acknowledged by its recipient
+* ``inbox``:        message key -> frame received (and acknowledged) but not yet consumed
+* ``dedup``:        sender + session id -> sessions opened towards this node, never started twice
+
+A message key is ``peer name, 0, session id (8 bytes), direction (1 byte), seq (4 bytes)``, so
+a prefix scan returns one session's messages in order.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fibers import _wire
+from fibers._annotations import is_suspendable
+from fibers._checkpoint import (
+    TokenContext,
+    capture_frames,
+    decode_snapshots,
+    describe_local,
+    dumps,
+    encode_snapshots,
+    loads,
+)
+from fibers._flow_logic import FlowLogic, StateMachineRunId
+from fibers._identity import Party
+from fibers._journal import JournalEntry, Snapshot, decode_entry, encode_entry
+from fibers._storage import NodeStorage, Txn, journal_key
+
+if TYPE_CHECKING:
+    from fibers._state_machine import FlowStateMachine
+
+DATABASES = ("flows", "flow_status", "journal", "snapshots", "outbox", "inbox", "dedup")
+_SESSION = struct.Struct(">QB")
+_SEQ = struct.Struct(">I")
+
+
+def message_key(peer: str, session_id: int, to_initiator: bool, seq: int) -> bytes:
+    """The outbox/inbox key of one session message exchanged with ``peer``."""
+    return session_prefix(peer, session_id, to_initiator) + _SEQ.pack(seq)
+
+
+def session_prefix(peer: str, session_id: int, to_initiator: bool) -> bytes:
+    """The key prefix of one direction of one session with ``peer``."""
+    return peer.encode() + b"\0" + _SESSION.pack(session_id, to_initiator)
+
+
+def split_message_key(key: bytes) -> tuple[str, int, bool, int]:
+    """The (peer, session id, direction, seq) a message key was made from."""
+    name, _, rest = key.partition(b"\0")
+    session_id, direction = _SESSION.unpack_from(rest)
+    (seq,) = _SEQ.unpack_from(rest, _SESSION.size)
+    return name.decode(), session_id, bool(direction), seq
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecord:
+    """How a flow was started: by this node, or as the responder to a session init."""
+
+    flow_blob: bytes
+    flow_class: str
+    # For responders: the initiator, its session id and the FlowInfo it announced.
+    peer: Party | None = None
+    session_id: int = 0
+    peer_version: int = 0
+    peer_app: str = ""
+
+
+@dataclass(slots=True)
+class StoredFlow:
+    """A flow read back from storage, or the reason it could not be."""
+
+    run_id: StateMachineRunId
+    flow_class: str
+    status: str = "RUNNABLE"
+    start: StartRecord | None = None
+    flow: FlowLogic[Any] | None = None
+    journal: list[JournalEntry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    diagnosis: str | None = None
+
+
+class CheckpointStore:
+    """Reads and writes flow checkpoints in a node's storage (scheduler thread only)."""
+
+    def __init__(self, storage: NodeStorage, tokens: TokenContext) -> None:
+        self.storage = storage
+        self.tokens = tokens
+        for name in DATABASES:
+            storage.db(name)  # open outside any write group (LMDB needs its own txn for it)
+
+    # ----- capture (in the flow's greenlet, at a suspension) ----------------------------------
+
+    def snapshot(self, fiber: FlowStateMachine, waiting: str) -> Snapshot:
+        """The @suspendable frames on the current stack, outermost first, with their locals."""
+        frames: list[types.FrameType] = []
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None and frame.f_code is not _run_code():
+            if is_suspendable(frame.f_code):
+                frames.append(frame)
+            frame = frame.f_back
+        frames.reverse()
+        return Snapshot(
+            call_chain=tuple(f.f_code.co_qualname for f in frames),
+            lines=tuple(f.f_lineno for f in frames),
+            waiting=waiting,
+            frames=encode_snapshots(capture_frames(frames, self.tokens)),
+        )
+
+    def start_record(self, flow: FlowLogic[Any], flow_class: str, **responder: Any) -> bytes:
+        """The encoded start record of ``flow``, taken before its ``call`` runs."""
+        record = StartRecord(dumps(flow, self.tokens), flow_class, **responder)
+        return dumps(record, self.tokens)
+
+    # ----- writing (inside a group commit) -------------------------------------------------------
+
+    def write_step(self, txn: Txn, step: StepWrite) -> None:
+        """Write everything one step of one flow produced."""
+        s, run = self.storage, step.run_id.uuid.bytes
+        if step.start_record is not None:
+            s.put_sealed(txn, "flows", run, step.start_record)
+        if step.finished:
+            self._delete_flow(txn, run)
+        else:
+            for offset, entry in enumerate(step.journal):
+                key = journal_key(run, step.journal_start + offset)
+                s.put_sealed(txn, "journal", key, encode_entry(entry))
+            if step.snapshot is not None:
+                s.put_sealed(txn, "snapshots", run, dumps(step.snapshot, self.tokens))
+            s.put_sealed(txn, "flow_status", run, _wire.encode(step.status))
+        for key, frame in step.outbox:
+            s.put_sealed(txn, "outbox", key, frame)
+        for key in step.consumed:
+            s.delete(txn, "inbox", key)
+        for prefix in step.inbox_prefixes_done:
+            s.delete_prefix(txn, "inbox", prefix)
+
+    def _delete_flow(self, txn: Txn, run: bytes) -> None:
+        s = self.storage
+        for name in ("flows", "flow_status", "snapshots"):
+            s.delete(txn, name, run)
+        s.delete_prefix(txn, "journal", run)
+
+    def mark_hospitalized(self, txn: Txn, run_id: StateMachineRunId, diagnosis: str) -> None:
+        """Record that the flow is in the hospital (its checkpoint stays as it was)."""
+        status = ("HOSPITALIZED", None, diagnosis)
+        self.storage.put_sealed(txn, "flow_status", run_id.uuid.bytes, _wire.encode(status))
+
+    def delete_flow(self, txn: Txn, run_id: StateMachineRunId) -> None:
+        """Remove every record of a flow (killed from the hospital)."""
+        self._delete_flow(txn, run_id.uuid.bytes)
+
+    # ----- reading (at start) --------------------------------------------------------------------
+
+    def load_flows(self) -> Iterator[StoredFlow]:
+        """Every stored flow; a flow whose records fail their check carries a diagnosis instead
+        of its objects (nothing of it is unpickled)."""
+        s = self.storage
+        with s.read() as txn:
+            keys = [key for key, _ in s.prefix_items(txn, "flows", b"")]
+        for key in keys:
+            yield self._load_flow(StateMachineRunId(_uuid(key)))
+
+    def _load_flow(self, run_id: StateMachineRunId) -> StoredFlow:
+        s, run = self.storage, run_id.uuid.bytes
+        stored = StoredFlow(run_id, "?")
+        try:
+            with s.read() as txn:
+                start_blob = s.get_sealed(txn, "flows", run)
+                status_blob = s.get_sealed(txn, "flow_status", run)
+                snapshot_blob = s.get_sealed(txn, "snapshots", run)
+                journal = [
+                    s.unseal("journal", k, v) for k, v in s.prefix_items(txn, "journal", run)
+                ]
+            assert start_blob is not None
+            start = loads(start_blob, self.tokens)
+            assert isinstance(start, StartRecord)
+            stored.start, stored.flow_class = start, start.flow_class
+            if status_blob is not None:
+                stored.status = str(_wire.decode(status_blob)[0])  # type: ignore[index]
+                if stored.status == "HOSPITALIZED":
+                    stored.diagnosis = str(_wire.decode(status_blob)[2])  # type: ignore[index]
+            flow = loads(start.flow_blob, self.tokens)
+            if not isinstance(flow, FlowLogic):
+                raise TypeError(f"the stored flow is a {type(flow).__qualname__}")
+            stored.flow = flow
+            stored.journal = [decode_entry(e) for e in journal]
+            if snapshot_blob is not None:
+                snapshot = loads(snapshot_blob, self.tokens)
+                stored.snapshot = snapshot if isinstance(snapshot, Snapshot) else None
+        except Exception as exc:
+            stored.flow = None
+            stored.status = "HOSPITALIZED"
+            stored.diagnosis = f"checkpoint unreadable: {type(exc).__name__}: {exc}"
+        return stored
+
+    def inbox(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Stored inbound frames under ``prefix``, in key order."""
+        s = self.storage
+        with s.read() as txn:
+            return [(k, s.unseal("inbox", k, v)) for k, v in s.prefix_items(txn, "inbox", prefix)]
+
+    def outbox(self) -> list[tuple[bytes, bytes]]:
+        """Every unacknowledged outbound frame, in key order."""
+        s = self.storage
+        with s.read() as txn:
+            return [(k, s.unseal("outbox", k, v)) for k, v in s.prefix_items(txn, "outbox", b"")]
+
+    def seen_init(self, sender: str, session_id: int) -> bool:
+        """Whether a session init from ``sender`` with this id was already accepted."""
+        with self.storage.read() as txn:
+            return self.storage.get(txn, "dedup", session_prefix(sender, session_id, False)) \
+                is not None
+
+    def describe_frames(self, snapshot: Snapshot) -> list[dict[str, Any]]:
+        """The frames of ``snapshot`` with readable locals, for inspection and dumps."""
+        frames = decode_snapshots(snapshot.frames)
+        return [
+            {
+                "function": f.qualname,
+                "module": f.module,
+                "file": f.filename,
+                "line": f.line,
+                "code_fingerprint": f.code_fingerprint,
+                "locals": {name: describe_local(v, self.tokens) for name, v in f.locals.items()},
+            }
+            for f in frames
+        ]
+
+
+@dataclass(slots=True)
+class StepWrite:
+    """What one step of one flow writes, captured when the step ended."""
+
+    run_id: StateMachineRunId
+    finished: bool
+    status: tuple[str, str | None, str | None]
+    journal_start: int
+    journal: list[JournalEntry]
+    snapshot: Snapshot | None
+    outbox: list[tuple[bytes, bytes]]
+    consumed: list[bytes]
+    inbox_prefixes_done: list[bytes]
+    start_record: bytes | None = None
+
+
+def _uuid(key: bytes) -> Any:
+    import uuid
+
+    return uuid.UUID(bytes=key)
+
+
+def _run_code() -> types.CodeType:
+    from fibers._state_machine import RUN_CODE
+
+    return RUN_CODE

@@ -1,0 +1,473 @@
+"""The node's single LMDB environment: named databases, authenticated records, group commit.
+
+One environment per node (``<base_dir>/node.lmdb``) holds every named database, so one write
+transaction can span flows, journal, snapshots, outbox, dedup ids and whatever the ledger adds.
+
+Group commit: the scheduler thread opens one outer write transaction per scheduling round and
+runs each flow step in a nested (child) transaction; a step that raises aborts alone, the others
+are committed (and fsynced when ``sync=True``) together when the group ends. Work that must only
+happen once the data is durable (sending messages, acknowledging inbound ones) is registered
+with ``WriteGroup.after_commit``.
+
+Authenticated records: ``seal`` prefixes a payload with a version byte and an HMAC-SHA256 under
+the node-local secret, bound to the database name and the key; ``unseal`` raises
+``CorruptRecordError`` before anything is decoded, so checkpoint bytes that were tampered with,
+moved to another key or written by another node are never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import lmdb
+
+__all__ = [
+    "ENGINE_DATABASES",
+    "CorruptRecordError",
+    "NodeStorage",
+    "Txn",
+    "WriteGroup",
+    "journal_key",
+]
+
+if TYPE_CHECKING:
+    Txn: TypeAlias = lmdb.Transaction[bytes]
+    DbHandle: TypeAlias = lmdb._Database
+else:
+    Txn = lmdb.Transaction
+    DbHandle = object
+# Txn: a py-lmdb transaction as handed out by ``NodeStorage.read`` and ``WriteGroup.step``.
+
+ENGINE_DATABASES: Final = ("flows", "journal", "snapshots", "outbox", "dedup", "meta")
+"""Named databases the engine uses; opened eagerly by ``NodeStorage.open``."""
+
+SEAL_VERSION: Final = 1
+_MAC_LEN: Final = 32
+_SEAL_OVERHEAD: Final = 1 + _MAC_LEN
+_SECRET_LEN: Final = 32
+_SECRET_FILE: Final = "node.secret"
+_ENV_DIR: Final = "node.lmdb"
+_MAX_DBS: Final = 32
+_RUN_ID_LEN: Final = 16
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+
+
+class CorruptRecordError(Exception):
+    """A sealed record failed its integrity check and was not decoded.
+
+    ``reason`` is one of ``"truncated"``, ``"bad version"`` or ``"authentication failed
+    (tampered or written by another node)"``.
+    """
+
+    TRUNCATED: Final = "truncated"
+    BAD_VERSION: Final = "bad version"
+    AUTH_FAILED: Final = "authentication failed (tampered or written by another node)"
+
+    def __init__(self, db_name: str, key: bytes, reason: str) -> None:
+        super().__init__(db_name, key, reason)
+        self.db_name = db_name
+        self.key = key
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"corrupt record in database {self.db_name!r} at key {self.key.hex()}: "
+            f"{self.reason}; the record was not decoded"
+        )
+
+
+def journal_key(run_id: bytes, index: int) -> bytes:
+    """Key of journal record ``index`` of flow ``run_id``.
+
+    The 16-byte run id followed by the big-endian 32-bit index, so a prefix scan over a run id
+    yields that flow's records in order.
+    """
+    if len(run_id) != _RUN_ID_LEN:
+        raise ValueError(f"run id must be {_RUN_ID_LEN} bytes, got {len(run_id)}")
+    if not 0 <= index < 1 << 32:
+        raise ValueError(f"journal index {index} is outside 0..2**32-1")
+    return run_id + _U32.pack(index)
+
+
+class NodeStorage:
+    """The node's LMDB environment and its node-local secret. Create with ``NodeStorage.open``.
+
+    Invariant: at most one write transaction (a ``WriteGroup``) is active at a time, and it is
+    used only by the thread that opened it (LMDB binds write transactions to their thread).
+    """
+
+    def __init__(self, env: lmdb.Environment, base_dir: Path, secret: bytes) -> None:
+        """Internal: use ``NodeStorage.open``."""
+        self._env = env
+        self._base_dir = base_dir
+        self._secret = secret
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+        self._dbs: dict[str, DbHandle] = {}
+        # Thread id of the active WriteGroup, or None: opening a database needs its own write
+        # transaction, which would deadlock LMDB's writer lock on that thread.
+        self._writer: int | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, base_dir: Path, *, sync: bool = True, map_size: int = 1 << 34) -> NodeStorage:
+        """Open (creating if needed) the storage under ``base_dir``.
+
+        With ``sync=True`` every group commit is flushed to disk before it returns; with
+        ``sync=False`` commits are atomic and consistent but the last ones may be lost on a
+        machine crash (never on a process crash). ``map_size`` is the maximum database size.
+        Raises ``PermissionError`` or ``ValueError`` if ``node.secret`` exists but is not a
+        private 32-byte file.
+        """
+        base_dir = Path(base_dir)
+        base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = _load_or_create_secret(base_dir / _SECRET_FILE)
+        # writemap/map_async are deliberately off: LMDB refuses nested write transactions on a
+        # writemap environment (MDB_BAD_TXN), and group commit depends on them.
+        env = lmdb.open(
+            str(base_dir / _ENV_DIR),
+            map_size=map_size,
+            max_dbs=_MAX_DBS,
+            sync=sync,
+            metasync=sync,
+            mode=0o700,
+        )
+        storage = cls(env, base_dir, secret)
+        try:
+            for name in ENGINE_DATABASES:
+                storage.db(name)
+        except BaseException:
+            env.close()
+            raise
+        return storage
+
+    def __repr__(self) -> str:
+        return f"<NodeStorage {str(self._base_dir)!r}>"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("NodeStorage holds the node secret and an open database; not picklable")
+
+    def __enter__(self) -> NodeStorage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the environment. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._dbs.clear()
+            self._env.sync(True)
+            self._env.close()
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory holding ``node.lmdb`` and ``node.secret``."""
+        return self._base_dir
+
+    @property
+    def secret(self) -> bytes:
+        """The 32-byte node-local secret. Never log it; derive purpose-specific keys from it."""
+        return self._secret
+
+    def db(self, name: str) -> DbHandle:
+        """The handle of named database ``name``, created on first use.
+
+        Must not be called for a new name while a ``WriteGroup`` is active on this thread: open
+        the databases a service needs when the service starts.
+        """
+        handle = self._dbs.get(name)
+        if handle is not None:
+            return handle
+        if self._writer == threading.get_ident():
+            raise RuntimeError(
+                f"database {name!r} was first used inside a write group; LMDB cannot open a "
+                f"database while this thread holds the write lock. Call storage.db({name!r}) "
+                "when the service starts, before the scheduler runs."
+            )
+        handle = self._env.open_db(name.encode())
+        self._dbs[name] = handle
+        return handle
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read-only snapshot transaction, ended when the block exits."""
+        txn = self._env.begin(write=False)
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def group(self) -> WriteGroup:
+        """A write group: one outer write transaction whose steps run in nested transactions.
+
+        Use as a context manager; see ``WriteGroup``.
+        """
+        return WriteGroup(self)
+
+    # -- plain records -------------------------------------------------------------------------
+
+    def put(self, txn: Txn, db_name: str, key: bytes, value: bytes) -> None:
+        """Store ``value`` at ``key`` in database ``db_name``, replacing any previous value."""
+        txn.put(key, value, db=self.db(db_name))
+
+    def get(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
+        """The value at ``key`` in database ``db_name``, or None."""
+        return txn.get(key, db=self.db(db_name))
+
+    def delete(self, txn: Txn, db_name: str, key: bytes) -> bool:
+        """Delete ``key`` from database ``db_name``; returns whether it existed."""
+        return txn.delete(key, db=self.db(db_name))
+
+    def prefix_items(self, txn: Txn, db_name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Lazily yield ``(key, value)`` for every key starting with ``prefix``, in key order.
+
+        The iterator is only valid while ``txn`` is; do not write to ``db_name`` in between.
+        """
+        cursor = txn.cursor(db=self.db(db_name))
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def delete_prefix(self, txn: Txn, db_name: str, prefix: bytes) -> int:
+        """Delete every key starting with ``prefix`` from ``db_name``; returns how many."""
+        cursor = txn.cursor(db=self.db(db_name))
+        deleted = 0
+        if not cursor.set_range(prefix):
+            return 0
+        while True:
+            key = cursor.key()
+            # Past the last record the cursor reports an empty key (LMDB keys are never empty).
+            if not key or not key.startswith(prefix):
+                return deleted
+            cursor.delete()
+            deleted += 1
+
+    # -- authenticated records -----------------------------------------------------------------
+
+    def seal(self, db_name: str, key: bytes, payload: bytes) -> bytes:
+        """``payload`` prefixed with the seal version and a MAC bound to ``db_name`` and ``key``."""
+        version = bytes((SEAL_VERSION,))
+        return version + self._mac_of(version, db_name, key, payload) + payload
+
+    def unseal(self, db_name: str, key: bytes, blob: bytes) -> bytes:
+        """The payload of a record sealed for ``db_name``/``key``.
+
+        Raises ``CorruptRecordError`` if the record is truncated, has an unknown version, or its
+        MAC does not match (tampered, moved from another key or database, or sealed by another
+        node's secret).
+        """
+        if len(blob) < _SEAL_OVERHEAD:
+            raise CorruptRecordError(db_name, key, CorruptRecordError.TRUNCATED)
+        if blob[0] != SEAL_VERSION:
+            raise CorruptRecordError(db_name, key, CorruptRecordError.BAD_VERSION)
+        payload = blob[_SEAL_OVERHEAD:]
+        expected = self._mac_of(blob[:1], db_name, key, payload)
+        if not hmac.compare_digest(expected, blob[1:_SEAL_OVERHEAD]):
+            raise CorruptRecordError(db_name, key, CorruptRecordError.AUTH_FAILED)
+        return payload
+
+    def put_sealed(self, txn: Txn, db_name: str, key: bytes, payload: bytes) -> None:
+        """``put`` of ``seal(db_name, key, payload)``."""
+        self.put(txn, db_name, key, self.seal(db_name, key, payload))
+
+    def get_sealed(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
+        """``unseal`` of the record at ``key``, or None if absent; may raise CorruptRecordError."""
+        blob = self.get(txn, db_name, key)
+        return None if blob is None else self.unseal(db_name, key, blob)
+
+    def _mac_of(self, version: bytes, db_name: str, key: bytes, payload: bytes) -> bytes:
+        name = db_name.encode()
+        # Both the name and the key are length-prefixed so no (name, key) pair can be re-split
+        # into another; copying the keyed template skips re-deriving the HMAC pads per record.
+        mac = self._mac.copy()
+        mac.update(b"".join((version, _U16.pack(len(name)), name, _U32.pack(len(key)), key)))
+        mac.update(payload)
+        return mac.digest()
+
+
+class WriteGroup:
+    """One outer LMDB write transaction shared by many steps (group commit).
+
+    ::
+
+        with storage.group() as group:
+            error = group.step(lambda txn: storage.put(txn, "flows", key, value))
+            group.after_commit(send_outbox)
+
+    On a normal exit the outer transaction commits (synced to disk when the storage was opened
+    with ``sync=True``) and then the ``after_commit`` callbacks run in registration order. If
+    the block raises, or the commit fails, everything is rolled back, no callback runs and the
+    error propagates. Only the thread that entered the group may use it.
+    """
+
+    def __init__(self, storage: NodeStorage) -> None:
+        """Internal: use ``NodeStorage.group``."""
+        self._storage = storage
+        self._txn: Txn | None = None
+        self._in_step = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def __enter__(self) -> WriteGroup:
+        storage = self._storage
+        if storage._writer == threading.get_ident():
+            raise RuntimeError(
+                "a write group is already active on this thread; groups do not nest "
+                "(use group.step for nested work)"
+            )
+        if self._txn is not None or self._callbacks:
+            raise RuntimeError("a WriteGroup can be entered only once")
+        self._txn = storage._env.begin(write=True)
+        storage._writer = threading.get_ident()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        txn = self._require_txn()
+        try:
+            if exc is not None:
+                txn.abort()
+                return
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            self._storage._writer = None
+            self._txn = None
+        self._run_callbacks()
+
+    def step(self, fn: Callable[[Txn], object]) -> Exception | None:
+        """Run ``fn(txn)`` in a nested transaction of the group.
+
+        Returns None if ``fn`` returned (its writes become part of the group), or the exception
+        it raised, in which case only its own writes and the ``after_commit`` callbacks it
+        registered are discarded. A ``BaseException`` that is not an ``Exception`` (for example
+        ``KeyboardInterrupt``) aborts the step and propagates.
+        """
+        outer = self._require_txn()
+        if self._in_step:
+            raise RuntimeError("group.step was called from inside a step; steps do not nest")
+        child = self._storage._env.begin(write=True, parent=outer)
+        callbacks_before = len(self._callbacks)
+        self._in_step = True
+        try:
+            fn(child)
+        except Exception as error:
+            child.abort()
+            del self._callbacks[callbacks_before:]
+            return error
+        except BaseException:
+            child.abort()
+            del self._callbacks[callbacks_before:]
+            raise
+        finally:
+            self._in_step = False
+        child.commit()
+        return None
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback()`` once the group has committed (durably, with ``sync=True``).
+
+        Callbacks registered inside a step that fails are dropped with that step.
+        """
+        self._require_txn()
+        self._callbacks.append(callback)
+
+    def _require_txn(self) -> Txn:
+        if self._txn is None:
+            raise RuntimeError("the write group is not active; use it as `with storage.group()`")
+        return self._txn
+
+    def _run_callbacks(self) -> None:
+        # The data is committed, so every callback must get its chance (an outbox flush that
+        # is skipped would strand messages until restart); failures are re-raised afterwards.
+        callbacks, self._callbacks = self._callbacks, []
+        errors: list[Exception] = []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup("after_commit callbacks failed", errors)
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    """The node secret at ``path``, created (owner-only, 32 random bytes) if missing."""
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    # Write to a private temporary file and hard-link it into place: the link fails if another
+    # opener won the race, and no reader ever sees a partly written secret.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(_SECRET_LEN))
+            f.flush()
+            os.fsync(f.fileno())
+        with suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"node secret {path} is not a regular file")
+        if mode & 0o077:
+            raise PermissionError(
+                f"node secret {path} has mode {stat.S_IMODE(mode):#o}; it must be accessible by "
+                f"its owner only. Run: chmod 600 {path}"
+            )
+        secret = f.read(_SECRET_LEN + 1)
+    if len(secret) != _SECRET_LEN:
+        raise ValueError(
+            f"node secret {path} holds {len(secret)} bytes, expected {_SECRET_LEN}: it is "
+            "damaged or not a Fibers node secret. Restore it from backup; deleting it makes "
+            "every existing checkpoint unreadable."
+        )
+    return secret
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
