@@ -7,6 +7,7 @@ journal each completed request and, after a restart, answer it again from the jo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,4 +55,13 @@ class Sleep:
     seconds: float
 
 
-IORequest = Send | Receive | GetFlowInfo | Now | Sleep
+@dataclass(frozen=True, slots=True)
+class ServiceCall:
+    """Call a journaled node-service operation: ``perform()`` runs it live; replay answers
+    with the recorded result instead, so the effect happens once."""
+
+    operation: str
+    perform: Callable[[], object]
+
+
+IORequest = Send | Receive | GetFlowInfo | Now | Sleep | ServiceCall

@@ -13,6 +13,7 @@ what the code does now and answers with the recorded result:
 ``("now", datetime)``                  the clock read by ``now()``
 ``("sleep", deadline)``                the deadline a ``sleep`` waits for
 ``("sub_flow", index, class)``         a sub-flow entered
+``("service", operation, result)``     a journaled service operation and its pickled result
 =====================================  ===============================================
 
 ``owner`` is the index (within the run) of the flow owning the session, ``peer`` a party name.
@@ -127,6 +128,8 @@ def describe_entry(entry: tuple[Any, ...]) -> str:
         return f"{verb} {rest[1]} (session of flow #{rest[0]})"
     if kind == "sub_flow" and len(rest) >= 2:
         return f"start sub-flow #{rest[0]} {rest[1]}"
+    if kind == "service" and rest:
+        return f"call the service operation {rest[0]}"
     return {"now": "read the clock", "sleep": "sleep"}.get(kind, repr(kind))
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from fibers import _wire
 from fibers._annotations import DECLARED_RESPONDERS, flow_version_of, initiating_class_of
-from fibers._checkpoint import SerializeAsToken, TokenContext
+from fibers._checkpoint import SerializeAsToken, TokenContext, dumps, loads
 from fibers._checkpoint_store import (
     CheckpointStore,
     StepWrite,
@@ -125,6 +125,17 @@ class ServiceHub(SerializeAsToken):
         self.my_info = node.info
         self.clock = node.clock
         self.network_map = node.network_map
+        self.installed: dict[str, SerializeAsToken] = {}
+        self._node = node
+
+    def install(self, name: str, service: SerializeAsToken) -> None:
+        """Make ``service`` reachable as ``service_hub.<name>``; checkpoints hold it as a token
+        and rewire it to the live instance on restore."""
+        if hasattr(self, name):
+            raise ValueError(f"the service hub already has a {name!r}")
+        setattr(self, name, service)
+        self.installed[name] = service
+        self._node.tokens.register(service)
 
 
 class Node:
@@ -140,6 +151,7 @@ class Node:
         network_map: NetworkMap | None = None,
         strict_suspendable: bool = False,
         storage: NodeStorage | None = None,
+        services: dict[str, SerializeAsToken] | None = None,
         max_transient_retries: int = 3,
     ) -> None:
         self.identity = identity
@@ -176,6 +188,8 @@ class Node:
         self._hospital_fibers: dict[StateMachineRunId, FlowStateMachine] = {}
         self._retries: dict[StateMachineRunId, int] = {}
         self._max_retries = max_transient_retries
+        for name, service in (services or {}).items():
+            self.services.install(name, service)
         if storage is not None:
             self._restore_all()
 
@@ -393,6 +407,8 @@ class Node:
     def deliver(self, sender: Party, frame: bytes) -> None:
         """Handle one frame from ``sender`` (authenticated by the transport) and run the flows
         it makes runnable. A malformed or unroutable frame is logged and dropped."""
+        if self.stopped:
+            raise RuntimeError(f"node {self.party} is stopped and cannot take messages")
         try:
             message = decode_message(frame)
         except SerializationError as exc:
@@ -604,10 +620,15 @@ class Node:
                                                      diagnosis)
         self._hospital_fibers[fiber.run_id] = fiber
         if self.durable:
-            run_id = fiber.run_id
-            self._pending.append(
-                (None, lambda txn: self.checkpoints.mark_hospitalized(txn, run_id, diagnosis))
-            )
+            run_id, start = fiber.run_id, fiber.start_record
+            fiber.start_record = None
+
+            def write(txn: Txn) -> None:
+                if start is not None:  # parked in its very first step: keep it retryable
+                    self.checkpoints.storage.put_sealed(txn, "flows", run_id.uuid.bytes, start)
+                self.checkpoints.mark_hospitalized(txn, run_id, diagnosis)
+
+            self._pending.append((None, write))
 
     def _step_failed(self, fiber: FlowStateMachine, error: BaseException) -> None:
         """A step could not be stored: drop the flow's memory and re-run it from storage."""
@@ -633,6 +654,14 @@ class Node:
     def flows(self) -> list[FlowSummary]:
         """Every unfinished flow on this node."""
         return [_summary(f) for f in self._flows.values()]
+
+    def checkpoints_dumps(self, value: object) -> bytes:
+        """``value`` in the checkpoint codec of this node (services as tokens)."""
+        return dumps(value, self.tokens)
+
+    def checkpoints_loads(self, data: bytes) -> object:
+        """A value written by ``checkpoints_dumps`` (from this node's own storage only)."""
+        return loads(data, self.tokens)
 
     def handle(self, run_id: StateMachineRunId) -> FlowHandle[Any]:
         """The handle of a running flow, including one restored after a restart."""
@@ -686,6 +715,63 @@ class Node:
         self.run_until_idle()
         return True
 
+    def inspect_flow(self, run_id: StateMachineRunId) -> dict[str, Any]:
+        """A flow's suspended stack (from its latest frame snapshot, locals as reprs), its
+        sessions, progress step and what it waits for. KeyError when there is no such flow."""
+        fiber = self._flows.get(run_id) or self._hospital_fibers.get(run_id)
+        if fiber is not None:
+            return self._describe(fiber)
+        for entry in self.dump_checkpoints():
+            if entry["run_id"] == str(run_id):
+                return entry
+        raise KeyError(f"no flow {run_id} on {self.party}")
+
+    def _describe(self, fiber: FlowStateMachine) -> dict[str, Any]:
+        summary = _summary(fiber)
+        snapshot = fiber.snapshot
+        hospital = self._hospital.get(fiber.run_id)
+        return {
+            "run_id": str(fiber.run_id),
+            "flow_class": summary.flow_class,
+            "status": "HOSPITALIZED" if hospital else summary.status,
+            "diagnosis": hospital.diagnosis if hospital else None,
+            "progress_step": summary.progress_step,
+            "waiting_for": snapshot.waiting if snapshot else summary.waiting_for,
+            "journal_records": fiber.journal_length,
+            "sessions": [
+                {"peer": str(s.peer), "session_id": s.session_id,
+                 "initiated_by_us": s.we_initiated, "next_send_seq": s.next_send_seq,
+                 "next_receive_seq": s.next_recv_seq, "peer_ended": s.peer_ended}
+                for s in fiber.sessions.values()
+            ],
+            "stack": self.checkpoints.describe_frames(snapshot) if snapshot and self.durable
+            else [],
+        }
+
+    def dump_checkpoints(self) -> list[dict[str, Any]]:
+        """Every stored checkpoint as JSON-ready dicts (class, status, what it waits for, stack
+        with locals, sessions, progress step); the live view for flows without storage."""
+        if not self.durable:
+            return [self._describe(f) for f in self._flows.values()]
+        dumped = []
+        for stored in self.checkpoints.load_flows():
+            live = self._flows.get(stored.run_id) or self._hospital_fibers.get(stored.run_id)
+            if live is not None:
+                dumped.append(self._describe(live))
+                continue
+            hospital = self._hospital.get(stored.run_id)
+            dumped.append({
+                "run_id": str(stored.run_id),
+                "flow_class": stored.flow_class,
+                "status": stored.status,
+                "diagnosis": hospital.diagnosis if hospital else stored.diagnosis,
+                "journal_records": len(stored.journal),
+                "waiting_for": stored.snapshot.waiting if stored.snapshot else None,
+                "stack": self.checkpoints.describe_frames(stored.snapshot)
+                if stored.snapshot else [],
+            })
+        return dumped
+
     def set_flows_draining_mode(self, draining: bool) -> None:
         """Refuse new flow starts and new inbound sessions while ``draining``."""
         self._draining = bool(draining)
@@ -704,6 +790,8 @@ class Node:
     def stop(self) -> None:
         """Stop the node as a crash would: flows are dropped where they are (their checkpoints
         stay in storage) and nothing more is sent."""
+        if self.stopped:
+            return
         self.stopped = True
         for fiber in [*self._flows.values(), *self._hospital_fibers.values()]:
             fiber.abandon()

@@ -93,6 +93,12 @@ class FlowStatus(enum.Enum):
     KILLED = "KILLED"
 
 
+def current_fiber() -> FlowStateMachine | None:
+    """The flow whose greenlet is running, or None outside flows."""
+    fiber = getattr(getcurrent(), "fiber", None)
+    return fiber if isinstance(fiber, FlowStateMachine) else None
+
+
 def class_name(cls: type) -> str:
     """The name a flow class travels under: ``module:qualname``."""
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -140,6 +146,7 @@ class FlowStateMachine:
         self.expected_snapshot: Snapshot | None = None
         self._resumer: greenlet | None = None
         self._greenlet = greenlet(self._run)
+        self._greenlet.fiber = self  # lets a journaled service find the flow calling it
         flow._fiber, flow._flow_index = self, 0
         flow._session_owner = flow
 
@@ -330,6 +337,14 @@ class FlowStateMachine:
         now = self.node.clock.now()
         self._record(("now", now))
         return now
+
+    def _service_call(self, request: _io.ServiceCall) -> object:
+        entry = self._replayed("service", request.operation)
+        if entry is not None:
+            return self.node.checkpoints_loads(entry[2])
+        result = request.perform()
+        self._record(("service", request.operation, self.node.checkpoints_dumps(result)))
+        return result
 
     def _sleep(self, request: _io.Sleep) -> None:
         entry = self._replayed("sleep")
@@ -554,6 +569,7 @@ _PERFORMERS: dict[type, Callable[[FlowStateMachine, Any], Any]] = {
     _io.GetFlowInfo: FlowStateMachine._get_flow_info,
     _io.Now: FlowStateMachine._now,
     _io.Sleep: FlowStateMachine._sleep,
+    _io.ServiceCall: FlowStateMachine._service_call,
 }
 # Requests that may suspend the flow: the @suspendable check runs whether or not they actually
 # wait, so the error does not depend on message timing.

@@ -145,7 +145,10 @@ class NodeStorage:
         )
         storage = cls(env, base_dir, secret)
         try:
-            for name in ENGINE_DATABASES:
+            # Open every existing database now: a handle opened later cannot be used by
+            # transactions that began before it (LMDB answers EINVAL).
+            existing = [name.decode() for name in env.dbs()]
+            for name in (*ENGINE_DATABASES, *existing):
                 storage.db(name)
         except BaseException:
             env.close()
@@ -188,23 +191,34 @@ class NodeStorage:
         return self._secret
 
     def db(self, name: str) -> DbHandle:
-        """The handle of named database ``name``, created on first use.
+        """The handle of named database ``name``, creating the database if it does not exist.
 
-        Must not be called for a new name while a ``WriteGroup`` is active on this thread: open
-        the databases a service needs when the service starts.
+        The engine's databases and every database that already exists are opened by ``open``;
+        a service that adds a database calls ``db(name)`` when it starts. The record helpers
+        below only use open databases, because LMDB forbids using a handle in a transaction
+        that began before it was opened, and opening needs the write lock that a running
+        ``WriteGroup`` holds.
         """
         handle = self._dbs.get(name)
         if handle is not None:
             return handle
         if self._writer == threading.get_ident():
             raise RuntimeError(
-                f"database {name!r} was first used inside a write group; LMDB cannot open a "
-                f"database while this thread holds the write lock. Call storage.db({name!r}) "
-                "when the service starts, before the scheduler runs."
+                f"cannot open database {name!r} inside a write group: this thread holds LMDB's "
+                f"write lock. Call storage.db({name!r}) when the service starts."
             )
         handle = self._env.open_db(name.encode())
         self._dbs[name] = handle
         return handle
+
+    def _open_db(self, name: str) -> DbHandle:
+        try:
+            return self._dbs[name]
+        except KeyError:
+            raise RuntimeError(
+                f"database {name!r} is not open; call storage.db({name!r}) when the service "
+                "starts, before any transaction that uses it begins"
+            ) from None
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -228,22 +242,22 @@ class NodeStorage:
 
     def put(self, txn: Txn, db_name: str, key: bytes, value: bytes) -> None:
         """Store ``value`` at ``key`` in database ``db_name``, replacing any previous value."""
-        txn.put(key, value, db=self.db(db_name))
+        txn.put(key, value, db=self._open_db(db_name))
 
     def get(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """The value at ``key`` in database ``db_name``, or None."""
-        return txn.get(key, db=self.db(db_name))
+        return txn.get(key, db=self._open_db(db_name))
 
     def delete(self, txn: Txn, db_name: str, key: bytes) -> bool:
         """Delete ``key`` from database ``db_name``; returns whether it existed."""
-        return txn.delete(key, db=self.db(db_name))
+        return txn.delete(key, db=self._open_db(db_name))
 
     def prefix_items(self, txn: Txn, db_name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Lazily yield ``(key, value)`` for every key starting with ``prefix``, in key order.
 
         The iterator is only valid while ``txn`` is; do not write to ``db_name`` in between.
         """
-        cursor = txn.cursor(db=self.db(db_name))
+        cursor = txn.cursor(db=self._open_db(db_name))
         if not cursor.set_range(prefix):
             return
         for key, value in cursor:
@@ -253,7 +267,7 @@ class NodeStorage:
 
     def delete_prefix(self, txn: Txn, db_name: str, prefix: bytes) -> int:
         """Delete every key starting with ``prefix`` from ``db_name``; returns how many."""
-        cursor = txn.cursor(db=self.db(db_name))
+        cursor = txn.cursor(db=self._open_db(db_name))
         deleted = 0
         if not cursor.set_range(prefix):
             return 0

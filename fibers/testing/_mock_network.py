@@ -64,7 +64,9 @@ class MockNetwork:
         self.nodes.append(node)
         return node
 
-    def _build_node(self, identity: NodeIdentity) -> Node:
+    def _build_node(
+        self, identity: NodeIdentity, services: dict[str, Any] | None = None
+    ) -> Node:
         storage = None
         if self._durable:
             # sync=False: commits stay atomic (a process crash loses nothing committed) but are
@@ -78,17 +80,25 @@ class MockNetwork:
             network_map=self.network_map,
             strict_suspendable=self._strict,
             storage=storage,
+            services=services,
         )
         self.network.attach(identity.party, node.deliver)
         return node
 
-    def restart_node(self, node: Node) -> Node:
-        """Stop ``node`` as a crash would and start a new node on the same identity and storage;
-        the new node restores every unfinished flow from its checkpoints."""
-        index = self.nodes.index(node)
+    def stop_node(self, node: Node) -> None:
+        """Stop ``node`` as a crash would; messages for it wait in the network until a node
+        with its identity is started again (``restart_node``)."""
         self.network.detach(node.party)
         node.stop()
-        restarted = self._build_node(node.identity)
+
+    def restart_node(self, node: Node) -> Node:
+        """Stop ``node`` as a crash would and start a new node on the same identity and storage;
+        the new node restores every unfinished flow from its checkpoints. Services installed
+        on the old node (``services.install``) are installed on the new one before it
+        restores, as a real node would set its services up before resuming flows."""
+        index = self.nodes.index(node)
+        self.stop_node(node)
+        restarted = self._build_node(node.identity, dict(node.services.installed))
         self.nodes[index] = restarted
         return restarted
 

@@ -1,0 +1,32 @@
+"""Journaled service operations: effects a flow causes through a node service, done once.
+
+A method marked ``@journaled`` on a node service, when called from inside a flow, runs through
+the flow's state machine: live, it runs and its result is recorded in the journal; when the flow
+is replayed after a restart, the recorded result is returned and the method is not run again.
+Called outside a flow it is an ordinary method call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from fibers import _io
+from fibers._state_machine import current_fiber
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def journaled(method: F) -> F:
+    """Mark a service method whose effect must happen once per flow, across restarts."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, *args: Any, **kwargs: Any) -> Any:
+        fiber = current_fiber()
+        if fiber is None:
+            return method(self, *args, **kwargs)
+        call = _io.ServiceCall(method.__qualname__, lambda: method(self, *args, **kwargs))
+        return fiber.execute(call)
+
+    return cast(F, wrapper)

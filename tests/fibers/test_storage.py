@@ -1,0 +1,362 @@
+"""Node storage: named databases, the node secret, sealed records and group commit."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fibers._storage import CorruptRecordError, NodeStorage, Txn, journal_key
+
+RUN_A = bytes(range(16))
+RUN_B = bytes(range(1, 17))
+AUTH_FAILED = "authentication failed (tampered or written by another node)"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[NodeStorage]:
+    with NodeStorage.open(tmp_path / "node") as opened:
+        yield opened
+
+
+def write(storage: NodeStorage, db_name: str, key: bytes, value: bytes) -> None:
+    with storage.group() as group:
+        error = group.step(lambda txn: storage.put(txn, db_name, key, value))
+    assert error is None
+
+
+def read(storage: NodeStorage, db_name: str, key: bytes) -> bytes | None:
+    with storage.read() as txn:
+        return storage.get(txn, db_name, key)
+
+
+# -- environment and secret --------------------------------------------------------------------
+
+
+def test_named_databases_persist_across_close_and_reopen(tmp_path: Path) -> None:
+    with NodeStorage.open(tmp_path) as storage:
+        storage.db("vault")
+        write(storage, "flows", b"k", b"flow")
+        write(storage, "vault", b"k", b"state")
+    with NodeStorage.open(tmp_path) as storage:
+        assert read(storage, "flows", b"k") == b"flow"
+        assert read(storage, "vault", b"k") == b"state"
+        assert read(storage, "journal", b"k") is None
+
+
+def test_open_creates_the_base_directory_and_one_environment(tmp_path: Path) -> None:
+    with NodeStorage.open(tmp_path / "a" / "b"):
+        pass
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["node.lmdb", "node.secret"]
+
+
+def test_secret_is_created_owner_only_and_reused(tmp_path: Path) -> None:
+    with NodeStorage.open(tmp_path) as storage:
+        first = storage.secret
+    mode = (tmp_path / "node.secret").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert len(first) == 32
+    with NodeStorage.open(tmp_path) as storage:
+        assert storage.secret == first
+
+
+def test_secret_is_not_in_the_repr(storage: NodeStorage) -> None:
+    assert storage.secret.hex() not in repr(storage)
+    assert repr(storage.secret) not in repr(storage)
+
+
+def test_storage_refuses_to_be_pickled(storage: NodeStorage) -> None:
+    import pickle
+
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(storage)
+
+
+def test_open_refuses_a_group_readable_secret(tmp_path: Path) -> None:
+    NodeStorage.open(tmp_path).close()
+    os.chmod(tmp_path / "node.secret", 0o640)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        NodeStorage.open(tmp_path)
+
+
+def test_open_refuses_a_secret_of_the_wrong_length(tmp_path: Path) -> None:
+    NodeStorage.open(tmp_path).close()
+    (tmp_path / "node.secret").write_bytes(b"short")
+    with pytest.raises(ValueError, match="holds 5 bytes, expected 32"):
+        NodeStorage.open(tmp_path)
+
+
+def test_existing_databases_are_opened_on_reopen(tmp_path: Path) -> None:
+    with NodeStorage.open(tmp_path) as storage:
+        storage.db("vault")
+    with NodeStorage.open(tmp_path) as storage, storage.read() as txn:
+        assert storage.get(txn, "vault", b"k") is None
+
+
+def test_records_need_their_database_opened_first(storage: NodeStorage) -> None:
+    with storage.group() as group:
+        unopened = group.step(lambda txn: storage.put(txn, "late", b"k", b"v"))
+        inside = group.step(lambda txn: storage.db("late"))
+    assert isinstance(unopened, RuntimeError)
+    assert str(unopened) == (
+        "database 'late' is not open; call storage.db('late') when the service starts, "
+        "before any transaction that uses it begins"
+    )
+    assert isinstance(inside, RuntimeError) and "inside a write group" in str(inside)
+    storage.db("late")
+    write(storage, "late", b"k", b"v")
+    assert read(storage, "late", b"k") == b"v"
+
+
+# -- sealed records ----------------------------------------------------------------------------
+
+
+def test_seal_unseal_round_trip(storage: NodeStorage) -> None:
+    key = journal_key(RUN_A, 3)
+    blob = storage.seal("journal", key, b"payload")
+    assert blob.endswith(b"payload") and len(blob) == 1 + 32 + len(b"payload")
+    assert storage.unseal("journal", key, blob) == b"payload"
+    assert storage.unseal("journal", key, storage.seal("journal", key, b"")) == b""
+
+
+def test_put_sealed_get_sealed(storage: NodeStorage) -> None:
+    with storage.group() as group:
+        group.step(lambda txn: storage.put_sealed(txn, "snapshots", b"k", b"frames"))
+    with storage.read() as txn:
+        assert storage.get_sealed(txn, "snapshots", b"k") == b"frames"
+        assert storage.get_sealed(txn, "snapshots", b"missing") is None
+        assert storage.get(txn, "snapshots", b"k") != b"frames"
+
+
+def flip(blob: bytes, index: int) -> bytes:
+    return blob[:index] + bytes([blob[index] ^ 0x01]) + blob[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        pytest.param(lambda blob: flip(blob, len(blob) - 1), AUTH_FAILED, id="payload-byte"),
+        pytest.param(lambda blob: flip(blob, 5), AUTH_FAILED, id="mac-byte"),
+        pytest.param(lambda blob: blob[:20], "truncated", id="truncated"),
+        pytest.param(lambda blob: b"", "truncated", id="empty"),
+        pytest.param(lambda blob: b"\x02" + blob[1:], "bad version", id="version"),
+    ],
+)
+def test_tampered_record_is_rejected(
+    storage: NodeStorage, tamper: Callable[[bytes], bytes], reason: str
+) -> None:
+    key = b"\x00\xffkey"
+    blob = storage.seal("flows", key, b"x" * 100)
+    with pytest.raises(CorruptRecordError) as raised:
+        storage.unseal("flows", key, tamper(blob))
+    assert raised.value.reason == reason
+    assert str(raised.value) == (
+        f"corrupt record in database 'flows' at key 00ff6b6579: {reason}; "
+        "the record was not decoded"
+    )
+
+
+def test_record_moved_to_another_key_or_database_is_rejected(storage: NodeStorage) -> None:
+    blob = storage.seal("journal", journal_key(RUN_A, 1), b"payload")
+    for db_name, key in [("journal", journal_key(RUN_A, 2)), ("snapshots", journal_key(RUN_A, 1))]:
+        with pytest.raises(CorruptRecordError, match="authentication failed") as raised:
+            storage.unseal(db_name, key, blob)
+        assert raised.value.db_name == db_name and raised.value.key == key
+
+
+def test_record_sealed_by_another_node_is_rejected(tmp_path: Path) -> None:
+    with NodeStorage.open(tmp_path / "a") as a, NodeStorage.open(tmp_path / "b") as b:
+        blob = a.seal("flows", b"k", b"payload")
+        with pytest.raises(CorruptRecordError, match="written by another node"):
+            b.unseal("flows", b"k", blob)
+
+
+# -- group commit ------------------------------------------------------------------------------
+
+
+def test_failing_step_aborts_only_its_own_writes(storage: NodeStorage) -> None:
+    def failing(txn: Txn) -> None:
+        storage.put(txn, "flows", b"b", b"2")
+        storage.put(txn, "journal", b"b", b"2")
+        raise ValueError("step failed")
+
+    with storage.group() as group:
+        first = group.step(lambda txn: storage.put(txn, "flows", b"a", b"1"))
+        second = group.step(failing)
+        third = group.step(lambda txn: storage.put(txn, "journal", b"c", b"3"))
+
+    assert first is None and third is None
+    assert isinstance(second, ValueError) and str(second) == "step failed"
+    assert read(storage, "flows", b"a") == b"1"
+    assert read(storage, "journal", b"c") == b"3"
+    assert read(storage, "flows", b"b") is None
+    assert read(storage, "journal", b"b") is None
+
+
+def test_later_steps_see_earlier_steps_writes(storage: NodeStorage) -> None:
+    seen: list[bytes | None] = []
+    with storage.group() as group:
+        group.step(lambda txn: storage.put(txn, "meta", b"k", b"v"))
+        group.step(lambda txn: seen.append(storage.get(txn, "meta", b"k")))
+    assert seen == [b"v"]
+
+
+def test_after_commit_callbacks_run_after_commit_in_order(storage: NodeStorage) -> None:
+    events: list[str] = []
+    with storage.group() as group:
+        group.step(lambda txn: storage.put(txn, "outbox", b"m", b"msg"))
+        group.after_commit(lambda: events.append(f"first saw {read(storage, 'outbox', b'm')!r}"))
+        group.after_commit(lambda: events.append("second"))
+        events.append("body done")
+    assert events == ["body done", "first saw b'msg'", "second"]
+
+
+def test_callbacks_registered_by_a_failed_step_are_dropped(storage: NodeStorage) -> None:
+    events: list[str] = []
+
+    def failing(txn: Txn) -> None:
+        group.after_commit(lambda: events.append("from failed step"))
+        raise ValueError
+
+    with storage.group() as group:
+        group.step(lambda txn: group.after_commit(lambda: events.append("from good step")))
+        group.step(failing)
+    assert events == ["from good step"]
+
+
+def test_error_in_group_body_rolls_back_everything_and_runs_no_callback(
+    storage: NodeStorage,
+) -> None:
+    events: list[str] = []
+    with pytest.raises(KeyError), storage.group() as group:
+        group.step(lambda txn: storage.put(txn, "flows", b"a", b"1"))
+        group.after_commit(lambda: events.append("ran"))
+        raise KeyError("scheduler bug")
+    assert events == []
+    assert read(storage, "flows", b"a") is None
+    write(storage, "flows", b"a", b"after")  # the write lock was released
+    assert read(storage, "flows", b"a") == b"after"
+
+
+class _FailingCommitTxn:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def commit(self) -> None:
+        raise OSError("disk full")
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _FailingCommitEnv:
+    def __init__(self) -> None:
+        self.txn = _FailingCommitTxn()
+
+    def begin(self, write: bool = False, parent: object = None) -> _FailingCommitTxn:
+        assert write and parent is None
+        return self.txn
+
+
+def test_failed_commit_propagates_and_runs_no_callback() -> None:
+    env = _FailingCommitEnv()
+    storage = NodeStorage(env, Path("unused"), b"\x00" * 32)  # type: ignore[arg-type]
+    events: list[str] = []
+    with pytest.raises(OSError, match="disk full"), storage.group() as group:
+        group.after_commit(lambda: events.append("ran"))
+    assert events == []
+    assert env.txn.aborted
+
+
+def test_all_callbacks_run_even_if_one_fails(storage: NodeStorage) -> None:
+    events: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("send failed")
+
+    with pytest.raises(RuntimeError, match="send failed"), storage.group() as group:
+        group.after_commit(boom)
+        group.after_commit(lambda: events.append("second ran"))
+    assert events == ["second ran"]
+
+
+def test_groups_and_steps_do_not_nest(storage: NodeStorage) -> None:
+    with storage.group() as group:
+        with pytest.raises(RuntimeError, match="groups do not nest"), storage.group():
+            pass
+        error = group.step(lambda txn: group.step(lambda inner: None))
+        assert isinstance(error, RuntimeError) and "steps do not nest" in str(error)
+
+
+def test_group_cannot_be_used_after_it_ended(storage: NodeStorage) -> None:
+    with storage.group() as group:
+        pass
+    with pytest.raises(RuntimeError, match="not active"):
+        group.step(lambda txn: None)
+
+
+def test_reads_in_a_read_transaction_see_a_snapshot(storage: NodeStorage) -> None:
+    write(storage, "flows", b"k", b"old")
+    with storage.read() as txn:
+        write(storage, "flows", b"k", b"new")
+        assert storage.get(txn, "flows", b"k") == b"old"
+    assert read(storage, "flows", b"k") == b"new"
+
+
+# -- keys and prefix scans ---------------------------------------------------------------------
+
+
+def test_journal_key_layout() -> None:
+    assert journal_key(RUN_A, 258) == RUN_A + b"\x00\x00\x01\x02"
+    with pytest.raises(ValueError, match="16 bytes"):
+        journal_key(b"short", 0)
+    with pytest.raises(ValueError, match="outside"):
+        journal_key(RUN_A, 1 << 32)
+
+
+def test_prefix_scan_returns_journal_records_in_order(storage: NodeStorage) -> None:
+    indexes = [300, 2, 0, 256, 1, 65536]
+    with storage.group() as group:
+        for i in indexes:
+            group.step(
+                lambda txn, i=i: storage.put(txn, "journal", journal_key(RUN_A, i), b"%d" % i)
+            )
+        group.step(lambda txn: storage.put(txn, "journal", journal_key(RUN_B, 0), b"other"))
+    with storage.read() as txn:
+        items = list(storage.prefix_items(txn, "journal", RUN_A))
+    assert [key for key, _ in items] == [journal_key(RUN_A, i) for i in sorted(indexes)]
+    assert [value for _, value in items] == [b"%d" % i for i in sorted(indexes)]
+
+
+def test_delete_prefix_removes_only_matching_keys(storage: NodeStorage) -> None:
+    with storage.group() as group:
+        for key in [journal_key(run, i) for run in (RUN_A, RUN_B) for i in range(5)]:
+            group.step(lambda txn, key=key: storage.put(txn, "journal", key, b"v"))
+    with storage.group() as group:
+        counts: list[int] = []
+        group.step(lambda txn: counts.append(storage.delete_prefix(txn, "journal", RUN_A)))
+        group.step(lambda txn: counts.append(storage.delete_prefix(txn, "journal", b"\xff")))
+    assert counts == [5, 0]
+    with storage.read() as txn:
+        assert list(storage.prefix_items(txn, "journal", RUN_A)) == []
+        assert len(list(storage.prefix_items(txn, "journal", RUN_B))) == 5
+        assert len(list(storage.prefix_items(txn, "journal", b""))) == 5
+
+
+def test_delete_prefix_to_the_end_of_the_database(storage: NodeStorage) -> None:
+    with storage.group() as group:
+        group.step(lambda txn: [storage.put(txn, "dedup", bytes([i]), b"") for i in range(1, 4)])
+        deleted: list[int] = []
+        group.step(lambda txn: deleted.append(storage.delete_prefix(txn, "dedup", b"")))
+    assert deleted == [3]
+
+
+def test_delete_reports_whether_the_key_existed(storage: NodeStorage) -> None:
+    write(storage, "outbox", b"m", b"1")
+    results: list[bool] = []
+    with storage.group() as group:
+        group.step(lambda txn: results.extend(storage.delete(txn, "outbox", b"m") for _ in "ab"))
+    assert results == [True, False]
