@@ -63,7 +63,7 @@ class Result:
 
 def fibers_round_trips(round_trips: int, flows: int) -> Result:
     """``flows`` concurrent ping-pong pairs doing ``round_trips`` in total."""
-    with MockNetwork(record_transcript=False) as network:
+    with MockNetwork(record_transcript=False, durable=False) as network:
         alice, bob = network.create_node("Alice"), network.create_node("Bob")
         per_flow = round_trips // flows
         start = time.perf_counter()

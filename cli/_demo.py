@@ -19,6 +19,7 @@ from fibers import (
     serializable,
     suspendable,
 )
+from fibers._messages import Ack
 from fibers.testing import MockNetwork
 
 
@@ -83,6 +84,8 @@ def run_demo(console: Console) -> int:
         handle = buyer.start_flow(Negotiate(seller.party, quantity=10, budget=100))
         while network.deliver_next() is not None:
             entry = network.transcript[-1]
+            if isinstance(entry.message, Ack):
+                continue  # storage acknowledgements: part of the protocol, not of the story
             console.print(f"  {entry.sender:>10} -> {entry.recipient:<10} {entry.message!r}",
                           highlight=False, soft_wrap=True)
         offer = handle.result.result(timeout=0)
