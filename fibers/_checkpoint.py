@@ -87,6 +87,9 @@ class TokenContext:
 
     def __init__(self) -> None:
         self._services: dict[str, SerializeAsToken] = {}
+        # Invariant: id(service) -> token for every registered service (kept alive by
+        # _services, so ids are not reused); spares a serialization_token() call per pickle.
+        self._tokens: dict[int, str] = {}
 
     def register(self, obj: SerializeAsToken) -> None:
         """Make ``obj`` the live instance for its token. Registering it again is a no-op; another
@@ -98,6 +101,7 @@ class TokenContext:
                 f"service token {token!r} is already registered to another instance "
                 f"({current!r}); give each instance its own serialization_token()"
             )
+        self._tokens[id(obj)] = token
 
     def resolve(self, token: str) -> object:
         """The live service registered under ``token``; ``CheckpointError`` if there is none."""
@@ -110,12 +114,12 @@ class TokenContext:
             ) from None
 
     def _persistent_id(self, obj: SerializeAsToken) -> tuple[str, str]:
-        token = obj.serialization_token()
-        if self._services.get(token) is not obj:
+        token = self._tokens.get(id(obj))
+        if token is None:
             # Resolving by token would silently substitute this node's service for another one.
             raise CheckpointError(
-                f"{_type_name(obj)} {token!r} is not a service registered on this node, so a "
-                "checkpoint cannot refer to it"
+                f"{_type_name(obj)} {obj.serialization_token()!r} is not a service registered "
+                "on this node, so a checkpoint cannot refer to it"
             )
         return (_SERVICE, token)
 
@@ -288,11 +292,11 @@ class _LocalEncoder:
             pass
         finally:
             self._pickler.clear_memo()
-        if not isinstance(value, _NEVER_CHECKPOINTED) or isinstance(value, _IN_MEMORY_IO):
-            try:
+        try:
+            if isinstance(value, _IN_MEMORY_IO) or not isinstance(value, _NEVER_CHECKPOINTED):
                 return dumps(value, self._tokens)
-            except Exception:
-                pass
+        except Exception:
+            pass
         return Unserialisable(_type_name(value), _safe_repr(value))
 
 

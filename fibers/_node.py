@@ -183,6 +183,7 @@ class Node:
             CheckpointStore(storage, self.tokens) if storage is not None else _NO_STORE
         )
         self._pending: list[tuple[FlowStateMachine | None, Callable[[Txn], object]]] = []
+        self._acked: list[bytes] = []
         self._after: list[tuple[FlowStateMachine | None, Callable[[], object]]] = []
         self._hospital: dict[StateMachineRunId, HospitalEntry] = {}
         self._hospital_fibers: dict[StateMachineRunId, FlowStateMachine] = {}
@@ -207,6 +208,15 @@ class Node:
         self._schedule(fiber)
         self.run_until_idle()
         return handle
+
+    def start_flows(self, flows: list[FlowLogic[Any]]) -> list[FlowHandle[Any]]:
+        """Start several flows in one scheduler round (one group commit for all their first
+        steps). Returns their handles in order."""
+        fibers = [self._new_state_machine(flow) for flow in flows]
+        for fiber in fibers:
+            self._schedule(fiber)
+        self.run_until_idle()
+        return [FlowHandle(f.run_id, f.result) for f in fibers]
 
     def start_tracked_flow(self, flow: FlowLogic[T]) -> FlowProgressHandle[T]:
         """Like ``start_flow``, with streams of the flow's progress. The flow must have a
@@ -286,7 +296,7 @@ class Node:
                     fiber = self._runnable.popleft()
                     fiber.scheduled = False
                     self._run_step(fiber)
-                if not self._pending and not self._after:
+                if not (self._pending or self._after or self._acked):
                     break
                 self._commit()
         finally:
@@ -302,10 +312,17 @@ class Node:
             if fiber.hospital_diagnosis is not None:
                 self._admit(fiber, fiber.hospital_diagnosis)
             return
+        if not self.durable:  # nothing to commit first: send at once
+            send, me = self._transport.send, self.party
+            for recipient, message in fiber.take_outbox():
+                send(me, recipient, encode_message(message))
+            if fiber.finished:
+                self._flows.pop(fiber.run_id, None)
+                fiber.settle_result()
+            return
         frames = [(r, _message_key(r, m), encode_message(m)) for r, m in fiber.take_outbox()]
-        if self.durable:
-            write = self._step_write(fiber, frames)
-            self._pending.append((fiber, lambda txn: self.checkpoints.write_step(txn, write)))
+        write = self._step_write(fiber, frames)
+        self._pending.append((fiber, lambda txn: self.checkpoints.write_step(txn, write)))
         self._after.append((fiber, lambda: self._after_step(fiber, frames)))
 
     def _step_write(
@@ -348,6 +365,10 @@ class Node:
         """Write every pending step in one (synced) commit, then do what waited for it."""
         pending, after = self._pending, self._after
         self._pending, self._after = [], []
+        if self._acked:
+            acked, self._acked = self._acked, []
+            store = self.checkpoints.storage
+            pending.append((None, lambda txn: [store.delete(txn, "outbox", k) for k in acked]))
         failed: dict[FlowStateMachine, Exception] = {}
         if pending and self.storage is not None:
             try:
@@ -407,8 +428,18 @@ class Node:
     def deliver(self, sender: Party, frame: bytes) -> None:
         """Handle one frame from ``sender`` (authenticated by the transport) and run the flows
         it makes runnable. A malformed or unroutable frame is logged and dropped."""
+        self.deliver_batch([(sender, frame)])
+
+    def deliver_batch(self, frames: list[tuple[Party, bytes]]) -> None:
+        """Handle frames in order, then run the flows they made runnable in one round (one
+        group commit for all of them)."""
         if self.stopped:
             raise RuntimeError(f"node {self.party} is stopped and cannot take messages")
+        for sender, frame in frames:
+            self._handle_frame(sender, frame)
+        self.run_until_idle()
+
+    def _handle_frame(self, sender: Party, frame: bytes) -> None:
         try:
             message = decode_message(frame)
         except SerializationError as exc:
@@ -416,15 +447,14 @@ class Node:
             return
         if isinstance(message, Ack):
             if self.durable:
-                key = message_key(sender.name, message.session_id, message.to_initiator,
-                                  message.seq)
-                self._pending.append((None, lambda txn: self.checkpoints.storage.delete(
-                    txn, "outbox", key)))
+                # Forgetting an acknowledged message needs no commit of its own: it rides on
+                # the next one. Lost on a crash, the message is re-sent and dropped as a dup.
+                self._acked.append(message_key(sender.name, message.session_id,
+                                               message.to_initiator, message.seq))
         elif isinstance(message, InitialSessionMessage):
             self._on_session_init(sender, message)
         else:
             self._on_session_message(sender, message)
-        self.run_until_idle()
 
     def _on_session_init(self, sender: Party, init: InitialSessionMessage) -> None:
         key = (sender.name, init.initiator_session_id, False)

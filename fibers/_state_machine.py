@@ -130,6 +130,7 @@ class FlowStateMachine:
         self._next_flow_index = 1
         # Journal: inputs and outputs of completed IO requests (see fibers._journal). Entries
         # of the current step wait in new_journal until the step commits.
+        self.journaling = node.durable
         self.journal_length = 0
         self.new_journal: list[JournalEntry] = []
         self.consumed: list[tuple[str, int, bool, int]] = []  # inbox keys consumed this step
@@ -252,8 +253,9 @@ class FlowStateMachine:
         self.expected_snapshot = expected
 
     def _record(self, entry: JournalEntry) -> None:
-        self.new_journal.append(entry)
-        self.journal_length += 1
+        if self.journaling:
+            self.new_journal.append(entry)
+            self.journal_length += 1
 
     def _replayed(self, *key: object) -> JournalEntry | None:
         """In replay: the next journal entry, checked to start with ``key``; None when live."""
@@ -287,9 +289,10 @@ class FlowStateMachine:
             session = self._open_session(request.flow, request.party, first_payload=payload)
         else:
             self._post(session, Data(payload))
-        key = ("send", session.owner_index, session.peer.name, digest(payload))
-        if self._replayed(*key) is None:
-            self._record(key)
+        if self.journaling:
+            key = ("send", session.owner_index, session.peer.name, digest(payload))
+            if self._replayed(*key) is None:
+                self._record(key)
 
     def _receive(self, request: _io.Receive) -> object:
         session = self._session(request.flow, request.party)
@@ -304,8 +307,9 @@ class FlowStateMachine:
                 self._raise_if_peer_gone(session)
                 self._suspend(session)
             seq, payload = session.inbound.popleft()
-            self.consumed.append((*session.inbox_key(), seq))
-            self._record(("recv", owner, peer, payload, seq))
+            if self.journaling:
+                self.consumed.append((*session.inbox_key(), seq))
+                self._record(("recv", owner, peer, payload, seq))
         value = _wire.decode(payload)
         return _check_received_type(value, request.expected_type, session.peer)
 

@@ -27,7 +27,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import lmdb
@@ -164,12 +163,7 @@ class NodeStorage:
     def __enter__(self) -> NodeStorage:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -341,6 +335,7 @@ class WriteGroup:
         """Internal: use ``NodeStorage.group``."""
         self._storage = storage
         self._txn: Txn | None = None
+        self._entered = False
         self._in_step = False
         self._callbacks: list[Callable[[], object]] = []
 
@@ -351,18 +346,14 @@ class WriteGroup:
                 "a write group is already active on this thread; groups do not nest "
                 "(use group.step for nested work)"
             )
-        if self._txn is not None or self._callbacks:
-            raise RuntimeError("a WriteGroup can be entered only once")
+        if self._entered:
+            raise RuntimeError("a WriteGroup can be entered only once; call storage.group()")
+        self._entered = True
         self._txn = storage._env.begin(write=True)
         storage._writer = threading.get_ident()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         txn = self._require_txn()
         try:
             if exc is not None:
@@ -393,14 +384,12 @@ class WriteGroup:
         self._in_step = True
         try:
             fn(child)
-        except Exception as error:
+        except BaseException as error:
             child.abort()
             del self._callbacks[callbacks_before:]
+            if not isinstance(error, Exception):
+                raise
             return error
-        except BaseException:
-            child.abort()
-            del self._callbacks[callbacks_before:]
-            raise
         finally:
             self._in_step = False
         child.commit()

@@ -36,7 +36,8 @@ class InFlightMessage:
     frame: bytes
 
 
-Receiver = Callable[[Party, bytes], None]
+# Receives a batch of (sender, frame) in order; a node handles a batch in one scheduler round.
+Receiver = Callable[[list[tuple[Party, bytes]]], None]
 
 
 class InMemoryNetwork:
@@ -68,14 +69,30 @@ class InMemoryNetwork:
     def deliver(self, message: InFlightMessage) -> None:
         """Remove ``message`` from the queue and hand it to its recipient."""
         self.queue.remove(message)
-        self._receivers[message.recipient.name](message.sender, message.frame)
+        self._receivers[message.recipient.name]([(message.sender, message.frame)])
+
+    def deliver_all(self) -> int:
+        """Deliver every queued deliverable frame, each recipient's in one batch (in order),
+        as a node draining its inbound queue would. Returns how many were delivered."""
+        batches: dict[str, list[tuple[Party, bytes]]] = {}
+        kept: deque[InFlightMessage] = deque()
+        for message in self.queue:
+            if message.recipient.name in self._receivers:
+                batches.setdefault(message.recipient.name, []).append(
+                    (message.sender, message.frame))
+            else:
+                kept.append(message)
+        self.queue = kept
+        for name, batch in batches.items():
+            self._receivers[name](batch)
+        return sum(len(b) for b in batches.values())
 
     def deliver_next(self) -> InFlightMessage | None:
         """Deliver the oldest deliverable frame; None when there is none."""
         queue, receivers = self.queue, self._receivers
         if queue and (receiver := receivers.get(queue[0].recipient.name)) is not None:
             message = queue.popleft()  # the common case: the head is deliverable
-            receiver(message.sender, message.frame)
+            receiver([(message.sender, message.frame)])
             return message
         for message in queue:
             if message.recipient.name in self._receivers:

@@ -82,7 +82,7 @@ class MockNetwork:
             storage=storage,
             services=services,
         )
-        self.network.attach(identity.party, node.deliver)
+        self.network.attach(identity.party, node.deliver_batch)
         return node
 
     def stop_node(self, node: Node) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -120,6 +121,22 @@ def test_seal_unseal_round_trip(storage: NodeStorage) -> None:
     assert blob.endswith(b"payload") and len(blob) == 1 + 32 + len(b"payload")
     assert storage.unseal("journal", key, blob) == b"payload"
     assert storage.unseal("journal", key, storage.seal("journal", key, b"")) == b""
+
+
+def test_sealed_record_format_is_stable(tmp_path: Path) -> None:
+    # Golden bytes: changing the layout makes every existing checkpoint unreadable.
+    fd = os.open(tmp_path / "node.secret", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, bytes(range(32)))
+    os.close(fd)
+    key = journal_key(bytes(16), 7)
+    with NodeStorage.open(tmp_path) as storage:
+        blob = storage.seal("journal", key, b"payload")
+    mac_input = b"\x01" + b"\x00\x07journal" + b"\x00\x00\x00\x14" + key + b"payload"
+    expected_mac = hmac.digest(bytes(range(32)), mac_input, "sha256")
+    assert blob == b"\x01" + expected_mac + b"payload"
+    assert blob.hex() == (
+        "01587b6c2f50eea6b7520d86ae6549a44e4551187b7d0d06370e0d102829a289bb7061796c6f6164"
+    )
 
 
 def test_put_sealed_get_sealed(storage: NodeStorage) -> None:

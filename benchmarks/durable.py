@@ -1,0 +1,135 @@
+"""Durable suspensions per second, side by side with a raw synced LMDB commit and a naive
+checkpointer, measured in the same run (fsync on for all three).
+
+* fibers: two nodes, N concurrent ping-pong flow pairs; every suspension is journaled,
+  snapshotted and group-committed with fsync (``NodeStorage(sync=True)``).
+* raw commit: one put of 200 bytes per synced LMDB commit, in a loop; the floor for "one
+  durable suspension at a time".
+* naive: the same flows on the same engine, checkpointing the way a simple framework would:
+  dill of the whole flow state and one synced commit per suspension.
+
+Run: ``python -m benchmarks.durable [--flows 1 1000] [--round-trips N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dill
+import lmdb
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.roundtrip import PingMany
+from fibers._identity import NodeIdentity
+from fibers._node import NetworkMap, Node
+from fibers._state_machine import FlowStateMachine
+from fibers._storage import NodeStorage
+from fibers._transport import InMemoryNetwork
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    suspensions: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.suspensions / self.seconds
+
+
+class NaiveCheckpointNode(Node):
+    """Checkpoints each step as dill of the flow and its sessions, one synced commit each."""
+
+    env: lmdb.Environment
+
+    def _end_step(self, fiber: FlowStateMachine) -> None:
+        state = dill.dumps((fiber.flow, list(fiber.sessions.values())))
+        with self.env.begin(write=True) as txn:
+            txn.put(fiber.run_id.uuid.bytes, state)
+        super()._end_step(fiber)
+
+
+def _pump(network: InMemoryNetwork) -> None:
+    while network.deliver_all():
+        pass
+
+
+def _two_nodes(base: Path, naive: bool) -> tuple[Node, Node, InMemoryNetwork]:
+    network, network_map = InMemoryNetwork(), NetworkMap()
+    nodes = []
+    for name in ("Alice", "Bob"):
+        identity = NodeIdentity(name)
+        network_map.add(identity.party)
+        if naive:
+            node: Node = NaiveCheckpointNode(identity, network, network_map=network_map)
+            (base / f"naive-{name}").mkdir(parents=True, exist_ok=True)
+            env = lmdb.open(str(base / f"naive-{name}"), map_size=1 << 32, sync=True)
+            node.env = env  # type: ignore[attr-defined]
+        else:
+            storage = NodeStorage.open(base / name, sync=True)
+            node = Node(identity, network, network_map=network_map, storage=storage)
+        network.attach(identity.party, node.deliver_batch)
+        nodes.append(node)
+    return nodes[0], nodes[1], network
+
+
+def fibers_suspensions(base: Path, flows: int, round_trips: int, naive: bool) -> Figure:
+    alice, bob, network = _two_nodes(base, naive)
+    per_flow = max(1, round_trips // flows)
+    start = time.perf_counter()
+    handles = alice.start_flows([PingMany(bob.party, per_flow) for _ in range(flows)])
+    _pump(network)
+    elapsed = time.perf_counter() - start
+    assert all(h.result.result(timeout=0) == sum(range(per_flow)) for h in handles)
+    alice.stop()
+    bob.stop()
+    # Each round trip suspends the initiator once (at its receive) and the responder once.
+    name = "naive dill + commit per suspension" if naive else "fibers (journal + group commit)"
+    return Figure(f"{name}, {flows} flows", 2 * per_flow * flows, elapsed)
+
+
+def raw_commits(base: Path, count: int) -> Figure:
+    env = lmdb.open(str(base / "raw"), map_size=1 << 30, sync=True)
+    value = b"x" * 200
+    start = time.perf_counter()
+    for i in range(count):
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), value)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return Figure("raw synced LMDB commit (200 B)", count, elapsed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="durable suspensions per second")
+    parser.add_argument("--flows", type=int, nargs="+", default=[1, 1000])
+    parser.add_argument("--round-trips", type=int, default=2000)
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
+    try:
+        raw = raw_commits(base, args.round_trips)
+        rows = [raw]
+        for flows in args.flows:
+            trips = max(args.round_trips, 10 * flows)
+            rows.append(fibers_suspensions(base / f"f{flows}", flows, trips, naive=False))
+            rows.append(fibers_suspensions(base / f"n{flows}", flows, trips, naive=True))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    table = Table(title="Durable suspensions (fsync on)")
+    for column in ("workload", "suspensions/s", "µs each", "vs raw commit"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row.name, f"{row.per_second:,.0f}", f"{1e6 / row.per_second:,.1f}",
+                      f"{raw.per_second / row.per_second:.2f}x the cost")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
