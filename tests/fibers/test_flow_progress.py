@@ -100,3 +100,17 @@ def test_a_failing_flow_ends_its_tracker_with_the_error(mock_network: MockNetwor
     tracker = flow.progress_tracker
     assert tracker is not None and tracker.error is error
     assert handle.progress.error is error
+
+
+def test_a_restored_flow_tracker_is_back_at_the_step_it_had_reached(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    handle = alice.start_tracked_flow(Trade(bob.party))
+    assert handle.progress.values[-1] == "Proposing"
+    alice = mock_network.restart_node(alice)
+    [summary] = alice.flows()
+    assert summary.progress_step == "Proposing"
+    restored = alice.handle(handle.id)
+    mock_network.run_network()
+    assert restored.result.result(timeout=0) == "deal"
