@@ -19,7 +19,8 @@ from fibers import (
     serializable,
     suspendable,
 )
-from fibers._messages import Ack
+from fibers._messages import Ack, Data, ExistingSessionMessage, InitialSessionMessage
+from fibers._wire import decode
 from fibers.testing import MockNetwork
 
 
@@ -76,19 +77,50 @@ class Sell(FlowLogic[Offer]):
         return offer
 
 
-def run_demo(console: Console) -> int:
-    """Run the negotiation and print each message and the result. Returns an exit status."""
+def describe(message: object) -> str:
+    """A session message in words, payload decoded."""
+    if isinstance(message, InitialSessionMessage):
+        flow = message.flow_class.split(":")[-1]
+        payload = decode(message.first_payload) if message.first_payload else None
+        return f"opens a session for {flow} with {payload!r}"
+    if isinstance(message, ExistingSessionMessage):
+        body = message.body
+        if isinstance(body, Data):
+            return f"sends {decode(body.payload)!r}"
+        return f"{type(body).__name__.lower()}s the session"
+    return repr(message)
+
+
+def run_demo(console: Console, *, crash_after: int = 3) -> int:
+    """Run the negotiation, crash and restart the seller's node after ``crash_after`` messages,
+    and print each message and the result. Returns an exit status."""
     with MockNetwork(strict_suspendable=True) as network:
         buyer, seller = network.create_node("BuyerBank"), network.create_node("SellerBank")
-        console.print("[bold]Fibers engine demo[/]: a negotiation written as sequential code")
+        console.print("[bold]Fibers engine demo[/]: a negotiation written as sequential code, "
+                      "checkpointed at every suspension")
         handle = buyer.start_flow(Negotiate(seller.party, quantity=10, budget=100))
+        delivered, seen = 0, set()
         while network.deliver_next() is not None:
             entry = network.transcript[-1]
             if isinstance(entry.message, Ack):
                 continue  # storage acknowledgements: part of the protocol, not of the story
-            console.print(f"  {entry.sender:>10} -> {entry.recipient:<10} {entry.message!r}",
-                          highlight=False, soft_wrap=True)
+            delivered += 1
+            text = describe(entry.message)
+            if isinstance(entry.message, ExistingSessionMessage):
+                key = (entry.sender, entry.message.to_initiator, entry.message.seq)
+                if key in seen:
+                    text = f"[dim]re-sends #{entry.message.seq} after its restart "
+                    text += "(a duplicate: dropped by the receiver)[/]"
+                seen.add(key)
+            console.print(f"  {entry.sender:>10} -> {entry.recipient:<10} {text}",
+                          highlight=False)
+            if delivered == crash_after:
+                seller = network.restart_node(seller)
+                [flow] = seller.flows()
+                console.print(f"  [red]SellerBank crashed[/] and restarted from its LMDB "
+                              f"storage: flow {flow.run_id.short} restored, waiting for "
+                              f"{flow.waiting_for}", highlight=False)
         offer = handle.result.result(timeout=0)
         console.print(f"[green]Agreed[/]: {offer.quantity} widgets at {offer.price_per_unit} each"
-                      f" (flow {handle.id})")
+                      f" (flow {handle.id}); the seller's crash cost nothing")
     return 0
