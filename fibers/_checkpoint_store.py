@@ -171,9 +171,10 @@ class CheckpointStore:
         with s.read() as txn:
             keys = [key for key, _ in s.prefix_items(txn, "flows", b"")]
         for key in keys:
-            yield self._load_flow(StateMachineRunId(_uuid(key)))
+            yield self.load_flow(StateMachineRunId(_uuid(key)))
 
-    def _load_flow(self, run_id: StateMachineRunId) -> StoredFlow:
+    def load_flow(self, run_id: StateMachineRunId) -> StoredFlow:
+        """One stored flow (see ``load_flows``)."""
         s, run = self.storage, run_id.uuid.bytes
         stored = StoredFlow(run_id, "?")
         try:

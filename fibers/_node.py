@@ -672,7 +672,7 @@ class Node:
         log.warning("%s retrying flow %s from its checkpoint: %s", self.party, fiber.run_id,
                     diagnosis)
         self._flows.pop(fiber.run_id, None)
-        self._restore(self.checkpoints._load_flow(fiber.run_id))
+        self._restore(self.checkpoints.load_flow(fiber.run_id))
 
     def _unroute(self, fiber: FlowStateMachine) -> None:
         for key, (owner, _) in list(self._sessions.items()):
@@ -714,7 +714,7 @@ class Node:
         if old is not None:
             self._unroute(old)
         self._retries.pop(run_id, None)
-        stored = self.checkpoints._load_flow(run_id)
+        stored = self.checkpoints.load_flow(run_id)
         if stored.status == "HOSPITALIZED" and stored.flow is not None:
             stored.status = "RUNNABLE"
         self._restore(stored)
