@@ -28,9 +28,10 @@ _INITIATED_BY = "__fibers_initiated_by__"
 _STARTABLE = "__fibers_startable_by_rpc__"
 _SCHEDULABLE = "__fibers_schedulable__"
 
-# Responder classes declared with @initiated_by, keyed by the initiating class.
-# Invariant: each value's constructor takes exactly one argument, the counterparty Party.
-DECLARED_RESPONDERS: dict[type, tuple[Callable[..., Any], int | None]] = {}
+# Responder classes declared with @initiated_by, keyed by the name the initiating class travels
+# under in session inits ("module:qualname"), with the version the responder reports.
+# Invariant: each responder's constructor takes exactly one argument, the counterparty Party.
+DECLARED_RESPONDERS: dict[str, tuple[Callable[..., Any], int]] = {}
 
 
 def suspendable(fn: F) -> F:
@@ -90,7 +91,8 @@ def initiated_by(
                 f"{initiator.__qualname__} is not annotated @initiating_flow"
             )
         setattr(responder, _INITIATED_BY, initiator)
-        DECLARED_RESPONDERS[initiator] = (responder, version)
+        name = f"{initiator.__module__}:{initiator.__qualname__}"
+        DECLARED_RESPONDERS[name] = (responder, version or flow_version_of(initiator))
         return responder
 
     return mark

@@ -186,24 +186,23 @@ def dumps(obj: object, tokens: TokenContext) -> bytes:
     Raises ``CheckpointError`` if neither pickle nor dill can encode ``obj`` or it refers to a
     service not registered in ``tokens``.
     """
-    buf = io.BytesIO()
-    buf.write(_TAG_PICKLE)
-    try:
-        _Pickler(buf, tokens).dump(obj)
-    except CheckpointError:
-        raise
-    except Exception:
+    error: Exception | None = None
+    # The C pickler first; dill only for what it cannot do (lambdas, local classes, closures).
+    for tag, pickler in ((_TAG_PICKLE, _Pickler), (_TAG_DILL, _DillPickler)):
         buf = io.BytesIO()
-        buf.write(_TAG_DILL)
+        buf.write(tag)
         try:
-            _DillPickler(buf, tokens).dump(obj)
+            pickler(buf, tokens).dump(obj)
         except CheckpointError:
             raise
-        except Exception as error:
-            raise CheckpointError(
-                f"cannot checkpoint {_type_name(obj)}: {type(error).__name__}: {error}"
-            ) from error
-    return buf.getvalue()
+        except Exception as exc:
+            error = exc
+            continue
+        return buf.getvalue()
+    assert error is not None
+    raise CheckpointError(
+        f"cannot checkpoint {_type_name(obj)}: {type(error).__name__}: {error}"
+    ) from error
 
 
 def loads(data: bytes, tokens: TokenContext) -> object:

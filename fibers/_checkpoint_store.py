@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 import sys
 import types
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,8 @@ class CheckpointStore:
         """The @suspendable frames on the current stack, outermost first, with their locals."""
         frames: list[types.FrameType] = []
         frame: types.FrameType | None = sys._getframe(1)
-        while frame is not None and frame.f_code is not _run_code():
+        run_code = _run_code()
+        while frame is not None and frame.f_code is not run_code:
             if is_suspendable(frame.f_code):
                 frames.append(frame)
             frame = frame.f_back
@@ -257,13 +259,13 @@ class StepWrite:
     start_record: bytes | None = None
 
 
-def _uuid(key: bytes) -> Any:
-    import uuid
-
+def _uuid(key: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=key)
 
 
 def _run_code() -> types.CodeType:
+    # Deferred: _state_machine imports this module's callers; the code object is the frame
+    # that bounds a flow's stack.
     from fibers._state_machine import RUN_CODE
 
     return RUN_CODE

@@ -179,8 +179,8 @@ class Node:
         self.durable = storage is not None
         self.tokens = TokenContext()
         self.tokens.register(self.services)
-        self.checkpoints: CheckpointStore = (
-            CheckpointStore(storage, self.tokens) if storage is not None else _NO_STORE
+        self._checkpoints = (
+            CheckpointStore(storage, self.tokens) if storage is not None else None
         )
         self._pending: list[tuple[FlowStateMachine | None, Callable[[Txn], object]]] = []
         self._acked: list[bytes] = []
@@ -312,13 +312,8 @@ class Node:
             if fiber.hospital_diagnosis is not None:
                 self._admit(fiber, fiber.hospital_diagnosis)
             return
-        if not self.durable:  # nothing to commit first: send at once
-            send, me = self._transport.send, self.party
-            for recipient, message in fiber.take_outbox():
-                send(me, recipient, encode_message(message))
-            if fiber.finished:
-                self._flows.pop(fiber.run_id, None)
-                fiber.settle_result()
+        if not self.durable:  # nothing to commit first: send and settle at once
+            self._after_step(fiber, [(r, b"", encode_message(m)) for r, m in fiber.take_outbox()])
             return
         frames = [(r, _message_key(r, m), encode_message(m)) for r, m in fiber.take_outbox()]
         write = self._step_write(fiber, frames)
@@ -506,12 +501,9 @@ class Node:
         """The registered responder for ``flow_class``, or the reason to reject the session."""
         if self._draining:
             return f"{self.party} is draining and accepts no new sessions"
-        registered = self._responders.get(flow_class)
+        registered = self._responders.get(flow_class) or DECLARED_RESPONDERS.get(flow_class)
         if registered is not None:
             return registered
-        for initiator, (responder, version) in DECLARED_RESPONDERS.items():
-            if class_name(initiator) == flow_class:
-                return responder, version or flow_version_of(initiator)
         known = _wire.whitelisted_class(flow_class)
         if known is not None and not issubclass(known, FlowLogic):
             return f"{flow_class} is not a flow class"
@@ -685,6 +677,16 @@ class Node:
         """Every unfinished flow on this node."""
         return [_summary(f) for f in self._flows.values()]
 
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The checkpoint store; only durable nodes (built with storage) have one."""
+        if self._checkpoints is None:
+            raise FlowConfigurationError(
+                f"node {self.party} has no storage: build it with storage=NodeStorage.open(...) "
+                "for checkpoints, restore and the hospital"
+            )
+        return self._checkpoints
+
     def checkpoints_dumps(self, value: object) -> bytes:
         """``value`` in the checkpoint codec of this node (services as tokens)."""
         return dumps(value, self.tokens)
@@ -840,9 +842,6 @@ def _message_key(recipient: Party, message: SessionMessage) -> bytes:
     if isinstance(message, InitialSessionMessage):
         return message_key(recipient.name, message.initiator_session_id, False, 0)
     return message_key(recipient.name, message.session_id, message.to_initiator, message.seq)
-
-
-_NO_STORE: Any = None
 
 
 def _apply(session: FlowSession, seq: int, body: SessionBody) -> None:
