@@ -77,6 +77,7 @@ class StartRecord:
     session_id: int = 0
     peer_version: int = 0
     peer_app: str = ""
+    confirm_version: int = 0
 
 
 @dataclass(slots=True)
@@ -208,6 +209,14 @@ class CheckpointStore:
             stored.status = "HOSPITALIZED"
             stored.diagnosis = f"checkpoint unreadable: {type(exc).__name__}: {exc}"
         return stored
+
+    def stored_from_start(self, run_id: StateMachineRunId, start_blob: bytes) -> StoredFlow:
+        """A flow whose first step never committed, rebuilt from its start record."""
+        start = loads(start_blob, self.tokens)
+        assert isinstance(start, StartRecord)
+        flow = loads(start.flow_blob, self.tokens)
+        assert isinstance(flow, FlowLogic)
+        return StoredFlow(run_id, start.flow_class, start=start, flow=flow)
 
     def inbox(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Stored inbound frames under ``prefix``, in key order."""

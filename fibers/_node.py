@@ -13,7 +13,7 @@ import types
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from fibers import _wire
@@ -153,6 +153,7 @@ class Node:
         storage: NodeStorage | None = None,
         services: dict[str, SerializeAsToken] | None = None,
         max_transient_retries: int = 3,
+        retry_backoff: float = 1.0,
     ) -> None:
         self.identity = identity
         self.info = NodeInfo(identity.party)
@@ -189,6 +190,11 @@ class Node:
         self._hospital_fibers: dict[StateMachineRunId, FlowStateMachine] = {}
         self._retries: dict[StateMachineRunId, int] = {}
         self._max_retries = max_transient_retries
+        # Flows to re-run from their checkpoint after a transient failure, by deadline;
+        # the delay doubles with each failure of the same flow.
+        self._retry_backoff = retry_backoff
+        self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
+        self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
         for name, service in (services or {}).items():
             self.services.install(name, service)
         if storage is not None:
@@ -326,6 +332,7 @@ class Node:
         journal, fiber.new_journal = fiber.new_journal, []
         consumed, fiber.consumed = fiber.consumed, []
         start, fiber.start_record = fiber.start_record, None
+        fiber.uncommitted_start = start
         tracker = fiber.flow.progress_tracker
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in fiber.session_history] if fiber.finished else []
@@ -346,6 +353,7 @@ class Node:
     def _after_step(
         self, fiber: FlowStateMachine, frames: list[tuple[Party, bytes, bytes]]
     ) -> None:
+        fiber.uncommitted_start = None
         for recipient, _, frame in frames:
             self._transport.send(self.party, recipient, frame)
         if fiber.finished:
@@ -389,10 +397,20 @@ class Node:
         heapq.heappush(self._timers, (deadline, next(self._timer_seq), fiber))
 
     def fire_due_timers(self) -> int:
-        """Wake every flow whose deadline has passed; returns how many were woken."""
-        if not self._timers:
+        """Wake every flow whose deadline has passed, and re-run the flows whose retry after a
+        transient failure is due; returns how many were woken."""
+        if not self._timers and not self._retry_timers:
             return 0
         now, woken = self.clock.now(), 0
+        while self._retry_timers and self._retry_timers[0][0] <= now:
+            _, _, run_id = heapq.heappop(self._retry_timers)
+            start = self._unstarted.pop(run_id, None)
+            if start is not None:
+                stored = self.checkpoints.stored_from_start(run_id, start)
+            else:
+                stored = self.checkpoints.load_flow(run_id)
+            self._restore(stored)
+            woken += 1
         while self._timers and self._timers[0][0] <= now:
             _, _, fiber = heapq.heappop(self._timers)
             if not fiber.finished:
@@ -403,8 +421,9 @@ class Node:
         return woken
 
     def next_deadline(self) -> datetime | None:
-        """The earliest pending sleep deadline, if any."""
-        return self._timers[0][0] if self._timers else None
+        """The earliest pending sleep or retry deadline, if any."""
+        deadlines = [heap[0][0] for heap in (self._timers, self._retry_timers) if heap]
+        return min(deadlines, default=None)
 
     # ----- sessions -------------------------------------------------------------------------------
 
@@ -473,6 +492,7 @@ class Node:
                 session_id=init.initiator_session_id,
                 peer_version=init.flow_version,
                 peer_app=init.app_name,
+                confirm_version=version,
             )
         except Exception as exc:
             log.error("%s could not start the responder for %s", self.party, init.flow_class,
@@ -480,22 +500,38 @@ class Node:
             self._reject(sender, init.initiator_session_id,
                          f"{self.party} could not start a responder for {init.flow_class}")
             return
-        session = FlowSession(
-            sender, init.initiator_session_id, False, 0, next_send_seq=0, next_recv_seq=1
-        )
-        session.peer_info = FlowInfo(init.flow_version, init.app_name)
+        peer_info = FlowInfo(init.flow_version, init.app_name)
+        session = self._open_responder_session(fiber, sender, init.initiator_session_id,
+                                               peer_info, version)
         if init.first_payload is not None:
             session.inbound.append((0, init.first_payload))
-        fiber.sessions[(0, sender.name)] = session
-        fiber.session_history.append(session)
-        self.register_session(fiber, session)
         if self.durable:
             self._store_init(fiber, sender, init)
-        confirm = Confirm(0, version, app_name_of(type(flow)))
-        seq = session.take_seq()
-        confirm_message = ExistingSessionMessage(session.session_id, True, seq, confirm)
-        fiber.outbox.append((sender, confirm_message))
         self._schedule(fiber)
+
+    def _open_responder_session(
+        self,
+        fiber: FlowStateMachine,
+        initiator: Party,
+        session_id: int,
+        peer_info: FlowInfo,
+        our_version: int,
+    ) -> FlowSession:
+        """The responder's side of a session, routed, with its confirm (message 0) queued.
+
+        A restored responder queues the confirm again: if it was sent before the crash the
+        initiator drops the copy as a duplicate, and if the step that sent it was lost this
+        is the only copy."""
+        session = FlowSession(initiator, session_id, False, 0, next_send_seq=0, next_recv_seq=1)
+        session.peer_info = peer_info
+        fiber.sessions[(0, initiator.name)] = session
+        fiber.session_history.append(session)
+        self.register_session(fiber, session)
+        confirm = Confirm(0, our_version, app_name_of(type(fiber.flow)))
+        fiber.outbox.append(
+            (initiator, ExistingSessionMessage(session_id, True, session.take_seq(), confirm))
+        )
+        return session
 
     def _responder_for(self, flow_class: str) -> tuple[ResponderFactory, int] | str:
         """The registered responder for ``flow_class``, or the reason to reject the session."""
@@ -606,13 +642,9 @@ class Node:
         start = stored.start
         fiber = FlowStateMachine(self, stored.run_id, stored.flow)
         if start.peer is not None:
-            session = FlowSession(start.peer, start.session_id, False, 0, next_send_seq=0,
-                                  next_recv_seq=1)
-            session.peer_info = FlowInfo(start.peer_version, start.peer_app)
-            fiber.sessions[(0, start.peer.name)] = session
-            fiber.session_history.append(session)
-            self.register_session(fiber, session)
-            session.take_seq()  # the confirm was sent before the crash
+            self._open_responder_session(fiber, start.peer, start.session_id,
+                                         FlowInfo(start.peer_version, start.peer_app),
+                                         start.confirm_version)
         fiber.start_replay(stored.journal, stored.snapshot)
         fiber.needs_refeed = True
         self._flows[fiber.run_id] = fiber
@@ -653,18 +685,24 @@ class Node:
             self._pending.append((None, write))
 
     def _step_failed(self, fiber: FlowStateMachine, error: BaseException) -> None:
-        """A step could not be stored: drop the flow's memory and re-run it from storage."""
+        """A step could not be stored: drop the flow's memory and re-run it from storage.
+
+        Its session routes stay: messages arriving meanwhile are stored (and only then
+        acknowledged) for the restored flow, which takes the routes over."""
         fiber.abandon()
-        self._unroute(fiber)
         tries = self._retries[fiber.run_id] = self._retries.get(fiber.run_id, 0) + 1
         diagnosis = f"storing a step failed {tries} times: {type(error).__name__}: {error}"
         if tries > self._max_retries:
             self._admit(fiber, diagnosis)
             return
-        log.warning("%s retrying flow %s from its checkpoint: %s", self.party, fiber.run_id,
-                    diagnosis)
+        delay = self._retry_backoff * 2 ** (tries - 1)
+        log.warning("%s will retry flow %s from its checkpoint in %.1f s: %s", self.party,
+                    fiber.run_id, delay, diagnosis)
         self._flows.pop(fiber.run_id, None)
-        self._restore(self.checkpoints.load_flow(fiber.run_id))
+        deadline = self.clock.now() + timedelta(seconds=delay)
+        if fiber.uncommitted_start is not None:  # its first step was lost: retry from memory
+            self._unstarted[fiber.run_id] = fiber.uncommitted_start
+        heapq.heappush(self._retry_timers, (deadline, next(self._timer_seq), fiber.run_id))
 
     def _unroute(self, fiber: FlowStateMachine) -> None:
         for key, (owner, _) in list(self._sessions.items()):
@@ -728,17 +766,18 @@ class Node:
         ``UnexpectedFlowEndException``; its checkpoint is deleted. A hospitalised flow is
         removed with its checkpoint. False when there is no such flow."""
         if run_id in self._hospital:
-            del self._hospital[run_id]
-            old = self._hospital_fibers.pop(run_id, None)
-            if old is not None:
-                self._unroute(old)
-            if self.durable:
-                self._pending.append((None, lambda txn: self.checkpoints.delete_flow(txn, run_id)))
-                self._commit()
+            self._kill_hospitalized(run_id)
             return True
         fiber = self._flows.get(run_id)
         if fiber is None or fiber.finished:
             return False
+        if not fiber.started:  # run it to its first suspension: the kill lands there
+            self._runnable = deque(f for f in self._runnable if f is not fiber)
+            fiber.scheduled = False
+            self._run_step(fiber)
+            if fiber.finished or fiber.abandoned:
+                self.run_until_idle()
+                return True
         fiber.scheduled = True  # keep it off the run queue while it is being killed
         try:
             self._run_step(fiber, KilledFlowException(f"flow {run_id} was killed by an operator"))
@@ -746,6 +785,30 @@ class Node:
             fiber.scheduled = False
         self.run_until_idle()
         return True
+
+    def _kill_hospitalized(self, run_id: StateMachineRunId) -> None:
+        """Kill a parked flow. It is first restored to its checkpoint, so that its
+        counterparties learn it ended; when even that fails, its records are just deleted."""
+        del self._hospital[run_id]
+        old = self._hospital_fibers.pop(run_id, None)
+        if old is not None:
+            self._unroute(old)
+        if not self.durable:
+            return
+        stored = self.checkpoints.load_flow(run_id)
+        if stored.flow is not None:
+            stored.status = "RUNNABLE"
+            self._restore(stored)
+            self.run_until_idle()
+            if run_id in self._flows:
+                self.kill_flow(run_id)
+                return
+            self._hospital.pop(run_id, None)  # replay parked it again: no sessions to tell
+            old = self._hospital_fibers.pop(run_id, None)
+            if old is not None:
+                self._unroute(old)
+        self._pending.append((None, lambda txn: self.checkpoints.delete_flow(txn, run_id)))
+        self._commit()
 
     def inspect_flow(self, run_id: StateMachineRunId) -> dict[str, Any]:
         """A flow's suspended stack (from its latest frame snapshot, locals as reprs), its
@@ -812,6 +875,11 @@ class Node:
     def is_draining(self) -> bool:
         """Whether the node refuses new flows."""
         return self._draining
+
+    @property
+    def is_drained(self) -> bool:
+        """Draining and no flow left in flight: safe to stop for an upgrade."""
+        return self._draining and not self._flows
 
     def warn_once(self, code: types.CodeType, message: str) -> None:
         """Log ``message`` once per code location."""

@@ -143,6 +143,7 @@ class FlowStateMachine:
         self.snapshot: Snapshot | None = None
         self.session_history: list[FlowSession] = []
         self.start_record: bytes | None = None
+        self.uncommitted_start: bytes | None = None  # written by a step not yet committed
         self.needs_refeed = False
         self.expected_snapshot: Snapshot | None = None
         self._resumer: greenlet | None = None
@@ -514,6 +515,11 @@ class FlowStateMachine:
             self.result.set_result(self._result_value)
         else:
             self.result.set_exception(self.failure)
+
+    @property
+    def started(self) -> bool:
+        """Whether the flow's greenlet has begun running (it may have ended since)."""
+        return bool(self._greenlet) or self._greenlet.dead
 
     def abandon(self) -> None:
         """Drop this flow's greenlet without any further effect (node stop, hospital)."""

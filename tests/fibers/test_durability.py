@@ -370,3 +370,100 @@ def test_checkpoint_dump_and_inspect_show_the_suspended_stack(mock_network: Mock
     import json
 
     json.dumps(alice.dump_checkpoints())  # JSON-ready
+
+
+def _fail_next_writes(node: Node, count: int) -> list[int]:
+    """Make the next ``count`` step writes of ``node`` fail as a full disk would."""
+    store = node.checkpoints
+    original = store.write_step
+    failures = [count]
+
+    def write_step(txn: Any, step: Any) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise lmdb.MapFullError("simulated: the map is full")
+        original(txn, step)
+
+    store.write_step = write_step  # type: ignore[method-assign]
+    return failures
+
+
+def test_a_step_that_cannot_be_stored_is_retried_from_its_checkpoint_with_backoff(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    handle = alice.start_flow(Collect(bob.party))
+    _fail_next_writes(alice, 2)
+    mock_network.run_network()  # Alice's step consuming "apple" fails: it will be retried
+    assert alice.flows() == [] and not handle.result.done()
+    mock_network.advance_time(1)  # first retry after 1 s: fails again
+    assert alice.flows() == []
+    mock_network.advance_time(1)  # the second retry waits 2 s
+    assert alice.flows() == []
+    mock_network.advance_time(1)
+    [summary] = alice.flows()
+    restored = alice.handle(summary.run_id)
+    mock_network.run_network()
+    assert restored.result.result(timeout=0) == ["apple", "banana"]
+    assert alice.hospital() == []
+
+
+def test_a_step_that_keeps_failing_is_hospitalised_after_three_retries(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    handle = alice.start_flow(Collect(bob.party))
+    _fail_next_writes(alice, 100)
+    mock_network.run_network()
+    for _ in range(4):
+        mock_network.advance_time(10)
+        mock_network.run_network()
+    [entry] = alice.hospital()
+    assert entry.run_id == handle.id
+    assert "storing a step failed 4 times" in entry.diagnosis and "map is full" in entry.diagnosis
+
+
+def test_killing_a_hospitalised_flow_tells_its_counterparty(mock_network: MockNetwork) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    bob.register_initiated_flow(Collect, Stall)
+    alice.start_flow(Collect(bob.party))
+    mock_network.run_network(max_messages=1)  # Bob's responder answers "apple" and waits
+    [responder] = bob.flows()
+    failures = _fail_next_writes(alice, 100)
+    mock_network.run_network()
+    responder_handle = bob.handle(responder.run_id)
+    for _ in range(4):
+        mock_network.advance_time(10)
+        mock_network.run_network()
+    [entry] = alice.hospital()
+    failures[0] = 0  # the disk has room again
+    assert alice.kill_flow(entry.run_id)
+    mock_network.run_network()
+    assert alice.hospital() == [] and alice.flows() == []
+    error = responder_handle.result.exception(timeout=0)
+    assert type(error).__name__ == "UnexpectedFlowEndException"
+    _assert_no_checkpoints(mock_network)
+
+
+class Stall(FlowLogic[None]):
+    """Answers the first question, then waits for a second message that never comes."""
+
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.receive(self.other, str)
+        self.send(self.other, "apple")
+        self.receive(self.other, str)
+        self.receive(self.other, str)
+
+
+def test_draining_reports_when_in_flight_flows_have_finished(mock_network: MockNetwork) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    handle = alice.start_flow(Collect(bob.party))
+    alice.set_flows_draining_mode(True)
+    assert not alice.is_drained
+    mock_network.run_network()
+    assert handle.result.result(timeout=0) == ["apple", "banana"]
+    assert alice.is_drained
