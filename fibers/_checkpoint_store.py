@@ -79,6 +79,22 @@ class StartRecord:
     peer_app: str = ""
     confirm_version: int = 0
 
+    def encode(self) -> bytes:
+        """The stored bytes (wire codec: plain values and a Party)."""
+        return _wire.encode(tuple(getattr(self, name) for name in _START_FIELDS))
+
+    @classmethod
+    def decode(cls, data: bytes) -> StartRecord:
+        """A start record from ``encode``'s bytes."""
+        values = _wire.decode(data)
+        if not isinstance(values, tuple) or len(values) != len(_START_FIELDS):
+            raise ValueError("the stored start record has the wrong shape")
+        return cls(*values)
+
+
+_START_FIELDS = ("flow_blob", "flow_class", "peer", "session_id", "peer_version", "peer_app",
+                 "confirm_version")
+
 
 @dataclass(slots=True)
 class StoredFlow:
@@ -105,8 +121,9 @@ class CheckpointStore:
 
     # ----- capture (in the flow's greenlet, at a suspension) ----------------------------------
 
-    def snapshot(self, fiber: FlowStateMachine, waiting: str) -> Snapshot:
-        """The @suspendable frames on the current stack, outermost first, with their locals."""
+    def snapshot(self, fiber: FlowStateMachine, waiting: str, with_locals: bool) -> Snapshot:
+        """The @suspendable frames on the current stack, outermost first, with their locals
+        when ``with_locals`` (else only the call chain, lines and wait: enough to verify)."""
         frames: list[types.FrameType] = []
         frame: types.FrameType | None = sys._getframe(1)
         run_code = _run_code()
@@ -119,13 +136,12 @@ class CheckpointStore:
             call_chain=tuple(f.f_code.co_qualname for f in frames),
             lines=tuple(f.f_lineno for f in frames),
             waiting=waiting,
-            frames=encode_snapshots(capture_frames(frames, self.tokens)),
+            frames=encode_snapshots(capture_frames(frames, self.tokens)) if with_locals else b"",
         )
 
     def start_record(self, flow: FlowLogic[Any], flow_class: str, **responder: Any) -> bytes:
         """The encoded start record of ``flow``, taken before its ``call`` runs."""
-        record = StartRecord(dumps(flow, self.tokens), flow_class, **responder)
-        return dumps(record, self.tokens)
+        return StartRecord(dumps(flow, self.tokens), flow_class, **responder).encode()
 
     # ----- writing (inside a group commit) -------------------------------------------------------
 
@@ -141,7 +157,7 @@ class CheckpointStore:
                 key = journal_key(run, step.journal_start + offset)
                 s.put_sealed(txn, "journal", key, encode_entry(entry))
             if step.snapshot is not None:
-                s.put_sealed(txn, "snapshots", run, dumps(step.snapshot, self.tokens))
+                s.put_sealed(txn, "snapshots", run, _encode_snapshot(step.snapshot))
             s.put_sealed(txn, "flow_status", run, _wire.encode(step.status))
         for key, frame in step.outbox:
             s.put_sealed(txn, "outbox", key, frame)
@@ -189,8 +205,7 @@ class CheckpointStore:
                     s.unseal("journal", k, v) for k, v in s.prefix_items(txn, "journal", run)
                 ]
             assert start_blob is not None
-            start = loads(start_blob, self.tokens)
-            assert isinstance(start, StartRecord)
+            start = StartRecord.decode(start_blob)
             stored.start, stored.flow_class = start, start.flow_class
             if status_blob is not None:
                 stored.status = str(_wire.decode(status_blob)[0])  # type: ignore[index]
@@ -202,8 +217,7 @@ class CheckpointStore:
             stored.flow = flow
             stored.journal = [decode_entry(e) for e in journal]
             if snapshot_blob is not None:
-                snapshot = loads(snapshot_blob, self.tokens)
-                stored.snapshot = snapshot if isinstance(snapshot, Snapshot) else None
+                stored.snapshot = _decode_snapshot(snapshot_blob)
         except Exception as exc:
             stored.flow = None
             stored.status = "HOSPITALIZED"
@@ -212,8 +226,7 @@ class CheckpointStore:
 
     def stored_from_start(self, run_id: StateMachineRunId, start_blob: bytes) -> StoredFlow:
         """A flow whose first step never committed, rebuilt from its start record."""
-        start = loads(start_blob, self.tokens)
-        assert isinstance(start, StartRecord)
+        start = StartRecord.decode(start_blob)
         flow = loads(start.flow_blob, self.tokens)
         assert isinstance(flow, FlowLogic)
         return StoredFlow(run_id, start.flow_class, start=start, flow=flow)
@@ -238,7 +251,7 @@ class CheckpointStore:
 
     def describe_frames(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """The frames of ``snapshot`` with readable locals, for inspection and dumps."""
-        frames = decode_snapshots(snapshot.frames)
+        frames = decode_snapshots(snapshot.frames) if snapshot.frames else []
         return [
             {
                 "function": f.qualname,
@@ -266,6 +279,23 @@ class StepWrite:
     consumed: list[bytes]
     inbox_prefixes_done: list[bytes]
     start_record: bytes | None = None
+
+
+def _encode_snapshot(snapshot: Snapshot) -> bytes:
+    return _wire.encode(
+        (snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames)
+    )
+
+
+def _decode_snapshot(data: bytes) -> Snapshot:
+    values = _wire.decode(data)
+    if not (isinstance(values, tuple) and len(values) == 4):
+        raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
+    chain, lines, waiting, frames = values
+    if not (isinstance(chain, tuple) and isinstance(lines, tuple) and isinstance(waiting, str)
+            and isinstance(frames, bytes)):
+        raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
+    return Snapshot(chain, lines, waiting, frames)
 
 
 def _uuid(key: bytes) -> uuid.UUID:

@@ -182,10 +182,16 @@ class FlowStateMachine:
         self.waiting = wait
         self.status = FlowStatus.SUSPENDED
         if self.node.durable:
-            self.snapshot = self.node.checkpoints.snapshot(self, describe_wait(wait))
+            # Locals are pickled only when this step will be written (it did IO); a flow woken
+            # without progress, or a restored flow back at its checkpoint, keeps the snapshot
+            # it has, after its call chain is checked.
+            changed = bool(self.new_journal or self.outbox or self.start_record)
+            current = self.node.checkpoints.snapshot(self, describe_wait(wait), changed)
             expected, self.expected_snapshot = self.expected_snapshot, None
+            if changed or self.snapshot is None:
+                self.snapshot = current if changed or expected is None else expected
             if expected is not None:
-                self._verify_against(expected, self.snapshot)
+                self._verify_against(expected, current)
         try:
             resumer.switch()
         finally:

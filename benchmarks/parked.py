@@ -1,0 +1,90 @@
+"""Parked flows: memory per suspended flow, and time to restore them all after a restart.
+
+One durable node starts N flows that each send to a counterparty that is not running and wait
+for its answer, so every flow is parked at its first receive with a checkpoint on disk. Memory
+is the growth of the process's resident set (after a GC) divided by N, with the in-flight
+messages dropped from the in-memory network so that only the flows are counted. Restore is the
+time to build a new node on the same storage: load every checkpoint, replay each flow to its
+suspension and verify it against its snapshot, and queue the unacknowledged messages again.
+
+Run: ``python -m benchmarks.parked [--flows N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.roundtrip import PingMany
+from fibers._identity import NodeIdentity
+from fibers._node import NetworkMap, Node
+from fibers._storage import NodeStorage
+from fibers._transport import InMemoryNetwork
+
+_BATCH = 10_000
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure(base: Path, flows: int) -> tuple[float, float, float]:
+    """(bytes per parked flow, seconds to park them all, seconds to restore them all)."""
+    network, network_map = InMemoryNetwork(), NetworkMap()
+    alice_id, bob_id = NodeIdentity("Alice"), NodeIdentity("Bob")
+    network_map.add(bob_id.party)
+    storage = NodeStorage.open(base / "Alice", sync=True)
+    alice = Node(alice_id, network, network_map=network_map, storage=storage)
+    gc.collect()
+    before = _rss_bytes()
+    start = time.perf_counter()
+    for first in range(0, flows, _BATCH):
+        count = min(_BATCH, flows - first)
+        alice.start_flows([PingMany(bob_id.party, 1) for _ in range(count)])
+        network.queue.clear()  # Bob is down: his messages are not the flows' memory
+    parked = time.perf_counter() - start
+    gc.collect()
+    per_flow = (_rss_bytes() - before) / flows
+    assert len(alice.flows()) == flows
+    alice.stop()
+    del alice
+    gc.collect()
+    start = time.perf_counter()
+    restored = Node(alice_id, network, network_map=network_map,
+                    storage=NodeStorage.open(base / "Alice", sync=True))
+    restore = time.perf_counter() - start
+    assert len(restored.flows()) == flows and restored.hospital() == []
+    restored.stop()
+    return per_flow, parked, restore
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="memory per parked flow and restore time")
+    parser.add_argument("--flows", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="fibers-parked-"))
+    try:
+        per_flow, parked, restore = measure(base, args.flows)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    table = Table(title=f"{args.flows:,} parked durable flows")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("memory per parked flow", f"{per_flow / 1024:.1f} KB", "<= 4 KB")
+    table.add_row("time to start and park them", f"{parked:.1f} s", "")
+    table.add_row("time to restore them all", f"{restore:.1f} s", "<= 10 s")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
