@@ -20,7 +20,7 @@ import struct
 import sys
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +165,8 @@ class CheckpointStore:
             s.delete(txn, "inbox", key)
         for prefix in step.inbox_prefixes_done:
             s.delete_prefix(txn, "inbox", prefix)
+        for write in step.extra_writes:
+            write(txn)
 
     def _delete_flow(self, txn: Txn, run: bytes) -> None:
         s = self.storage
@@ -279,6 +281,7 @@ class StepWrite:
     consumed: list[bytes]
     inbox_prefixes_done: list[bytes]
     start_record: bytes | None = None
+    extra_writes: list[Callable[[Txn], object]] = field(default_factory=list)
 
 
 def _encode_snapshot(snapshot: Snapshot) -> bytes:

@@ -177,6 +177,33 @@ class FlowLogic(Generic[T]):
             raise ValueError(f"cannot sleep for a negative duration ({seconds} s)")
         self._state_machine.execute(_io.Sleep(seconds))
 
+    def random_bytes(self, count: int) -> bytes:
+        """``count`` cryptographically random bytes, recorded so that a flow restored after a
+        restart draws the same bytes (use this, not ``os.urandom``, inside flows)."""
+        if count < 0:
+            raise ValueError(f"cannot draw a negative number of bytes ({count})")
+        value = self._state_machine.execute(_io.RandomBytes(count))
+        assert isinstance(value, bytes)
+        return value
+
+    def wait_for_event(self, key: str, check: Callable[[], R | None]) -> R:
+        """Suspend until ``check()`` returns a value (not None) and return it. Node services
+        call ``node.signal(key)`` when what ``check`` looks for may have changed; ``check``
+        must read only durable node state, as it runs again when the flow is restored."""
+        value = self._state_machine.execute(_io.WaitForEvent(key, check))
+        return value  # type: ignore[no-any-return]
+
+    def wait_for_ledger_commit(self, tx_id: object) -> Any:
+        """Wait until the transaction ``tx_id`` is recorded in this node's validated
+        transaction storage, and return it (ledger nodes only)."""
+        storage = getattr(self.service_hub, "validated_transactions", None)
+        if storage is None:
+            raise FlowConfigurationError(
+                "wait_for_ledger_commit needs a ledger node (its service hub has no "
+                "validated_transactions); use ledger.testing.MockNetwork"
+            )
+        return self.wait_for_event(f"tx:{tx_id}", lambda: storage.get(tx_id))
+
     # ----- context -------------------------------------------------------------------------
 
     @property

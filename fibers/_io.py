@@ -64,4 +64,20 @@ class ServiceCall:
     perform: Callable[[], object]
 
 
-IORequest = Send | Receive | GetFlowInfo | Now | Sleep | ServiceCall
+@dataclass(frozen=True, slots=True)
+class RandomBytes:
+    """Draw ``count`` random bytes (recorded, so a replay draws the same)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForEvent:
+    """Suspend until ``check()`` returns something other than None; the node re-runs the
+    check whenever ``key`` is signalled (``Node.signal``)."""
+
+    key: str
+    check: Callable[[], object]
+
+
+IORequest = Send | Receive | GetFlowInfo | Now | Sleep | ServiceCall | RandomBytes | WaitForEvent

@@ -14,6 +14,8 @@ what the code does now and answers with the recorded result:
 ``("sleep", deadline)``                the deadline a ``sleep`` waits for
 ``("sub_flow", index, class)``         a sub-flow entered
 ``("service", operation, result)``     a journaled service operation and its pickled result
+``("random", count, bytes)``           random bytes drawn by the flow
+``("event", key)``                     a wait for an event that had happened (re-checked)
 =====================================  ===============================================
 
 ``owner`` is the index (within the run) of the flow owning the session, ``peer`` a party name.
@@ -93,6 +95,11 @@ def replay_seq(entry: JournalEntry) -> int:
     return _typed(entry, 4, int)
 
 
+def replay_random(entry: JournalEntry) -> bytes:
+    """The bytes of a ``random`` entry."""
+    return _typed(entry, 2, bytes)
+
+
 def replay_int(entry: JournalEntry) -> int:
     """The session id of an ``open`` entry."""
     return _typed(entry, 3, int)
@@ -130,7 +137,10 @@ def describe_entry(entry: tuple[Any, ...]) -> str:
         return f"start sub-flow #{rest[0]} {rest[1]}"
     if kind == "service" and rest:
         return f"call the service operation {rest[0]}"
-    return {"now": "read the clock", "sleep": "sleep"}.get(kind, repr(kind))
+    if kind == "event" and rest:
+        return f"wait for the event {rest[0]}"
+    return {"now": "read the clock", "sleep": "sleep", "random": "draw random bytes"}.get(
+        kind, repr(kind))
 
 
 def describe_wait(wait: object) -> str:
@@ -139,4 +149,7 @@ def describe_wait(wait: object) -> str:
         return f"a message from {wait.peer}"
     if isinstance(wait, datetime):
         return f"a timer until {wait.isoformat()}"
+    key = getattr(wait, "key", None)
+    if isinstance(key, str):
+        return f"the event {key}"
     return "nothing"

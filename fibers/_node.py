@@ -196,6 +196,7 @@ class Node:
         self._retry_backoff = retry_backoff
         self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
         self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
+        self._event_waiters: dict[str, set[FlowStateMachine]] = {}
         for name, service in (services or {}).items():
             self.services.install(name, service)
         if storage is not None:
@@ -324,7 +325,7 @@ class Node:
             return
         frames = [(r, _message_key(r, m), encode_message(m)) for r, m in fiber.take_outbox()]
         if not (frames or fiber.new_journal or fiber.consumed or fiber.start_record
-                or fiber.finished):
+                or fiber.extra_writes or fiber.finished):
             # Woken without progress (or restored back at its checkpoint): nothing to store.
             self._after.append((fiber, lambda: self._after_step(fiber, frames)))
             return
@@ -339,6 +340,7 @@ class Node:
         consumed, fiber.consumed = fiber.consumed, []
         start, fiber.start_record = fiber.start_record, None
         fiber.uncommitted_start = start
+        extra, fiber.extra_writes = fiber.extra_writes, []
         tracker = fiber.flow.progress_tracker
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in fiber.session_history] if fiber.finished else []
@@ -354,6 +356,7 @@ class Node:
             consumed=[message_key(*k) for k in consumed],
             inbox_prefixes_done=done,
             start_record=start,
+            extra_writes=extra,
         )
 
     def _after_step(
@@ -395,8 +398,53 @@ class Node:
         for fiber, action in after:
             if fiber is None or fiber not in failed:
                 action()
+        if failed:
+            self._reload_services()
         for fiber, error in failed.items():
             self._step_failed(fiber, error)
+
+    def _reload_services(self) -> None:
+        """After steps were lost, services whose memory ran ahead of storage start again from
+        what was committed (services opt in with a ``reload_from_storage()`` method)."""
+        for service in self.services.installed.values():
+            reload = getattr(service, "reload_from_storage", None)
+            if callable(reload):
+                reload()
+
+    # ----- hooks for node services --------------------------------------------------------------
+
+    def step_write(self, write: Callable[[Txn], object]) -> None:
+        """Make ``write`` part of the current flow step's atomic commit (or, outside flows, of
+        the next commit). A service calls this for its storage changes so that they commit
+        together with the journal record of the flow that caused them."""
+        from fibers._state_machine import current_fiber
+
+        if not self.durable:
+            return
+        fiber = current_fiber()
+        if fiber is not None and fiber.node is self:
+            fiber.extra_writes.append(write)
+        else:
+            self._pending.append((None, write))
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once the current round's writes are committed (at once when the node
+        keeps nothing on disk); e.g. to signal flows waiting for what was written."""
+        if self.durable:
+            self._after.append((None, action))
+        else:
+            action()
+
+    def await_event(self, fiber: FlowStateMachine, key: str) -> None:
+        """Wake ``fiber`` the next time ``key`` is signalled."""
+        self._event_waiters.setdefault(key, set()).add(fiber)
+
+    def signal(self, key: str) -> None:
+        """Wake the flows waiting for ``key`` (they re-check their condition)."""
+        for fiber in self._event_waiters.pop(key, ()):
+            self._schedule(fiber)
+        if not self._running:
+            self.run_until_idle()
 
     def schedule_wakeup(self, fiber: FlowStateMachine, deadline: datetime) -> None:
         """Make ``fiber`` runnable once the clock reaches ``deadline``."""

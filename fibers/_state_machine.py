@@ -60,6 +60,7 @@ from fibers._journal import (
     replay_flow_info,
     replay_int,
     replay_payload,
+    replay_random,
     replay_seq,
 )
 from fibers._messages import (
@@ -134,6 +135,8 @@ class FlowStateMachine:
         self.journal_length = 0
         self.new_journal: list[JournalEntry] = []
         self.consumed: list[tuple[str, int, bool, int]] = []  # inbox keys consumed this step
+        # Writes node services made on behalf of this flow in the current step (Node.step_write).
+        self.extra_writes: list[Callable[[Any], object]] = []
         self._replay: list[JournalEntry] = []
         self._replay_pos = 0
         # Set when the engine parks the flow (hospital) or drops it (node stop): its greenlet is
@@ -354,8 +357,30 @@ class FlowStateMachine:
         if entry is not None:
             return self.node.checkpoints_loads(entry[2])
         result = request.perform()
-        self._record(("service", request.operation, self.node.checkpoints_dumps(result)))
+        if self.journaling:
+            self._record(("service", request.operation, self.node.checkpoints_dumps(result)))
         return result
+
+    def _random_bytes(self, request: _io.RandomBytes) -> bytes:
+        entry = self._replayed("random", request.count)
+        if entry is not None:
+            return replay_random(entry)
+        value = os.urandom(request.count)
+        self._record(("random", request.count, value))
+        return value
+
+    def _wait_for_event(self, request: _io.WaitForEvent) -> object:
+        replayed = self._replayed("event", request.key) is not None
+        value = request.check()
+        while value is None:
+            if replayed:
+                self._diverged(f"the event {request.key!r} it had seen is not there any more")
+            self.node.await_event(self, request.key)
+            self._suspend(request)
+            value = request.check()
+        if not replayed:
+            self._record(("event", request.key))
+        return value
 
     def _sleep(self, request: _io.Sleep) -> None:
         entry = self._replayed("sleep")
@@ -586,10 +611,12 @@ _PERFORMERS: dict[type, Callable[[FlowStateMachine, Any], Any]] = {
     _io.Now: FlowStateMachine._now,
     _io.Sleep: FlowStateMachine._sleep,
     _io.ServiceCall: FlowStateMachine._service_call,
+    _io.RandomBytes: FlowStateMachine._random_bytes,
+    _io.WaitForEvent: FlowStateMachine._wait_for_event,
 }
 # Requests that may suspend the flow: the @suspendable check runs whether or not they actually
 # wait, so the error does not depend on message timing.
-_SUSPENDING_REQUESTS = frozenset({_io.Receive, _io.GetFlowInfo, _io.Sleep})
+_SUSPENDING_REQUESTS = frozenset({_io.Receive, _io.GetFlowInfo, _io.Sleep, _io.WaitForEvent})
 # Comprehensions run in frames of their own on Python 3.11 but belong to the function that
 # contains them, which is itself checked; replay re-runs them like any other code.
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})

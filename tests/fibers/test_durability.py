@@ -467,3 +467,48 @@ def test_draining_reports_when_in_flight_flows_have_finished(mock_network: MockN
     mock_network.run_network()
     assert handle.result.result(timeout=0) == ["apple", "banana"]
     assert alice.is_drained
+
+
+class Salted(FlowLogic[bytes]):
+    @suspendable
+    def call(self) -> bytes:
+        salt = self.random_bytes(16)
+        self.sleep(5)
+        return salt
+
+
+def test_random_bytes_are_the_same_after_a_restart(mock_network: MockNetwork) -> None:
+    alice = mock_network.create_node("Alice")
+    handle = alice.start_flow(Salted())
+    drawn = alice.checkpoints.load_flow(handle.id).journal[0][2]
+    alice = mock_network.restart_node(alice)
+    restored = alice.handle(handle.id)
+    mock_network.advance_time(5)
+    assert restored.result.result(timeout=0) == drawn and len(drawn) == 16
+
+
+class Board(SerializeAsToken):
+    """A durable-enough notice board for the test: a value flows wait for."""
+
+    def __init__(self) -> None:
+        self.notice: str | None = None
+
+
+class AwaitNotice(FlowLogic[str]):
+    @suspendable
+    def call(self) -> str:
+        board = self.service_hub.board
+        return self.wait_for_event("notice", lambda: board.notice)
+
+
+def test_a_flow_waits_for_an_event_across_a_restart(mock_network: MockNetwork) -> None:
+    board = Board()
+    alice = mock_network.create_node("Alice")
+    alice.services.install("board", board)
+    handle = alice.start_flow(AwaitNotice())
+    assert alice.flows()[0].waiting_for == "the event notice"
+    alice = mock_network.restart_node(alice)
+    restored = alice.handle(handle.id)
+    board.notice = "posted"
+    alice.signal("notice")
+    assert restored.result.result(timeout=0) == "posted"
