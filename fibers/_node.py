@@ -197,6 +197,7 @@ class Node:
         self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
         self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
         self._event_waiters: dict[str, set[FlowStateMachine]] = {}
+        self._flow_end_callbacks: list[Callable[[StateMachineRunId], object]] = []
         for name, service in (services or {}).items():
             self.services.install(name, service)
         if storage is not None:
@@ -368,6 +369,8 @@ class Node:
         if fiber.finished:
             self._flows.pop(fiber.run_id, None)
             self._retries.pop(fiber.run_id, None)
+            for callback in self._flow_end_callbacks:
+                callback(fiber.run_id)
             fiber.settle_result()
         elif fiber.needs_refeed:
             fiber.needs_refeed = False
@@ -434,6 +437,11 @@ class Node:
             self._after.append((None, action))
         else:
             action()
+
+    def on_flow_end(self, callback: Callable[[StateMachineRunId], object]) -> None:
+        """Call ``callback(run_id)`` whenever a flow ends (completed, failed or killed), after
+        its last step committed; e.g. to release the flow's soft locks."""
+        self._flow_end_callbacks.append(callback)
 
     def await_event(self, fiber: FlowStateMachine, key: str) -> None:
         """Wake ``fiber`` the next time ``key`` is signalled."""
