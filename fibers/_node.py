@@ -628,6 +628,8 @@ class Node:
             self._ack_after_commit(sender, message.session_id, message.to_initiator, message.seq)
             return  # already processed: a duplicate
         if message.seq > session.next_recv_seq:
+            if session.out_of_order is None:
+                session.out_of_order = {}
             session.out_of_order[message.seq] = message.body
             return
         body: SessionBody | None = message.body
@@ -638,7 +640,8 @@ class Node:
                 stored = ExistingSessionMessage(message.session_id, message.to_initiator, seq, body)
                 self._store_received(fiber, sender, stored)
             session.next_recv_seq += 1
-            body = session.out_of_order.pop(session.next_recv_seq, None)
+            pending = session.out_of_order
+            body = pending.pop(session.next_recv_seq, None) if pending else None
         if fiber.waiting is session:
             self._schedule(fiber)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 from fibers._flow_logic import FlowInfo
@@ -29,8 +28,11 @@ class FlowSession:
     # messages numbered lower were processed already and are dropped as duplicates.
     next_recv_seq: int = 0
     # Payloads received and not yet consumed by the flow, with their sequence numbers.
-    inbound: deque[tuple[int, bytes]] = field(default_factory=deque)
-    out_of_order: dict[int, SessionBody] = field(default_factory=dict)
+    # A list, not a deque: it holds a message or two, and an empty deque costs 600 bytes in
+    # every one of possibly 100,000 parked sessions.
+    inbound: list[tuple[int, bytes]] = field(default_factory=list)
+    # Messages that arrived ahead of their turn, by number; None until the first one does.
+    out_of_order: dict[int, SessionBody] | None = None
     peer_info: FlowInfo | None = None
     peer_error: BaseException | None = None
     peer_ended: bool = False

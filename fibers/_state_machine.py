@@ -118,7 +118,7 @@ class FlowStateMachine:
         self.run_id = run_id
         self.flow = flow
         self.status = FlowStatus.RUNNABLE
-        self.result: Future[Any] = Future()
+        self._result: Future[Any] | None = None
         # Sessions by (index of the owning flow within this run, peer name).
         self.sessions: dict[tuple[int, str], FlowSession] = {}
         # What the suspended flow waits for: a FlowSession, a sleep deadline, or None.
@@ -316,7 +316,7 @@ class FlowStateMachine:
             while not session.inbound:
                 self._raise_if_peer_gone(session)
                 self._suspend(session)
-            seq, payload = session.inbound.popleft()
+            seq, payload = session.inbound.pop(0)
             if self.journaling:
                 self.consumed.append((*session.inbox_key(), seq))
                 self._record(("recv", owner, peer, payload, seq))
@@ -540,8 +540,19 @@ class FlowStateMachine:
                 log.error("flow %s (%s) failed", self.run_id, type(self.flow).__qualname__,
                           exc_info=failure)
 
+    @property
+    def result(self) -> Future[Any]:
+        """The future of the flow's result (made on first use: responders rarely need one,
+        and a Future with its lock costs about 1 KB per parked flow)."""
+        if self._result is None:
+            self._result = Future()
+        return self._result
+
     def settle_result(self) -> None:
-        """Complete the result future (after the final step committed)."""
+        """Complete the result future (after the final step committed), if anyone asked for
+        it: nobody can ask once the flow has ended."""
+        if self._result is None:
+            return
         if self.failure is None:
             self.result.set_result(self._result_value)
         else:
