@@ -5,7 +5,6 @@ to from ``_run_step``.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
 import logging
@@ -13,17 +12,16 @@ import secrets
 import types
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
+from fibers import _node_recovery as recovery
 from fibers import _wire
 from fibers._annotations import DECLARED_RESPONDERS, flow_version_of, initiating_class_of
 from fibers._checkpoint import SerializeAsToken, TokenContext, dumps, loads
 from fibers._checkpoint_store import (
     CheckpointStore,
     StepWrite,
-    StoredFlow,
     message_key,
     session_prefix,
 )
@@ -32,7 +30,6 @@ from fibers._errors import (
     FlowConfigurationError,
     KilledFlowException,
     SerializationError,
-    UnexpectedFlowEndException,
 )
 from fibers._flow_logic import (
     FlowHandle,
@@ -46,9 +43,6 @@ from fibers._journal import describe_wait
 from fibers._messages import (
     Ack,
     Confirm,
-    Data,
-    End,
-    ErrorEnd,
     ExistingSessionMessage,
     InitialSessionMessage,
     Reject,
@@ -57,86 +51,24 @@ from fibers._messages import (
     decode_message,
     encode_message,
 )
+from fibers._node_types import (
+    FlowSummary,
+    HospitalEntry,
+    NetworkMap,
+    NodeInfo,
+    ServiceHub,
+)
 from fibers._session import FlowSession
 from fibers._state_machine import FlowStateMachine, app_name_of, class_name
 from fibers._storage import NodeStorage, Txn
 from fibers._transport import Transport
 
+__all__ = ["FlowSummary", "HospitalEntry", "NetworkMap", "Node", "NodeInfo", "ServiceHub"]
+
 T = TypeVar("T")
 log = logging.getLogger("fibers.node")
 
 ResponderFactory = Callable[[Party], FlowLogic[Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What the network knows about a node."""
-
-    legal_identity: Party
-
-
-@dataclass(frozen=True, slots=True)
-class FlowSummary:
-    """One unfinished flow as operators see it."""
-
-    run_id: StateMachineRunId
-    flow_class: str
-    status: str
-    progress_step: str | None
-    waiting_for: str | None
-
-
-class NetworkMap:
-    """The parties this node knows, by name."""
-
-    def __init__(self) -> None:
-        self._parties: dict[str, Party] = {}
-
-    def add(self, party: Party) -> None:
-        """Learn (or replace) ``party``."""
-        self._parties[party.name] = party
-
-    def party(self, name: str) -> Party:
-        """The party called ``name``; KeyError naming the known parties when there is none."""
-        try:
-            return self._parties[name]
-        except KeyError:
-            known = ", ".join(sorted(self._parties)) or "none"
-            raise KeyError(f"no party called {name!r} on the network (known: {known})") from None
-
-    def all_parties(self) -> list[Party]:
-        """Every known party, sorted by name."""
-        return [self._parties[name] for name in sorted(self._parties)]
-
-
-@dataclass(frozen=True, slots=True)
-class HospitalEntry:
-    """A flow parked for an operator, and why."""
-
-    run_id: StateMachineRunId
-    flow_class: str
-    diagnosis: str
-
-
-class ServiceHub(SerializeAsToken):
-    """The node services a flow may use (``FlowLogic.service_hub``). The ledger layer extends
-    it with storage, the vault and key management. Checkpoints hold it as a token."""
-
-    def __init__(self, node: Node) -> None:
-        self.my_info = node.info
-        self.clock = node.clock
-        self.network_map = node.network_map
-        self.installed: dict[str, SerializeAsToken] = {}
-        self._node = node
-
-    def install(self, name: str, service: SerializeAsToken) -> None:
-        """Make ``service`` reachable as ``service_hub.<name>``; checkpoints hold it as a token
-        and rewire it to the live instance on restore."""
-        if hasattr(self, name):
-            raise ValueError(f"the service hub already has a {name!r}")
-        setattr(self, name, service)
-        self.installed[name] = service
-        self._node.tokens.register(service)
 
 
 class Node:
@@ -201,7 +133,7 @@ class Node:
         for name, service in (services or {}).items():
             self.services.install(name, service)
         if storage is not None:
-            self._restore_all()
+            recovery.restore_all(self)
 
     @property
     def party(self) -> Party:
@@ -319,7 +251,7 @@ class Node:
         """The flow suspended or finished: queue the step's writes, and what follows them."""
         if fiber.abandoned:
             if fiber.hospital_diagnosis is not None:
-                self._admit(fiber, fiber.hospital_diagnosis)
+                recovery.admit(self, fiber, fiber.hospital_diagnosis)
             return
         if not self.durable:  # nothing to commit first: send and settle at once
             self._after_step(fiber, [(r, b"", encode_message(m)) for r, m in fiber.take_outbox()])
@@ -374,7 +306,7 @@ class Node:
             fiber.settle_result()
         elif fiber.needs_refeed:
             fiber.needs_refeed = False
-            self._refeed(fiber)
+            recovery.refeed(self, fiber)
 
     def _commit(self) -> None:
         """Write every pending step in one (synced) commit, then do what waited for it."""
@@ -404,7 +336,7 @@ class Node:
         if failed:
             self._reload_services()
         for fiber, error in failed.items():
-            self._step_failed(fiber, error)
+            recovery.step_failed(self, fiber, error)
 
     def _reload_services(self) -> None:
         """After steps were lost, services whose memory ran ahead of storage start again from
@@ -471,7 +403,7 @@ class Node:
                 stored = self.checkpoints.stored_from_start(run_id, start)
             else:
                 stored = self.checkpoints.load_flow(run_id)
-            self._restore(stored)
+            recovery.restore(self, stored)
             woken += 1
         while self._timers and self._timers[0][0] <= now:
             _, _, fiber = heapq.heappop(self._timers)
@@ -537,7 +469,7 @@ class Node:
         if key in self._sessions or (
             self.durable and self.checkpoints.seen_init(sender.name, init.initiator_session_id)
         ):
-            self._ack_after_commit(sender, init.initiator_session_id, False, 0)
+            recovery.ack_after_commit(self, sender, init.initiator_session_id, False, 0)
             return  # a re-sent init of a session we already run (or ran)
         responder = self._responder_for(init.flow_class)
         if isinstance(responder, str):
@@ -568,7 +500,7 @@ class Node:
         if init.first_payload is not None:
             session.inbound.append((0, init.first_payload))
         if self.durable:
-            self._store_init(fiber, sender, init)
+            recovery.store_init(self, fiber, sender, init)
         self._schedule(fiber)
 
     def _open_responder_session(
@@ -617,7 +549,9 @@ class Node:
         routed = self._sessions.get((initiator, message.session_id, message.to_initiator))
         if routed is None:
             log.debug("%s dropped a message for an unknown or ended session", self.party)
-            self._ack_after_commit(sender, message.session_id, message.to_initiator, message.seq)
+            recovery.ack_after_commit(
+                self, sender, message.session_id, message.to_initiator, message.seq
+            )
             return
         fiber, session = routed
         if session.peer != sender:
@@ -625,7 +559,9 @@ class Node:
                         self.party, sender, session.peer)
             return
         if message.seq < session.next_recv_seq:
-            self._ack_after_commit(sender, message.session_id, message.to_initiator, message.seq)
+            recovery.ack_after_commit(
+                self, sender, message.session_id, message.to_initiator, message.seq
+            )
             return  # already processed: a duplicate
         if message.seq > session.next_recv_seq:
             if session.out_of_order is None:
@@ -635,159 +571,21 @@ class Node:
         body: SessionBody | None = message.body
         while body is not None:
             seq = session.next_recv_seq
-            _apply(session, seq, body)
+            session.apply(seq, body)
             if self.durable:
                 stored = ExistingSessionMessage(message.session_id, message.to_initiator, seq, body)
-                self._store_received(fiber, sender, stored)
+                recovery.store_received(self, fiber, sender, stored)
             session.next_recv_seq += 1
             pending = session.out_of_order
             body = pending.pop(session.next_recv_seq, None) if pending else None
         if fiber.waiting is session:
             self._schedule(fiber)
 
-    # ----- durability: storing what arrives, restoring what was stored ----------------------------
-
-    def _ack_after_commit(
-        self, sender: Party, session_id: int, to_initiator: bool, seq: int
-    ) -> None:
-        if self.durable:
-            frame = encode_message(Ack(session_id, to_initiator, seq))
-            self._after.append((None, lambda: self._transport.send(self.party, sender, frame)))
-
-    def _store_init(
-        self, fiber: FlowStateMachine, sender: Party, init: InitialSessionMessage
-    ) -> None:
-        """Keep the init's dedup record and first payload with the responder's first step."""
-        sid = init.initiator_session_id
-        dedup_key = session_prefix(sender.name, sid, False)
-        data = None
-        if init.first_payload is not None:
-            first = ExistingSessionMessage(sid, False, 0, Data(init.first_payload))
-            data = (message_key(sender.name, sid, False, 0), encode_message(first))
-        store = self.checkpoints.storage
-
-        def write(txn: Txn) -> None:
-            store.put(txn, "dedup", dedup_key, b"")
-            if data is not None:
-                store.put_sealed(txn, "inbox", data[0], data[1])
-
-        self._pending.append((fiber, write))
-        self._ack_after_commit(sender, sid, False, 0)
-
-    def _store_received(
-        self, fiber: FlowStateMachine, sender: Party, message: ExistingSessionMessage
-    ) -> None:
-        session_id, to_initiator, seq = message.session_id, message.to_initiator, message.seq
-        key = message_key(sender.name, session_id, to_initiator, seq)
-        frame = encode_message(message)
-        store = self.checkpoints.storage
-        self._pending.append((fiber, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
-        self._ack_after_commit(sender, session_id, to_initiator, seq)
-
-    def _restore_all(self) -> None:
-        """Restore every stored flow (restart), then re-send unacknowledged messages."""
-        # Restoring builds many long-lived objects and little garbage; the cyclic collector
-        # would rescan them again and again (a third of the time at 10,000 flows).
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            for stored in self.checkpoints.load_flows():
-                self._restore(stored)
-            self.run_until_idle()
-        finally:
-            if collecting:
-                gc.enable()
-        for key, frame in self.checkpoints.outbox():
-            recipient = key.partition(b"\0")[0].decode()
-            try:
-                party = self.network_map.party(recipient)
-            except KeyError:
-                log.warning("%s cannot re-send to unknown party %s", self.party, recipient)
-                continue
-            self._transport.send(self.party, party, frame)
-
-    def _restore(self, stored: StoredFlow) -> None:
-        if stored.flow is None or stored.status == "HOSPITALIZED" or stored.start is None:
-            diagnosis = stored.diagnosis or "hospitalised before the restart"
-            self._hospital[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class,
-                                                          diagnosis)
-            return
-        start = stored.start
-        fiber = FlowStateMachine(self, stored.run_id, stored.flow)
-        if start.peer is not None:
-            self._open_responder_session(fiber, start.peer, start.session_id,
-                                         FlowInfo(start.peer_version, start.peer_app),
-                                         start.confirm_version)
-        fiber.start_replay(stored.journal, stored.snapshot)
-        fiber.needs_refeed = True
-        self._flows[fiber.run_id] = fiber
-        self._schedule(fiber)
-
-    def _refeed(self, fiber: FlowStateMachine) -> None:
-        """Give a restored flow the messages that had arrived but were not consumed."""
-        for session in list(fiber.sessions.values()):
-            prefix = session_prefix(session.peer.name, session.session_id, session.we_initiated)
-            last = session.next_recv_seq - 1
-            # Invariant: the inbox holds exactly the messages of this session that were
-            # received and not consumed (data), plus its control messages (confirm, end, error).
-            applied = False
-            for _, frame in self.checkpoints.inbox(prefix):
-                message = decode_message(frame)
-                if isinstance(message, ExistingSessionMessage):
-                    _apply(session, message.seq, message.body)
-                    last, applied = max(last, message.seq), True
-            session.next_recv_seq = max(session.next_recv_seq, last + 1)
-            if applied and fiber.waiting is session:
-                self._schedule(fiber)
-
-    def _admit(self, fiber: FlowStateMachine, diagnosis: str) -> None:
-        """Park ``fiber`` in the hospital: its checkpoint stays, its messages keep arriving."""
-        log.warning("%s hospitalised flow %s: %s", self.party, fiber.run_id, diagnosis)
-        self._flows.pop(fiber.run_id, None)
-        self._hospital[fiber.run_id] = HospitalEntry(fiber.run_id, class_name(type(fiber.flow)),
-                                                     diagnosis)
-        self._hospital_fibers[fiber.run_id] = fiber
-        if self.durable:
-            run_id, start = fiber.run_id, fiber.start_record
-            fiber.start_record = None
-
-            def write(txn: Txn) -> None:
-                if start is not None:  # parked in its very first step: keep it retryable
-                    self.checkpoints.storage.put_sealed(txn, "flows", run_id.uuid.bytes, start)
-                self.checkpoints.mark_hospitalized(txn, run_id, diagnosis)
-
-            self._pending.append((None, write))
-
-    def _step_failed(self, fiber: FlowStateMachine, error: BaseException) -> None:
-        """A step could not be stored: drop the flow's memory and re-run it from storage.
-
-        Its session routes stay: messages arriving meanwhile are stored (and only then
-        acknowledged) for the restored flow, which takes the routes over."""
-        fiber.abandon()
-        tries = self._retries[fiber.run_id] = self._retries.get(fiber.run_id, 0) + 1
-        diagnosis = f"storing a step failed {tries} times: {type(error).__name__}: {error}"
-        if tries > self._max_retries:
-            self._admit(fiber, diagnosis)
-            return
-        delay = self._retry_backoff * 2 ** (tries - 1)
-        log.warning("%s will retry flow %s from its checkpoint in %.1f s: %s", self.party,
-                    fiber.run_id, delay, diagnosis)
-        self._flows.pop(fiber.run_id, None)
-        deadline = self.clock.now() + timedelta(seconds=delay)
-        if fiber.uncommitted_start is not None:  # its first step was lost: retry from memory
-            self._unstarted[fiber.run_id] = fiber.uncommitted_start
-        heapq.heappush(self._retry_timers, (deadline, next(self._timer_seq), fiber.run_id))
-
-    def _unroute(self, fiber: FlowStateMachine) -> None:
-        for key, (owner, _) in list(self._sessions.items()):
-            if owner is fiber:
-                del self._sessions[key]
-
     # ----- operations -----------------------------------------------------------------------------
 
     def flows(self) -> list[FlowSummary]:
         """Every unfinished flow on this node."""
-        return [_summary(f) for f in self._flows.values()]
+        return [recovery.summary(f) for f in self._flows.values()]
 
     @property
     def checkpoints(self) -> CheckpointStore:
@@ -816,31 +614,29 @@ class Node:
 
     def hospital(self) -> list[HospitalEntry]:
         """Hospitalised flows with their diagnosis."""
-        return list(self._hospital.values())
+        return recovery.hospital(self)
 
     def retry_flow(self, run_id: StateMachineRunId) -> bool:
         """Run a hospitalised flow again from its checkpoint. False when it is not in the
         hospital or the node has no storage to restore it from."""
-        if run_id not in self._hospital or not self.durable:
-            return False
-        del self._hospital[run_id]
-        old = self._hospital_fibers.pop(run_id, None)
-        if old is not None:
-            self._unroute(old)
-        self._retries.pop(run_id, None)
-        stored = self.checkpoints.load_flow(run_id)
-        if stored.status == "HOSPITALIZED" and stored.flow is not None:
-            stored.status = "RUNNABLE"
-        self._restore(stored)
-        self.run_until_idle()
-        return True
+        return recovery.retry_flow(self, run_id)
+
+    def inspect_flow(self, run_id: StateMachineRunId) -> dict[str, Any]:
+        """A flow's suspended stack (from its latest frame snapshot, locals as reprs), its
+        sessions, progress step and what it waits for. KeyError when there is no such flow."""
+        return recovery.inspect_flow(self, run_id)
+
+    def dump_checkpoints(self) -> list[dict[str, Any]]:
+        """Every stored checkpoint as JSON-ready dicts (class, status, what it waits for, stack
+        with locals, sessions, progress step); the live view for flows without storage."""
+        return recovery.dump_checkpoints(self)
 
     def kill_flow(self, run_id: StateMachineRunId) -> bool:
         """End the flow with ``KilledFlowException``; its counterparties get
         ``UnexpectedFlowEndException``; its checkpoint is deleted. A hospitalised flow is
         removed with its checkpoint. False when there is no such flow."""
         if run_id in self._hospital:
-            self._kill_hospitalized(run_id)
+            recovery.kill_hospitalized(self, run_id)
             return True
         fiber = self._flows.get(run_id)
         if fiber is None or fiber.finished:
@@ -859,87 +655,6 @@ class Node:
             fiber.scheduled = False
         self.run_until_idle()
         return True
-
-    def _kill_hospitalized(self, run_id: StateMachineRunId) -> None:
-        """Kill a parked flow. It is first restored to its checkpoint, so that its
-        counterparties learn it ended; when even that fails, its records are just deleted."""
-        del self._hospital[run_id]
-        old = self._hospital_fibers.pop(run_id, None)
-        if old is not None:
-            self._unroute(old)
-        if not self.durable:
-            return
-        stored = self.checkpoints.load_flow(run_id)
-        if stored.flow is not None:
-            stored.status = "RUNNABLE"
-            self._restore(stored)
-            self.run_until_idle()
-            if run_id in self._flows:
-                self.kill_flow(run_id)
-                return
-            self._hospital.pop(run_id, None)  # replay parked it again: no sessions to tell
-            old = self._hospital_fibers.pop(run_id, None)
-            if old is not None:
-                self._unroute(old)
-        self._pending.append((None, lambda txn: self.checkpoints.delete_flow(txn, run_id)))
-        self._commit()
-
-    def inspect_flow(self, run_id: StateMachineRunId) -> dict[str, Any]:
-        """A flow's suspended stack (from its latest frame snapshot, locals as reprs), its
-        sessions, progress step and what it waits for. KeyError when there is no such flow."""
-        fiber = self._flows.get(run_id) or self._hospital_fibers.get(run_id)
-        if fiber is not None:
-            return self._describe(fiber)
-        for entry in self.dump_checkpoints():
-            if entry["run_id"] == str(run_id):
-                return entry
-        raise KeyError(f"no flow {run_id} on {self.party}")
-
-    def _describe(self, fiber: FlowStateMachine) -> dict[str, Any]:
-        summary = _summary(fiber)
-        snapshot = fiber.snapshot
-        hospital = self._hospital.get(fiber.run_id)
-        return {
-            "run_id": str(fiber.run_id),
-            "flow_class": summary.flow_class,
-            "status": "HOSPITALIZED" if hospital else summary.status,
-            "diagnosis": hospital.diagnosis if hospital else None,
-            "progress_step": summary.progress_step,
-            "waiting_for": snapshot.waiting if snapshot else summary.waiting_for,
-            "journal_records": fiber.journal_length,
-            "sessions": [
-                {"peer": str(s.peer), "session_id": s.session_id,
-                 "initiated_by_us": s.we_initiated, "next_send_seq": s.next_send_seq,
-                 "next_receive_seq": s.next_recv_seq, "peer_ended": s.peer_ended}
-                for s in fiber.sessions.values()
-            ],
-            "stack": self.checkpoints.describe_frames(snapshot) if snapshot and self.durable
-            else [],
-        }
-
-    def dump_checkpoints(self) -> list[dict[str, Any]]:
-        """Every stored checkpoint as JSON-ready dicts (class, status, what it waits for, stack
-        with locals, sessions, progress step); the live view for flows without storage."""
-        if not self.durable:
-            return [self._describe(f) for f in self._flows.values()]
-        dumped = []
-        for stored in self.checkpoints.load_flows():
-            live = self._flows.get(stored.run_id) or self._hospital_fibers.get(stored.run_id)
-            if live is not None:
-                dumped.append(self._describe(live))
-                continue
-            hospital = self._hospital.get(stored.run_id)
-            dumped.append({
-                "run_id": str(stored.run_id),
-                "flow_class": stored.flow_class,
-                "status": stored.status,
-                "diagnosis": hospital.diagnosis if hospital else stored.diagnosis,
-                "journal_records": len(stored.journal),
-                "waiting_for": stored.snapshot.waiting if stored.snapshot else None,
-                "stack": self.checkpoints.describe_frames(stored.snapshot)
-                if stored.snapshot else [],
-            })
-        return dumped
 
     def set_flows_draining_mode(self, draining: bool) -> None:
         """Refuse new flow starts and new inbound sessions while ``draining``."""
@@ -984,45 +699,3 @@ def _message_key(recipient: Party, message: SessionMessage) -> bytes:
     if isinstance(message, InitialSessionMessage):
         return message_key(recipient.name, message.initiator_session_id, False, 0)
     return message_key(recipient.name, message.session_id, message.to_initiator, message.seq)
-
-
-def _apply(session: FlowSession, seq: int, body: SessionBody) -> None:
-    """Record the effect of one in-order message from the peer on ``session``."""
-    if isinstance(body, Data):
-        session.inbound.append((seq, body.payload))
-    elif isinstance(body, Confirm):
-        session.peer_info = FlowInfo(body.flow_version, body.app_name)
-    elif isinstance(body, Reject):
-        session.rejected = body.message
-    elif isinstance(body, End):
-        session.peer_ended = True
-    elif isinstance(body, ErrorEnd):
-        session.peer_ended = True
-        session.peer_error = _peer_exception(session.peer, body)
-
-
-def _peer_exception(peer: Party, body: ErrorEnd) -> BaseException:
-    generic = UnexpectedFlowEndException(
-        f"Counterparty flow on {peer} had an internal error and has terminated"
-    )
-    if body.exception is None:
-        return generic
-    try:
-        exc = _wire.decode(body.exception)
-    except SerializationError as err:
-        return UnexpectedFlowEndException(
-            f"Counterparty flow on {peer} failed with an exception this node cannot decode: {err}"
-        )
-    return exc if isinstance(exc, BaseException) else generic
-
-
-def _summary(fiber: FlowStateMachine) -> FlowSummary:
-    tracker = fiber.flow.progress_tracker
-    step = tracker.current_step.label if tracker is not None else None
-    return FlowSummary(
-        fiber.run_id,
-        class_name(type(fiber.flow)),
-        fiber.status.value,
-        step,
-        describe_wait(fiber.waiting) if fiber.waiting is not None else None,
-    )

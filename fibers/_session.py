@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fibers import _wire
+from fibers._errors import SerializationError, UnexpectedFlowEndException
 from fibers._flow_logic import FlowInfo
 from fibers._identity import Party
-from fibers._messages import SessionBody
+from fibers._messages import Confirm, Data, End, ErrorEnd, Reject, SessionBody
 
 
 @dataclass(slots=True, eq=False)
@@ -49,8 +51,39 @@ class FlowSession:
         direction of those messages, i.e. whether they go to the initiator)."""
         return (self.peer.name, self.session_id, self.we_initiated)
 
+    def apply(self, seq: int, body: SessionBody) -> None:
+        """Record the effect of the peer's message number ``seq`` (processed in order)."""
+        if isinstance(body, Data):
+            self.inbound.append((seq, body.payload))
+        elif isinstance(body, Confirm):
+            self.peer_info = FlowInfo(body.flow_version, body.app_name)
+        elif isinstance(body, Reject):
+            self.rejected = body.message
+        elif isinstance(body, End):
+            self.peer_ended = True
+        elif isinstance(body, ErrorEnd):
+            self.peer_ended = True
+            self.peer_error = _peer_exception(self.peer, body)
+
     def take_seq(self) -> int:
         """The number for the next message we send, advancing the counter."""
         seq = self.next_send_seq
         self.next_send_seq += 1
         return seq
+
+
+def _peer_exception(peer: Party, body: ErrorEnd) -> BaseException:
+    """What a flow raises at its next receive when ``peer`` ended with ``body``: the peer's
+    FlowException itself, or a generic end that leaks nothing."""
+    generic = UnexpectedFlowEndException(
+        f"Counterparty flow on {peer} had an internal error and has terminated"
+    )
+    if body.exception is None:
+        return generic
+    try:
+        exc = _wire.decode(body.exception)
+    except SerializationError as err:
+        return UnexpectedFlowEndException(
+            f"Counterparty flow on {peer} failed with an exception this node cannot decode: {err}"
+        )
+    return exc if isinstance(exc, BaseException) else generic
