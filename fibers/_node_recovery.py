@@ -37,12 +37,14 @@ log = logging.getLogger("fibers.node")
 
 # ----- durability: storing what arrives, restoring what was stored ----------------------------
 
+
 def ack_after_commit(
     node: Node, sender: Party, session_id: int, to_initiator: bool, seq: int
 ) -> None:
     if node.durable:
         frame = encode_message(Ack(session_id, to_initiator, seq))
         node._after.append((None, lambda: node._transport.send(node.party, sender, frame)))
+
 
 def store_init(
     node: Node, fiber: FlowStateMachine, sender: Party, init: InitialSessionMessage
@@ -64,6 +66,7 @@ def store_init(
     node._pending.append((fiber, write))
     ack_after_commit(node, sender, sid, False, 0)
 
+
 def store_received(
     node: Node, fiber: FlowStateMachine, sender: Party, message: ExistingSessionMessage
 ) -> None:
@@ -73,6 +76,7 @@ def store_received(
     store = node.checkpoints.storage
     node._pending.append((fiber, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
     ack_after_commit(node, sender, session_id, to_initiator, seq)
+
 
 def restore_all(node: Node) -> None:
     """Restore every stored flow (restart), then re-send unacknowledged messages."""
@@ -96,22 +100,27 @@ def restore_all(node: Node) -> None:
             continue
         node._transport.send(node.party, party, frame)
 
+
 def restore(node: Node, stored: StoredFlow) -> None:
     if stored.flow is None or stored.status == "HOSPITALIZED" or stored.start is None:
         diagnosis = stored.diagnosis or "hospitalised before the restart"
-        node._hospital[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class,
-                                                      diagnosis)
+        node._hospital[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class, diagnosis)
         return
     start = stored.start
     fiber = FlowStateMachine(node, stored.run_id, stored.flow)
     if start.peer is not None:
-        node._open_responder_session(fiber, start.peer, start.session_id,
-                                     FlowInfo(start.peer_version, start.peer_app),
-                                     start.confirm_version)
+        node._open_responder_session(
+            fiber,
+            start.peer,
+            start.session_id,
+            FlowInfo(start.peer_version, start.peer_app),
+            start.confirm_version,
+        )
     fiber.start_replay(stored.journal, stored.snapshot)
     fiber.needs_refeed = True
     node._flows[fiber.run_id] = fiber
     node._schedule(fiber)
+
 
 def refeed(node: Node, fiber: FlowStateMachine) -> None:
     """Give a restored flow the messages that had arrived but were not consumed."""
@@ -130,12 +139,14 @@ def refeed(node: Node, fiber: FlowStateMachine) -> None:
         if applied and fiber.waiting is session:
             node._schedule(fiber)
 
+
 def admit(node: Node, fiber: FlowStateMachine, diagnosis: str) -> None:
     """Park ``fiber`` in the hospital: its checkpoint stays, its messages keep arriving."""
     log.warning("%s hospitalised flow %s: %s", node.party, fiber.run_id, diagnosis)
     node._flows.pop(fiber.run_id, None)
-    node._hospital[fiber.run_id] = HospitalEntry(fiber.run_id, class_name(type(fiber.flow)),
-                                                 diagnosis)
+    node._hospital[fiber.run_id] = HospitalEntry(
+        fiber.run_id, class_name(type(fiber.flow)), diagnosis
+    )
     node._hospital_fibers[fiber.run_id] = fiber
     if node.durable:
         run_id, start = fiber.run_id, fiber.start_record
@@ -147,6 +158,7 @@ def admit(node: Node, fiber: FlowStateMachine, diagnosis: str) -> None:
             node.checkpoints.mark_hospitalized(txn, run_id, diagnosis)
 
         node._pending.append((None, write))
+
 
 def step_failed(node: Node, fiber: FlowStateMachine, error: BaseException) -> None:
     """A step could not be stored: drop the flow's memory and re-run it from storage.
@@ -160,22 +172,30 @@ def step_failed(node: Node, fiber: FlowStateMachine, error: BaseException) -> No
         admit(node, fiber, diagnosis)
         return
     delay = node._retry_backoff * 2 ** (tries - 1)
-    log.warning("%s will retry flow %s from its checkpoint in %.1f s: %s", node.party,
-                fiber.run_id, delay, diagnosis)
+    log.warning(
+        "%s will retry flow %s from its checkpoint in %.1f s: %s",
+        node.party,
+        fiber.run_id,
+        delay,
+        diagnosis,
+    )
     node._flows.pop(fiber.run_id, None)
     deadline = node.clock.now() + timedelta(seconds=delay)
     if fiber.uncommitted_start is not None:  # its first step was lost: retry from memory
         node._unstarted[fiber.run_id] = fiber.uncommitted_start
     heapq.heappush(node._retry_timers, (deadline, next(node._timer_seq), fiber.run_id))
 
+
 def unroute(node: Node, fiber: FlowStateMachine) -> None:
     for key, (owner, _) in list(node._sessions.items()):
         if owner is fiber:
             del node._sessions[key]
 
+
 def hospital(node: Node) -> list[HospitalEntry]:
     """Hospitalised flows with their diagnosis."""
     return list(node._hospital.values())
+
 
 def retry_flow(node: Node, run_id: StateMachineRunId) -> bool:
     """Run a hospitalised flow again from its checkpoint. False when it is not in the
@@ -193,6 +213,7 @@ def retry_flow(node: Node, run_id: StateMachineRunId) -> bool:
     restore(node, stored)
     node.run_until_idle()
     return True
+
 
 def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
     """Kill a parked flow. It is first restored to its checkpoint, so that its
@@ -218,6 +239,7 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
     node._pending.append((None, lambda txn: node.checkpoints.delete_flow(txn, run_id)))
     node._commit()
 
+
 def inspect_flow(node: Node, run_id: StateMachineRunId) -> dict[str, Any]:
     """A flow's suspended stack (from its latest frame snapshot, locals as reprs), its
     sessions, progress step and what it waits for. KeyError when there is no such flow."""
@@ -228,7 +250,6 @@ def inspect_flow(node: Node, run_id: StateMachineRunId) -> dict[str, Any]:
         if entry["run_id"] == str(run_id):
             return entry
     raise KeyError(f"no flow {run_id} on {node.party}")
-
 
 
 def describe(node: Node, fiber: FlowStateMachine) -> dict[str, Any]:
@@ -245,14 +266,19 @@ def describe(node: Node, fiber: FlowStateMachine) -> dict[str, Any]:
         "waiting_for": snapshot.waiting if snapshot else flow_summary.waiting_for,
         "journal_records": fiber.journal_length,
         "sessions": [
-            {"peer": str(s.peer), "session_id": s.session_id,
-             "initiated_by_us": s.we_initiated, "next_send_seq": s.next_send_seq,
-             "next_receive_seq": s.next_recv_seq, "peer_ended": s.peer_ended}
+            {
+                "peer": str(s.peer),
+                "session_id": s.session_id,
+                "initiated_by_us": s.we_initiated,
+                "next_send_seq": s.next_send_seq,
+                "next_receive_seq": s.next_recv_seq,
+                "peer_ended": s.peer_ended,
+            }
             for s in fiber.sessions.values()
         ],
-        "stack": node.checkpoints.describe_frames(snapshot) if snapshot and node.durable
-        else [],
+        "stack": node.checkpoints.describe_frames(snapshot) if snapshot and node.durable else [],
     }
+
 
 def dump_checkpoints(node: Node) -> list[dict[str, Any]]:
     """Every stored checkpoint as JSON-ready dicts (class, status, what it waits for, stack
@@ -266,16 +292,19 @@ def dump_checkpoints(node: Node) -> list[dict[str, Any]]:
             dumped.append(describe(node, live))
             continue
         hospital = node._hospital.get(stored.run_id)
-        dumped.append({
-            "run_id": str(stored.run_id),
-            "flow_class": stored.flow_class,
-            "status": stored.status,
-            "diagnosis": hospital.diagnosis if hospital else stored.diagnosis,
-            "journal_records": len(stored.journal),
-            "waiting_for": stored.snapshot.waiting if stored.snapshot else None,
-            "stack": node.checkpoints.describe_frames(stored.snapshot)
-            if stored.snapshot else [],
-        })
+        dumped.append(
+            {
+                "run_id": str(stored.run_id),
+                "flow_class": stored.flow_class,
+                "status": stored.status,
+                "diagnosis": hospital.diagnosis if hospital else stored.diagnosis,
+                "journal_records": len(stored.journal),
+                "waiting_for": stored.snapshot.waiting if stored.snapshot else None,
+                "stack": node.checkpoints.describe_frames(stored.snapshot)
+                if stored.snapshot
+                else [],
+            }
+        )
     return dumped
 
 
