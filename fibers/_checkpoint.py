@@ -19,7 +19,7 @@ import io
 import pickle
 import reprlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import IO, Final, Protocol
@@ -251,10 +251,16 @@ class FrameSnapshot:
     locals: dict[str, bytes | Unserialisable]
 
 
-def capture_frames(frames: Sequence[FrameType], tokens: TokenContext) -> list[FrameSnapshot]:
+def capture_frames(
+    frames: Sequence[FrameType],
+    tokens: TokenContext,
+    summarise: Callable[[object], Unserialisable | None] | None = None,
+) -> list[FrameSnapshot]:
     """Snapshot ``frames`` (outermost first). Never raises for a local that cannot be encoded:
-    it is kept as ``Unserialisable``."""
-    encoder = _LocalEncoder(tokens)
+    it is kept as ``Unserialisable``. ``summarise(value)``, when given and not None for a
+    value, is stored instead of pickling it (the engine uses it for the flow objects
+    themselves, which the checkpoint's start record and journal already describe)."""
+    encoder = _LocalEncoder(tokens, summarise)
     return [
         FrameSnapshot(
             module=str(frame.f_globals.get("__name__", "?")),
@@ -276,12 +282,21 @@ class _LocalEncoder:
     rewound BytesIO; only values the C pickler rejects take the dill path.
     """
 
-    def __init__(self, tokens: TokenContext) -> None:
+    def __init__(
+        self,
+        tokens: TokenContext,
+        summarise: Callable[[object], Unserialisable | None] | None = None,
+    ) -> None:
         self._tokens = tokens
+        self._summarise = summarise
         self._chunks: list[bytes] = [_TAG_PICKLE]
         self._pickler = _Pickler(_ListWriter(self._chunks), tokens)
 
     def encode(self, value: object) -> bytes | Unserialisable:
+        if self._summarise is not None:
+            summary = self._summarise(value)
+            if summary is not None:
+                return summary
         chunks = self._chunks
         del chunks[1:]
         try:

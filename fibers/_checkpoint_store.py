@@ -3,7 +3,8 @@
 Databases (all values sealed with the node's HMAC, see ``NodeStorage.seal``):
 
 * ``flows``:        run id -> the flow object as it was started, plus how it was started
-* ``flow_status``:  run id -> status, progress step and what the flow waits for (rewritten per step)
+* ``flow_status``:  run id -> ("HOSPITALIZED", None, diagnosis) for parked flows only; a stored
+                    flow without one is resumable (its progress and wait come back by replay)
 * ``journal``:      run id + index -> one journal entry (``fibers._journal``)
 * ``snapshots``:    run id -> the latest frame snapshot
 * ``outbox``:       message key -> frame sent but not yet acknowledged by its recipient
@@ -28,6 +29,7 @@ from fibers import _wire
 from fibers._annotations import is_suspendable
 from fibers._checkpoint import (
     TokenContext,
+    Unserialisable,
     capture_frames,
     decode_snapshots,
     describe_local,
@@ -136,7 +138,9 @@ class CheckpointStore:
             call_chain=tuple(f.f_code.co_qualname for f in frames),
             lines=tuple(f.f_lineno for f in frames),
             waiting=waiting,
-            frames=encode_snapshots(capture_frames(frames, self.tokens)) if with_locals else b"",
+            frames=encode_snapshots(capture_frames(frames, self.tokens, _summarise_flow))
+            if with_locals
+            else b"",
         )
 
     def start_record(self, flow: FlowLogic[Any], flow_class: str, **responder: Any) -> bytes:
@@ -158,7 +162,6 @@ class CheckpointStore:
                 s.put_sealed(txn, "journal", key, encode_entry(entry))
             if step.snapshot is not None:
                 s.put_sealed(txn, "snapshots", run, _encode_snapshot(step.snapshot))
-            s.put_sealed(txn, "flow_status", run, _wire.encode(step.status))
         for key, frame in step.outbox:
             s.put_sealed(txn, "outbox", key, frame)
         for key in step.consumed:
@@ -273,7 +276,6 @@ class StepWrite:
 
     run_id: StateMachineRunId
     finished: bool
-    status: tuple[str, str | None, str | None]
     journal_start: int
     journal: list[JournalEntry]
     snapshot: Snapshot | None
@@ -282,6 +284,18 @@ class StepWrite:
     inbox_prefixes_done: list[bytes]
     start_record: bytes | None = None
     extra_writes: list[Callable[[Txn], object]] = field(default_factory=list)
+
+
+def _summarise_flow(value: object) -> Unserialisable | None:
+    """Flow objects in frames (``self``) are shown by their fields' reprs, not pickled: the
+    start record holds the flow and replay rebuilds it, so pickling it again at every
+    suspension would only cost time (a third of a snapshot)."""
+    if not isinstance(value, FlowLogic):
+        return None
+    kind = type(value)
+    fields = ", ".join(name for name in vars(value) if not name.startswith("_"))
+    return Unserialisable(f"{kind.__module__}.{kind.__qualname__}",
+                          f"<the flow {kind.__qualname__} (fields: {fields})>")
 
 
 def _encode_snapshot(snapshot: Snapshot) -> bytes:

@@ -39,7 +39,6 @@ from fibers._flow_logic import (
     StateMachineRunId,
 )
 from fibers._identity import NodeIdentity, Party
-from fibers._journal import describe_wait
 from fibers._messages import (
     Ack,
     Confirm,
@@ -274,14 +273,11 @@ class Node:
         start, fiber.start_record = fiber.start_record, None
         fiber.uncommitted_start = start
         extra, fiber.extra_writes = fiber.extra_writes, []
-        tracker = fiber.flow.progress_tracker
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in fiber.session_history] if fiber.finished else []
         return StepWrite(
             run_id=fiber.run_id,
             finished=fiber.finished,
-            status=(fiber.status.value, tracker.current_step.label if tracker else None,
-                    describe_wait(fiber.waiting) if fiber.waiting is not None else None),
             journal_start=fiber.journal_length - len(journal),
             journal=journal,
             snapshot=fiber.snapshot,
