@@ -189,12 +189,12 @@ class FlowStateMachine:
             # without progress, or a restored flow back at its checkpoint, keeps the snapshot
             # it has, after its call chain is checked.
             changed = bool(self.new_journal or self.outbox or self.start_record)
-            current = self.node.checkpoints.snapshot(self, describe_wait(wait), changed)
             expected, self.expected_snapshot = self.expected_snapshot, None
-            if changed or self.snapshot is None:
-                self.snapshot = current if changed or expected is None else expected
-            if expected is not None:
-                self._verify_against(expected, current)
+            if changed or expected is not None:
+                current = self.node.checkpoints.snapshot(self, describe_wait(wait), changed)
+                if expected is not None:
+                    self._verify_against(expected, current)
+                self.snapshot = current if changed else expected
         try:
             resumer.switch()
         finally:
