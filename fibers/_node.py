@@ -128,6 +128,8 @@ class Node:
         self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
         self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
         self._event_waiters: dict[str, set[FlowStateMachine]] = {}
+        # Sessions of flows that were already parked in the hospital when the node started.
+        self._parked_routes: dict[tuple[str, int, bool], StateMachineRunId] = {}
         self._flow_end_callbacks: list[Callable[[StateMachineRunId], object]] = []
         for name, service in (services or {}).items():
             self.services.install(name, service)
@@ -542,7 +544,11 @@ class Node:
 
     def _on_session_message(self, sender: Party, message: ExistingSessionMessage) -> None:
         initiator = self.party.name if message.to_initiator else sender.name
-        routed = self._sessions.get((initiator, message.session_id, message.to_initiator))
+        key = (initiator, message.session_id, message.to_initiator)
+        routed = self._sessions.get(key)
+        if routed is None and key in self._parked_routes:
+            recovery.store_for_parked(self, sender, message)
+            return
         if routed is None:
             log.debug("%s dropped a message for an unknown or ended session", self.party)
             recovery.ack_after_commit(

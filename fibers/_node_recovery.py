@@ -102,9 +102,12 @@ def restore_all(node: Node) -> None:
 
 
 def restore(node: Node, stored: StoredFlow) -> None:
+    """Re-run a stored flow against its journal, or park it when it was parked or unreadable."""
     if stored.flow is None or stored.status == "HOSPITALIZED" or stored.start is None:
         diagnosis = stored.diagnosis or "hospitalised before the restart"
         node._hospital[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class, diagnosis)
+        for key in parked_routes(node, stored):
+            node._parked_routes[key] = stored.run_id
         return
     start = stored.start
     fiber = FlowStateMachine(node, stored.run_id, stored.flow)
@@ -120,6 +123,34 @@ def restore(node: Node, stored: StoredFlow) -> None:
     fiber.needs_refeed = True
     node._flows[fiber.run_id] = fiber
     node._schedule(fiber)
+
+
+def parked_routes(node: Node, stored: StoredFlow) -> list[tuple[str, int, bool]]:
+    """The routing keys of the sessions a parked flow had, read from its records, so that
+    messages for it are still stored (for a retry) rather than dropped."""
+    keys = [
+        (node.party.name, int(entry[3]), True)
+        for entry in stored.journal
+        if entry[0] == "open" and len(entry) > 3 and isinstance(entry[3], int)
+    ]
+    if stored.start is not None and stored.start.peer is not None:
+        keys.append((stored.start.peer.name, stored.start.session_id, False))
+    return keys
+
+
+def store_for_parked(node: Node, sender: Party, message: ExistingSessionMessage) -> None:
+    """Keep a message for a parked flow in the inbox; its retry picks it up."""
+    key = message_key(sender.name, message.session_id, message.to_initiator, message.seq)
+    frame = encode_message(message)
+    store = node.checkpoints.storage
+    node._pending.append((None, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
+    ack_after_commit(node, sender, message.session_id, message.to_initiator, message.seq)
+
+
+def forget_parked_routes(node: Node, run_id: StateMachineRunId) -> None:
+    """The flow left the hospital: its sessions route normally again (or not at all)."""
+    for key in [k for k, owner in node._parked_routes.items() if owner == run_id]:
+        del node._parked_routes[key]
 
 
 def refeed(node: Node, fiber: FlowStateMachine) -> None:
@@ -203,6 +234,7 @@ def retry_flow(node: Node, run_id: StateMachineRunId) -> bool:
     if run_id not in node._hospital or not node.durable:
         return False
     del node._hospital[run_id]
+    forget_parked_routes(node, run_id)
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
         unroute(node, old)
@@ -219,6 +251,7 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
     """Kill a parked flow. It is first restored to its checkpoint, so that its
     counterparties learn it ended; when even that fails, its records are just deleted."""
     del node._hospital[run_id]
+    forget_parked_routes(node, run_id)
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
         unroute(node, old)

@@ -20,6 +20,7 @@ from fibers import (
     suspendable,
 )
 from fibers._checkpoint_store import DATABASES
+from fibers._messages import End, ExistingSessionMessage
 from fibers._node import Node
 from fibers._services import journaled
 from fibers.testing import MockNetwork
@@ -512,3 +513,60 @@ def test_a_flow_waits_for_an_event_across_a_restart(mock_network: MockNetwork) -
     board.notice = "posted"
     alice.signal("notice")
     assert restored.result.result(timeout=0) == "posted"
+
+
+@initiating_flow
+class GatedPair(FlowLogic[list[str]]):
+    """Asks once and takes two answers, but stops for the hospital between them until the
+    node's flags say it may go on."""
+
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> list[str]:
+        first = self.send_and_receive(self.other, "both?", str).unwrap(str)
+        if not self.service_hub.flags.ready:
+            raise HospitalizeFlowException("waiting for an operator")
+        return [first, self.receive(self.other, str).unwrap(str)]
+
+
+@initiated_by(GatedPair)
+class AnswerTwice(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.receive(self.other, str)
+        self.send(self.other, "apple")
+        self.send(self.other, "banana")
+
+
+def test_messages_for_a_flow_parked_before_a_restart_are_kept_for_its_retry(
+    mock_network: MockNetwork,
+) -> None:
+    flags = Flags()
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    alice.services.install("flags", flags)
+    handle = alice.start_flow(GatedPair(bob.party))
+    mock_network.run_network(max_messages=1)  # the init: Bob answers twice
+    while not alice.hospital():  # deliver until Alice has taken "apple" and parked
+        mock_network.run_network(max_messages=1)
+    alice = mock_network.restart_node(alice)  # "banana" is still on its way
+    assert [e.run_id for e in alice.hospital()] == [handle.id]
+    mock_network.run_network()  # "banana" arrives for the parked flow and is kept
+    storage = alice.storage
+    assert storage is not None
+    with storage.read() as txn:
+        kept = [key[-4:] for key, _ in storage.prefix_items(txn, "inbox", b"Bob\0")]
+    # Bob's confirm, "apple", "banana" and his end: all kept for the parked flow.
+    assert kept == [seq.to_bytes(4, "big") for seq in range(4)]
+    flags.ready = True
+    assert alice.retry_flow(handle.id)
+    mock_network.run_network()
+    assert alice.flows() == [] and alice.hospital() == []
+    last_from_alice = [e.message for e in mock_network.transcript if e.sender == "Alice"
+                       and isinstance(e.message, ExistingSessionMessage)][-1]
+    assert isinstance(last_from_alice.body, End)  # it completed, it did not fail
+    _assert_no_checkpoints(mock_network)
