@@ -84,12 +84,11 @@ class ExistingSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=6
 
 
 class Ack(msgspec.Struct, frozen=True, array_like=True, tag=7):
-    """The recipient durably stored message ``seq`` of the session named by ``session_id`` and
-    ``to_initiator`` (the direction of the acknowledged message): the sender may forget it."""
+    """The recipient durably stored these messages, each named ``(session_id, to_initiator,
+    seq)`` (``to_initiator`` being the direction of the acknowledged message): the sender may
+    forget them. One Ack per peer per commit carries all of that commit's acknowledgements."""
 
-    session_id: int
-    to_initiator: bool
-    seq: int
+    entries: list[tuple[int, bool, int]]
 
 
 SessionMessage = InitialSessionMessage | ExistingSessionMessage

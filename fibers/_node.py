@@ -116,7 +116,8 @@ class Node:
             CheckpointStore(storage, self.tokens) if storage is not None else None
         )
         self._pending: list[tuple[FlowStateMachine | None, Callable[[Txn], object]]] = []
-        self._acked: list[bytes] = []
+        self._acked: list[bytes] = []  # outbox keys the peers acknowledged
+        self._acks_due: dict[str, tuple[Party, list[tuple[int, bool, int]]]] = {}
         self._after: list[tuple[FlowStateMachine | None, Callable[[], object]]] = []
         self._hospital: dict[StateMachineRunId, HospitalEntry] = {}
         self._hospital_fibers: dict[StateMachineRunId, FlowStateMachine] = {}
@@ -238,7 +239,7 @@ class Node:
                     fiber = self._runnable.popleft()
                     fiber.scheduled = False
                     self._run_step(fiber)
-                if not (self._pending or self._after or self._acked):
+                if not (self._pending or self._after or self._acked or self._acks_due):
                     break
                 self._commit()
         finally:
@@ -328,9 +329,13 @@ class Node:
                 log.error("%s: a group commit failed", self.party, exc_info=exc)
                 failed.update({f: exc for f, _ in pending if f is not None})
                 after = [(f, a) for f, a in after if f is not None]
+                self._acks_due.clear()  # nothing was stored, so nothing may be acknowledged
         for fiber, action in after:
             if fiber is None or fiber not in failed:
                 action()
+        acks_due, self._acks_due = self._acks_due, {}
+        for peer, entries in acks_due.values():
+            self._transport.send(self.party, peer, encode_message(Ack(entries)))
         if failed:
             self._reload_services()
         for fiber, error in failed.items():
@@ -455,8 +460,7 @@ class Node:
             if self.durable:
                 # Forgetting an acknowledged message needs no commit of its own: it rides on
                 # the next one. Lost on a crash, the message is re-sent and dropped as a dup.
-                self._acked.append(message_key(sender.name, message.session_id,
-                                               message.to_initiator, message.seq))
+                self._acked.extend(message_key(sender.name, *entry) for entry in message.entries)
         elif isinstance(message, InitialSessionMessage):
             self._on_session_init(sender, message)
         else:

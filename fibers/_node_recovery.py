@@ -18,7 +18,6 @@ from fibers._flow_logic import FlowInfo, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import describe_wait
 from fibers._messages import (
-    Ack,
     Data,
     ExistingSessionMessage,
     InitialSessionMessage,
@@ -41,9 +40,13 @@ log = logging.getLogger("fibers.node")
 def ack_after_commit(
     node: Node, sender: Party, session_id: int, to_initiator: bool, seq: int
 ) -> None:
+    """Acknowledge a stored message to its sender once the current commit is done (acks to
+    the same peer travel together, see ``Node._commit``)."""
     if node.durable:
-        frame = encode_message(Ack(session_id, to_initiator, seq))
-        node._after.append((None, lambda: node._transport.send(node.party, sender, frame)))
+        due = node._acks_due.get(sender.name)
+        if due is None:
+            due = node._acks_due[sender.name] = (sender, [])
+        due[1].append((session_id, to_initiator, seq))
 
 
 def store_init(
