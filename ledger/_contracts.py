@@ -58,6 +58,27 @@ def contract_class(name: str) -> type[Contract] | None:
     return _REGISTRY.get(name)
 
 
+def owning_contract(state_cls: type) -> str | None:
+    """The contract a state class belongs to, or None when it does not say.
+
+    A state class belongs to a contract when it declares ``belongs_to_contract`` (the contract
+    class or its name), or when it is defined inside a registered contract class (like
+    ``Cash.State`` inside ``Cash``). A transaction may only put such a state under that
+    contract; otherwise any contract could mint states another contract governs.
+    """
+    declared = getattr(state_cls, "belongs_to_contract", None)
+    if isinstance(declared, str):
+        return declared
+    if isinstance(declared, type) and issubclass(declared, Contract):
+        return contract_name(declared)
+    outer, dot, _ = state_cls.__qualname__.rpartition(".")
+    if dot and "<" not in outer:
+        name = f"{state_cls.__module__}:{outer}"
+        if name in _REGISTRY:
+            return name
+    return None
+
+
 def require(condition: bool, rule: str) -> None:
     """Raise ``RequirementFailed(rule)`` unless ``condition`` holds. For use in ``verify``:
     state ``rule`` as what must be true, e.g. ``require(total_in == total_out, "value is

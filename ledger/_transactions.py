@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import TypeVar
 
 from fibers import Party, serializable
-from ledger._contracts import contract_class
+from ledger._contracts import contract_class, owning_contract
 from ledger._crypto import DigitalSignature, SecureHash, describe_key
 from ledger._errors import (
     ContractRejection,
@@ -299,10 +299,19 @@ class LedgerTransaction:
         distinct contract named by the inputs and outputs (in order of first appearance).
 
         Raises ``InvalidNotary``, ``UnknownContract``, or ``ContractRejection`` (naming the
-        contract and wrapping whatever its ``verify`` raised).
+        contract and wrapping whatever its ``verify`` raised, or naming a state put under a
+        contract it does not belong to, see ``owning_contract``).
         """
         self._check_notaries()
         states = [sar.state for sar in self.inputs] + list(self.outputs)
+        for state in states:
+            owner = owning_contract(type(state.data))
+            if owner is not None and owner != state.contract:
+                raise ContractRejection(
+                    self.id, state.contract,
+                    f"{type(state.data).__qualname__} belongs to contract {owner} and cannot "
+                    f"be governed by {state.contract}",
+                )
         for name in dict.fromkeys(state.contract for state in states):
             cls = contract_class(name)
             if cls is None:

@@ -219,10 +219,10 @@ def test_cash_states_must_be_governed_by_the_cash_contract() -> None:
     [cash] = issue_cash(ledger, ALICE, usd(10))
     builder = _move([cash], Cash.State(usd(5), BOB))
     builder.add_output_state(Cash.State(usd(5), BOB), DUMMY)
+    # The ledger refuses it before any contract runs: Cash.State belongs to Cash.
     assert rejection(builder, ledger) == (
-        "Failed requirement: output 1 is a Cash.State governed by "
-        "'tests.ledger._helpers:DummyContract': cash states must be governed by "
-        "'finance._cash:Cash'")
+        "Cash.State belongs to contract finance._cash:Cash and cannot be governed by "
+        "tests.ledger._helpers:DummyContract")
 
 
 def _forged_state(quantity: object) -> Cash.State:
@@ -282,3 +282,24 @@ def test_an_issue_may_top_up_cash_its_owner_moves_in_the_same_transaction() -> N
     assert rejection(unsigned, ledger) == (
         f"Failed requirement: for {USD_A}, the Cash.Issue or Cash.Move must be signed by every "
         "input owner, but not by Alice")
+
+
+def test_cash_states_cannot_be_minted_under_another_contract() -> None:
+    """A Cash.State belongs to Cash: a permissive contract cannot create one."""
+    from ledger import Contract, ContractRejection, LedgerTransaction, TransactionBuilder, contract
+
+    @contract
+    class AnythingGoes(Contract):
+        def verify(self, ltx: LedgerTransaction) -> None:
+            return None
+
+    from finance import Amount, Cash
+    from tests.ledger._helpers import ALICE, NOTARY, key_of
+
+    forged = Cash.State(Amount(1_000, "USD").issued_by(ALICE, b"\x01"), ALICE)
+    builder = TransactionBuilder(NOTARY).add_output_state(forged, AnythingGoes)
+    builder.add_command(Cash.Issue(), ALICE.owning_key)
+    stx = builder.sign_with(key_of(ALICE))
+    ltx = stx.to_ledger_transaction(lambda ref: None)
+    with pytest.raises(ContractRejection, match=r"belongs to contract .*Cash"):
+        ltx.verify()
