@@ -1,0 +1,158 @@
+"""The node services of the ledger: the storage model they share, and installing them.
+
+Every ledger service (transaction storage, vault, key management, notary uniqueness) follows
+one storage model, so that what a flow does to the ledger commits atomically with its step:
+
+* **Memory is the index, LMDB the truth.** A service keeps an in-memory index, loaded from the
+  node's LMDB when the service is built, and answers every read from it.
+* **Writes ride on the flow's step.** A change updates the index at once and hands a write
+  function to ``node.step_write``: inside a flow it runs in that step's nested transaction and
+  commits with the flow's journal; outside flows the service commits it before returning
+  (``_flush``), so a test or RPC call that returns has stored its effect.
+* **Effects happen once.** Mutating methods a flow calls are ``@journaled``: a flow replayed
+  after a crash gets the recorded result and the method does not run again, because its
+  effect committed with the step that recorded it.
+* **Lost steps are forgotten.** When a step fails to commit the node calls
+  ``reload_from_storage()`` on every service, which rebuilds the index from what committed.
+* **Feeds and signals follow commits.** Track feeds are published and waiting flows signalled
+  after the commit, and only after a storage read confirms the write landed: the node runs a
+  round's after-commit actions before it reloads services whose steps failed.
+* Nodes without storage keep memory only. Services are single-threaded: only the node's
+  scheduler thread (which runs its flows) may call them.
+"""
+
+from __future__ import annotations
+
+import struct
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
+
+from fibers import Party, SerializeAsToken
+from fibers._state_machine import current_fiber
+from ledger._crypto import HASH_SIZE, SecureHash
+from ledger._states import StateRef
+
+if TYPE_CHECKING:
+    from fibers._node import Node
+    from fibers._storage import NodeStorage, Txn
+
+__all__ = [
+    "LEDGER_SERVICE_NAMES",
+    "LedgerService",
+    "install_ledger_services",
+    "notary_identities",
+    "ref_from_key",
+    "ref_key",
+    "register_notary",
+]
+
+LEDGER_SERVICE_NAMES: Final = ("key_management", "vault", "validated_transactions", "uniqueness")
+"""The ``service_hub`` names ``install_ledger_services`` installs services under."""
+
+_INDEX: Final = struct.Struct(">I")
+
+
+def ref_key(ref: StateRef) -> bytes:
+    """The storage key of ``ref``: its tx hash then its index, big-endian, so that keys sort
+    like ``StateRef``s."""
+    return ref.txhash.bytes + _INDEX.pack(ref.index)
+
+
+def ref_from_key(key: bytes) -> StateRef:
+    """The ``StateRef`` whose storage key is ``key`` (see ``ref_key``)."""
+    return StateRef(SecureHash(key[:HASH_SIZE]), _INDEX.unpack(key[HASH_SIZE:])[0])
+
+
+class LedgerService(SerializeAsToken):
+    """Base of the ledger's node services: the node, its storage, and the write helpers of the
+    storage model in the module docstring."""
+
+    def __init__(self, node: Node, databases: Iterable[str]) -> None:
+        self._node = node
+        self._storage: NodeStorage | None = node.storage
+        if self._storage is not None:
+            # Opening a database needs LMDB's write lock, which a running group commit holds:
+            # it has to happen now, before any step writes to it.
+            for name in databases:
+                self._storage.db(name)
+
+    def _write(self, write: Callable[[Txn], object]) -> None:
+        """Make ``write`` part of the current flow step (or of the next commit)."""
+        self._node.step_write(write)
+
+    def _after_commit(self, landed: Callable[[Txn], bool], action: Callable[[], object]) -> None:
+        """Run ``action`` after the commit, if ``landed(txn)`` finds the write in storage.
+
+        A step that failed alone has its writes rolled back while the other steps' after-commit
+        actions still run, so an action must check that its own write is there.
+        """
+        storage = self._storage
+
+        def run() -> None:
+            if storage is not None:
+                with storage.read() as txn:
+                    if not landed(txn):
+                        return
+            action()
+
+        self._node.after_commit(run)
+
+    def _flush(self) -> None:
+        """Outside flows, commit the pending writes now (inside a flow they commit with its
+        step; a call from a callback of the running scheduler is committed by its loop)."""
+        if current_fiber() is None:
+            self._node.run_until_idle()
+
+
+# ----- notaries on the network --------------------------------------------------------------------
+
+# Notary parties by name per network map, in registration order. A side table rather than an
+# attribute because the network map belongs to the engine, which knows nothing of notaries.
+_NOTARIES: weakref.WeakKeyDictionary[object, dict[str, Party]] = weakref.WeakKeyDictionary()
+
+
+def register_notary(network_map: object, party: Party) -> None:
+    """Make ``party`` known as a notary to the nodes sharing ``network_map``."""
+    _NOTARIES.setdefault(network_map, {})[party.name] = party
+
+
+def notary_identities(network_map: object) -> list[Party]:
+    """The notaries registered on ``network_map``, in the order they were registered."""
+    return list(_NOTARIES.get(network_map, {}).values())
+
+
+def install_ledger_services(node: Node, *, notary: bool = False, validating: bool = True) -> None:
+    """Install the ledger's services on ``node``; call it before the node runs any flow (a
+    node with storage runs its restored flows as soon as it is built: see how
+    ``ledger.testing.MockNetwork`` installs them first).
+
+    Installs ``service_hub.key_management``, ``.vault`` and ``.validated_transactions`` (and
+    ``.uniqueness`` on a notary), sets ``service_hub.is_notary`` and
+    ``service_hub.notary_validating`` (False on a node that is not a notary), and
+    ``service_hub.notary_identities()`` (the notaries registered on the node's network map; a
+    notary node registers itself). Raises ``ValueError`` if a service is already installed.
+    """
+    # Deferred: the services import their base class from this module.
+    from ledger._keys import KeyManagementService
+    from ledger._tx_storage import TransactionStorage
+    from ledger._uniqueness import UniquenessProvider
+    from ledger._vault import VaultService
+
+    hub = node.services
+    taken = [name for name in (*LEDGER_SERVICE_NAMES, "is_notary", "notary_validating",
+                               "notary_identities") if hasattr(hub, name)]
+    if taken:
+        raise ValueError(f"node {node.party} already has ledger services ({', '.join(taken)})")
+    # Order matters: the vault asks key management which keys are ours, and transaction
+    # storage notifies the vault.
+    hub.install("key_management", KeyManagementService(node))
+    hub.install("vault", VaultService(node))
+    hub.install("validated_transactions", TransactionStorage(node))
+    if notary:
+        hub.install("uniqueness", UniquenessProvider(node))
+        register_notary(node.network_map, node.party)
+    network_map = node.network_map
+    hub.is_notary = notary
+    hub.notary_validating = notary and validating
+    hub.notary_identities = lambda: notary_identities(network_map)
