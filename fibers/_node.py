@@ -84,6 +84,7 @@ class Node:
         strict_suspendable: bool = False,
         storage: NodeStorage | None = None,
         services: dict[str, SerializeAsToken] | None = None,
+        setup: Callable[[Node], object] | None = None,
         max_transient_retries: int = 3,
         retry_backoff: float = 1.0,
     ) -> None:
@@ -134,6 +135,8 @@ class Node:
         self._flow_end_callbacks: list[Callable[[StateMachineRunId], object]] = []
         for name, service in (services or {}).items():
             self.services.install(name, service)
+        if setup is not None:  # e.g. the ledger's services: before any restored flow runs
+            setup(self)
         if storage is not None:
             recovery.restore_all(self)
 
@@ -316,6 +319,7 @@ class Node:
             store = self.checkpoints.storage
             pending.append((None, lambda txn: [store.delete(txn, "outbox", k) for k in acked]))
         failed: dict[FlowStateMachine, Exception] = {}
+        whole_commit_failed = False
         if pending and self.storage is not None:
             try:
                 with self.storage.group() as group:
@@ -327,6 +331,7 @@ class Node:
                             failed[fiber] = error
             except Exception as exc:  # the whole commit failed: every step in it is lost
                 log.error("%s: a group commit failed", self.party, exc_info=exc)
+                whole_commit_failed = True
                 failed.update({f: exc for f, _ in pending if f is not None})
                 after = [(f, a) for f, a in after if f is not None]
                 self._acks_due.clear()  # nothing was stored, so nothing may be acknowledged
@@ -336,7 +341,7 @@ class Node:
         acks_due, self._acks_due = self._acks_due, {}
         for peer, entries in acks_due.values():
             self._transport.send(self.party, peer, encode_message(Ack(entries)))
-        if failed:
+        if failed or whole_commit_failed:
             self._reload_services()
         for fiber, error in failed.items():
             recovery.step_failed(self, fiber, error)

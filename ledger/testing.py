@@ -1,14 +1,11 @@
 """Test support for the ledger: a ``MockNetwork`` whose nodes carry the ledger services, and
 helpers that build, sign and record transactions without running flows.
 
-How the services get onto a node before its flows run: ``Node`` restores its flows at the end
-of its constructor, so services built afterwards would come too late, and the ledger services
-need the node itself (its storage, step writes, commit hooks, flow-end hook) to be built. The
-nodes this network makes are a small ``Node`` subclass that runs ``install_ledger_services``
-when the node first runs flows (``run_until_idle``; restored flows only start running there,
-after the constructor has set up storage and the service hub), or at the end of construction
-if it never did. ``restart_node`` builds fresh ledger services on the new node (their indexes
-are reloaded from its storage) and carries every other installed service over.
+The ledger services need the node itself (its storage, step writes, commit hooks) and must be
+in place before the node restores its flows, so they are installed by the node's ``setup``
+hook (``Node(setup=...)``, called by its constructor before the restore). ``restart_node``
+builds fresh ledger services on the new node (their indexes reloaded from its storage) and
+carries every other installed service over.
 """
 
 from __future__ import annotations
@@ -23,8 +20,6 @@ from typing import Any
 from fibers import Party, serializable
 from fibers._identity import NodeIdentity
 from fibers._node import Node
-from fibers._storage import NodeStorage
-from fibers._transport import Transport
 from fibers.testing import MockNetwork as EngineMockNetwork
 from ledger._builder import TransactionBuilder
 from ledger._contracts import Contract, contract, require
@@ -41,28 +36,6 @@ __all__ = [
     "sign_for_test",
     "spend_for_test",
 ]
-
-
-class _LedgerNode(Node):
-    """A ``Node`` that installs its ledger services before any of its flows runs."""
-
-    def __init__(
-        self, identity: NodeIdentity, transport: Transport, *, setup: Callable[[Node], None],
-        **options: Any,
-    ) -> None:
-        self._ledger_setup: Callable[[Node], None] | None = setup
-        super().__init__(identity, transport, **options)
-        self._set_up_ledger()
-
-    def run_until_idle(self) -> None:
-        """See ``Node.run_until_idle``; the first call installs the ledger services first."""
-        self._set_up_ledger()
-        super().run_until_idle()
-
-    def _set_up_ledger(self) -> None:
-        setup, self._ledger_setup = self._ledger_setup, None
-        if setup is not None:
-            setup(self)
 
 
 class MockNetwork(EngineMockNetwork):
@@ -93,24 +66,17 @@ class MockNetwork(EngineMockNetwork):
             raise LookupError("this network has no notary yet: call create_notary_node() first")
         return notaries[0]
 
-    def _build_node(
-        self, identity: NodeIdentity, services: dict[str, Any] | None = None
-    ) -> Node:
+    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node], object]:
         name = identity.party.name
-        setup = functools.partial(install_ledger_services, notary=name in self._notary_nodes,
-                                  validating=self._notary_nodes.get(name, False))
-        # A restarted node gets fresh ledger services over its storage, not the old node's.
-        kept = {key: s for key, s in (services or {}).items() if key not in LEDGER_SERVICE_NAMES}
-        storage = None
-        if self._durable:
-            storage = NodeStorage.open(self.base_dir / name, sync=self._sync)
-        self.network_map.add(identity.party)
-        node = _LedgerNode(
-            identity, self.network, setup=setup, clock=self.clock, network_map=self.network_map,
-            strict_suspendable=self._strict, storage=storage, services=kept,
-        )
-        self.network.attach(identity.party, node.deliver_batch)
-        return node
+        return functools.partial(install_ledger_services, notary=name in self._notary_nodes,
+                                 validating=self._notary_nodes.get(name, False))
+
+    def restart_node(self, node: Node) -> Node:
+        """See ``fibers.testing.MockNetwork.restart_node``; the new node gets fresh ledger
+        services over its storage, not the old node's."""
+        for name in LEDGER_SERVICE_NAMES:
+            node.services.installed.pop(name, None)
+        return super().restart_node(node)
 
     def __enter__(self) -> MockNetwork:
         return self

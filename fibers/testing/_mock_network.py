@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,15 @@ class MockNetwork:
             strict_suspendable=self._strict,
             storage=storage,
             services=services,
+            setup=self._node_setup(identity),
         )
         self.network.attach(identity.party, node.deliver_batch)
         return node
+
+    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node], object] | None:
+        """What to run on each node this network builds, before it restores its flows
+        (subclasses install their services here)."""
+        return None
 
     def stop_node(self, node: Node) -> None:
         """Stop ``node`` as a crash would; messages for it wait in the network until a node
