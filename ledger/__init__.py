@@ -21,6 +21,18 @@ from ledger._errors import (
     UnknownContract,
 )
 from ledger._filtered import FilteredGroup, FilteredTransaction
+from ledger._finality import FinalityFlow, ReceiveFinalityFlow
+from ledger._keys import KeyManagementService
+from ledger._notary_errors import NotaryError, NotaryException
+from ledger._notary_flows import NotaryFlow, NotaryServiceFlow
+from ledger._resolution import (
+    DataVendingFlow,
+    ExcessivelyLargeTransactionGraph,
+    ResolutionException,
+    ResolveTransactionsFlow,
+    UnauthorisedTransactionRequest,
+)
+from ledger._services import install_ledger_services
 from ledger._states import (
     Command,
     CommandData,
@@ -40,6 +52,15 @@ from ledger._transactions import (
     StateResolver,
     WireTransaction,
 )
+from ledger._tx_flows import ReceiveTransactionFlow, SendTransactionFlow
+from ledger._tx_storage import TransactionStorage
+from ledger._uniqueness import UniquenessProvider
+from ledger._vault import (
+    InsufficientStatesException,
+    StatesNotAvailableException,
+    VaultService,
+    VaultUpdate,
+)
 
 __all__ = [
     "Command",
@@ -47,16 +68,30 @@ __all__ = [
     "Contract",
     "ContractRejection",
     "ContractState",
+    "DataVendingFlow",
     "DigitalSignature",
+    "ExcessivelyLargeTransactionGraph",
     "FilteredGroup",
     "FilteredTransaction",
+    "FinalityFlow",
+    "InsufficientStatesException",
     "InvalidNotary",
+    "KeyManagementService",
     "LedgerTransaction",
     "LinearState",
     "MalformedTransactionException",
+    "NotaryError",
+    "NotaryException",
+    "NotaryFlow",
+    "NotaryServiceFlow",
     "OwnableState",
+    "ReceiveFinalityFlow",
+    "ReceiveTransactionFlow",
     "RequirementFailed",
+    "ResolutionException",
+    "ResolveTransactionsFlow",
     "SecureHash",
+    "SendTransactionFlow",
     "SignatureInvalidException",
     "SignaturesMissingException",
     "SignedTransaction",
@@ -64,17 +99,24 @@ __all__ = [
     "StateAndRef",
     "StateRef",
     "StateResolver",
+    "StatesNotAvailableException",
     "TimeWindow",
     "TransactionBuilder",
     "TransactionResolutionException",
     "TransactionState",
+    "TransactionStorage",
     "TransactionVerificationException",
+    "UnauthorisedTransactionRequest",
     "UniqueIdentifier",
+    "UniquenessProvider",
     "UnknownContract",
+    "VaultService",
+    "VaultUpdate",
     "WireTransaction",
     "contract",
     "contract_class",
     "contract_name",
+    "install_ledger_services",
     "public_key_bytes",
     "require",
     "sign",

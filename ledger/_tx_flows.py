@@ -1,0 +1,80 @@
+"""Sending a transaction to a peer along with whatever of its history the peer lacks.
+
+``SendTransactionFlow`` and ``ReceiveTransactionFlow`` are the two halves of one exchange over
+a session their callers already share: the sender sends the ``SignedTransaction``, then serves
+the receiver's ``ResolveTransactionsFlow`` (see ``ledger._resolution`` for the fetch protocol)
+until the receiver says it is done.
+"""
+
+from __future__ import annotations
+
+from fibers import FlowLogic, Party, suspendable
+from ledger._resolution import (
+    DataVendingFlow,
+    ResolveTransactionsFlow,
+    checked_transaction,
+    state_resolver,
+)
+from ledger._transactions import SignedTransaction
+from ledger._tx_storage import TransactionStorage
+
+__all__ = ["ReceiveTransactionFlow", "SendTransactionFlow"]
+
+
+class SendTransactionFlow(FlowLogic[None]):
+    """Send ``stx`` to ``other_side``, then serve its requests for ``stx``'s dependencies (and
+    only those) until it has resolved them.
+
+    The counterpart on ``other_side`` is ``ReceiveTransactionFlow``. Raises
+    ``UnauthorisedTransactionRequest`` if the peer asks for a transaction outside ``stx``'s
+    dependency closure. Inlined: uses the caller's session with ``other_side``.
+    """
+
+    def __init__(self, other_side: Party, stx: SignedTransaction) -> None:
+        self.other_side = other_side
+        self.stx = stx
+
+    @suspendable
+    def call(self) -> None:
+        self.send(self.other_side, self.stx)
+        dependencies = {ref.txhash for ref in self.stx.tx.inputs}
+        self.sub_flow(DataVendingFlow(self.other_side, dependencies, sending=str(self.stx.id)))
+
+
+class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
+    """Receive a transaction from ``other_side`` (sent by ``SendTransactionFlow``), resolve its
+    dependencies from that peer, verify it and return it.
+
+    With ``check_sufficient_signatures`` every required signature must be present and valid;
+    without it (a proposal still being signed) the signatures present must be valid. Contracts
+    are always run. ``record`` stores the verified transaction in validated storage (and so the
+    vault); it defaults to ``check_sufficient_signatures``, and recording a transaction whose
+    signatures were not all checked is refused with ``ValueError``.
+
+    Raises the ``TransactionVerificationException`` or ``ResolutionException`` that rejects the
+    transaction; it reaches the sender. Inlined: uses the caller's session with ``other_side``.
+    """
+
+    def __init__(
+        self, other_side: Party, check_sufficient_signatures: bool = True, *,
+        record: bool | None = None,
+    ) -> None:
+        if record is None:
+            record = check_sufficient_signatures
+        if record and not check_sufficient_signatures:
+            raise ValueError("a transaction received with check_sufficient_signatures=False may "
+                             "be missing signatures and cannot be recorded: pass record=False")
+        self.other_side = other_side
+        self.check_sufficient_signatures = check_sufficient_signatures
+        self.record = record
+
+    @suspendable
+    def call(self) -> SignedTransaction:
+        storage: TransactionStorage = self.service_hub.validated_transactions
+        stx = self.receive(self.other_side, SignedTransaction).unwrap(checked_transaction)
+        resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
+        unchecked = frozenset() if self.check_sufficient_signatures else stx.missing_signers
+        stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), unchecked)
+        if self.record:
+            storage.record(stx)
+        return stx
