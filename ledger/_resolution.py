@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fibers import FlowException, FlowLogic, Party, serializable, suspendable
-from fibers._services import journaled
+from fibers.services import journaled
 from ledger._crypto import HASH_SIZE, DigitalSignature, SecureHash
 from ledger._errors import MalformedTransactionException, _rebuild
 from ledger._states import ContractState, StateRef, TransactionState

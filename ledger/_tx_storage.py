@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from fibers import _wire
-from fibers._services import journaled
+from fibers.services import journaled
 from fibers._stream import Stream
 from ledger._crypto import SecureHash
 from ledger._services import LedgerService

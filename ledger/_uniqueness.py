@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from fibers import Party, _wire
-from fibers._services import journaled
+from fibers.services import journaled
 from ledger._crypto import SecureHash
 from ledger._notary_errors import NotaryError, NotaryException
 from ledger._services import LedgerService, ref_from_key, ref_key

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from fibers import FlowException, Party, StateMachineRunId, _wire, serializable
-from fibers._services import journaled
+from fibers.services import journaled
 from fibers._stream import Stream
 from ledger._crypto import SecureHash
 from ledger._errors import _rebuild
