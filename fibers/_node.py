@@ -57,6 +57,7 @@ from fibers._node_types import (
     NodeInfo,
     ServiceHub,
 )
+from fibers._progress import ProgressTracker
 from fibers._session import FlowSession
 from fibers._state_machine import FlowStateMachine, app_name_of, class_name
 from fibers._storage import NodeStorage, Txn
@@ -615,6 +616,12 @@ class Node:
     def checkpoints_loads(self, data: bytes) -> object:
         """A value written by ``checkpoints_dumps`` (from this node's own storage only)."""
         return loads(data, self.tokens)
+
+    def progress_tracker(self, run_id: StateMachineRunId) -> ProgressTracker | None:
+        """The progress tracker of a running flow (a restored flow has a new one, back at the
+        step it had reached), or None when the flow has none or is not running."""
+        fiber = self._flows.get(run_id)
+        return fiber.flow.progress_tracker if fiber is not None else None
 
     def handle(self, run_id: StateMachineRunId) -> FlowHandle[Any]:
         """The handle of a running flow, including one restored after a restart."""
