@@ -4,18 +4,66 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line on stderr and exit status 2, with no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fibers", description="Fibers: durable multi-party flows as sequential Python."
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    commands.add_parser("demo", help="run the demo on an embedded in-memory network",
-                        description="Run the demo on an embedded in-memory network.")
+    demo = commands.add_parser(
+        "demo",
+        help="a live trade between two banks that survives a node crash",
+        description="Trade commercial paper for cash between two banks on an embedded network, "
+        "watch it live, crash the buyer's node mid-trade and restart it from its storage.",
+    )
+    demo.add_argument("--trades", type=_positive, default=1, metavar="N",
+                      help="run N trades concurrently (default 1)")
+    demo.add_argument("--no-crash", action="store_true", help="do not crash the buyer's node")
+    demo.add_argument("--plain", action="store_true",
+                      help="plain lines instead of live trees (automatic when not a terminal)")
+    demo.add_argument("--dir", type=Path, default=None, metavar="PATH",
+                      help="run directory for the nodes' storage (default: a fresh one)")
+    shell = commands.add_parser(
+        "shell",
+        help="operate nodes from a shell: start, watch, inspect and kill flows; query vaults",
+        description="A shell on a node: start flows by name with typed arguments, watch them "
+        "live, inspect and kill them, query the vault and the network map.",
+    )
+    shell.add_argument("--embedded", action="store_true",
+                       help="run the demo's network (Notary, SellerBank, BuyerBank) in this "
+                       "process and operate it")
+    shell.add_argument("--node", default="BuyerBank", metavar="NAME",
+                       help="the node to operate first (default BuyerBank)")
+    shell.add_argument("--dir", type=Path, default=None, metavar="PATH",
+                       help="run directory for the nodes' storage and the shell's history "
+                       "(default: a fresh one, history in ~/.fibers_history)")
+    shell.add_argument("--pace", type=float, default=0.05, metavar="SECONDS",
+                       help="pause between two network events while watching (default 0.05)")
+    shell.add_argument("--debug", action="store_true",
+                       help="show the traceback of a failing command")
     return parser
 
 
@@ -24,9 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     if args.command == "demo":
-        from cli._demo import run_demo
+        from cli._trade_demo import DemoOptions, run_trade_demo
 
-        return run_demo(console)
+        if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
+            print(f"fibers: error: --dir {args.dir} is not empty; give a new or empty directory",
+                  file=sys.stderr)
+            return 2
+        live = console.is_terminal and not args.plain
+        options = DemoOptions(trades=args.trades, crash=not args.no_crash, live=live,
+                              base_dir=args.dir)
+        return run_trade_demo(console, options)
+    if args.command == "shell":
+        from cli._repl import ShellOptions, run_shell
+
+        return run_shell(console, ShellOptions(embedded=args.embedded, node=args.node,
+                                               base_dir=args.dir, debug=args.debug,
+                                               pace=args.pace))
     return 2
 
 

@@ -58,17 +58,22 @@ def render_tracker(
 
 
 def _add_steps(
-    node: Tree, tracker: ProgressTracker, marker: str | Text, *, failed_above: bool
+    node: Tree, tracker: ProgressTracker, marker: str | Text, *, failed_above: bool,
+    done_above: bool = False,
 ) -> None:
     failed = failed_above or tracker.error is not None
     for index, step in enumerate(tracker.steps):
         if not _is_shown(tracker, index):
             continue
-        branch = node.add(_step_text(tracker, index, marker, failed_above=failed))
+        if done_above:  # the parent moved past this tracker's step: all of it is done
+            branch = node.add(Text(f"✓ {step.label}", style="green"))
+        else:
+            branch = node.add(_step_text(tracker, index, marker, failed_above=failed))
         child = tracker.get_child_tracker(step)
         if child is not None:
             is_current = index == tracker.step_index
-            _add_steps(branch, child, marker, failed_above=failed and is_current)
+            _add_steps(branch, child, marker, failed_above=failed and is_current,
+                       done_above=done_above or index < tracker.step_index)
 
 
 def _is_shown(tracker: ProgressTracker, index: int) -> bool:

@@ -9,7 +9,9 @@ selection in :func:`gather_cash` / :func:`generate_cash_spend`.
 
 from finance._amount import Amount, dollars, euros, pounds, sum_of
 from finance._cash import Cash
+from finance._cash_flows import CashExitFlow, CashIssueFlow, CashPaymentFlow
 from finance._commercial_paper import CommercialPaper
+from finance._cp_flows import CommercialPaperIssueFlow
 from finance._errors import InsufficientBalanceException, TokenMismatchError
 from finance._selection import (
     gather_cash,
@@ -18,16 +20,32 @@ from finance._selection import (
     generate_cash_spend,
 )
 from finance._tokens import CURRENCY_DECIMALS, Issued, PartyAndReference, currency_decimals
+from finance._trade import (
+    AssetMismatchException,
+    SellerStarter,
+    SellerTradeInfo,
+    TwoPartyTradeFlow,
+    UnacceptablePriceException,
+)
 
 __all__ = [
     "CURRENCY_DECIMALS",
     "Amount",
+    "AssetMismatchException",
     "Cash",
+    "CashExitFlow",
+    "CashIssueFlow",
+    "CashPaymentFlow",
     "CommercialPaper",
+    "CommercialPaperIssueFlow",
     "InsufficientBalanceException",
     "Issued",
     "PartyAndReference",
+    "SellerStarter",
+    "SellerTradeInfo",
     "TokenMismatchError",
+    "TwoPartyTradeFlow",
+    "UnacceptablePriceException",
     "currency_decimals",
     "dollars",
     "euros",

@@ -1,0 +1,215 @@
+"""Two-party trades per second end to end, beside the Ed25519 floor measured in the same run.
+
+A trade is ``SellerStarter`` on the seller with ``TwoPartyTradeFlow.Buyer`` answering on the
+buyer, notarised by a validating notary: offer, resolution of the paper's history, the buyer's
+signed proposal, resolution of the buyer's cash history, the seller's checks and signature,
+notarisation, recording and broadcast. Three durable nodes in one process
+(``ledger.testing.MockNetwork`` with LMDB storage, fsync off and on), the in-memory transport
+delivering each node's queued frames in one batch. Issuance (one cash state and one paper per
+trade) is done beforehand, outside the timing.
+
+The crypto floor: the Ed25519 signatures and verifications one trade performs, counted by
+instrumenting ``ledger``'s sign and verify during a warm-up trade, times their cost measured
+here with ``cryptography`` directly. It is what a trade would cost if nothing but the
+cryptography it does took any time.
+
+Run: ``python -m benchmarks.trade [--trades N] [--concurrency C ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.console import Console
+from rich.table import Table
+
+import ledger._crypto
+import ledger._keys
+from fibers import FlowLogic
+from fibers._node import Node
+from finance import (
+    Amount,
+    CashIssueFlow,
+    CommercialPaper,
+    CommercialPaperIssueFlow,
+    SellerStarter,
+    TwoPartyTradeFlow,
+)
+from ledger.testing import MockNetwork
+
+FACE_VALUE = Amount.parse("1000.00 USD")
+PRICE = Amount.parse("900.00 USD")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    trades: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.trades / self.seconds
+
+
+@dataclass(frozen=True)
+class CryptoCounts:
+    signs: int
+    verifies: int
+
+
+class Market:
+    """A notary, a seller with ``trades`` papers and a buyer with ``trades`` cash states."""
+
+    def __init__(self, base: Path, trades: int, *, sync: bool) -> None:
+        self.network = MockNetwork(base, record_transcript=False, strict_suspendable=False,
+                                   sync=sync)
+        self.network.create_notary_node("Notary")
+        self.seller = self.network.create_node("Seller")
+        self.buyer = self.network.create_node("Buyer")
+        notary = self.network.notary
+        maturity = self.network.clock.now() + timedelta(days=30)
+        self._run_all(self.buyer, [CashIssueFlow(FACE_VALUE, i.to_bytes(4, "big"), notary)
+                                   for i in range(trades)])
+        self._run_all(self.seller, [CommercialPaperIssueFlow(FACE_VALUE, maturity, notary)
+                                    for _ in range(trades)])
+        self.buyer.register_initiated_flow(
+            SellerStarter,
+            lambda party: TwoPartyTradeFlow.Buyer(party, notary, PRICE, CommercialPaper.State))
+        self.papers = self.seller.services.vault.query(CommercialPaper.State)
+
+    def pump(self) -> None:
+        network = self.network.network
+        while network.deliver_all():
+            pass
+
+    def _run_all(self, node: Node, flows: list[FlowLogic[Any]]) -> None:
+        # One start_flow each, not Node.start_flows: the handles start_flows returns never
+        # complete for flows that finish within it (it asks for their result futures after
+        # running them, and a result future made after the flow settled stays pending).
+        handles = [node.start_flow(flow) for flow in flows]
+        self.pump()
+        for handle in handles:
+            handle.result.result(timeout=0)
+
+    def trade(self, count: int, concurrency: int) -> float:
+        """Sell ``count`` papers, ``concurrency`` trades at a time; the seconds it took."""
+        papers, self.papers = self.papers[:count], self.papers[count:]
+        buyer = self.buyer.party
+        start = time.perf_counter()
+        for first in range(0, len(papers), concurrency):
+            batch = papers[first:first + concurrency]
+            self._run_all(self.seller, [SellerStarter(buyer, p, PRICE) for p in batch])
+        elapsed = time.perf_counter() - start
+        assert self.buyer.flows() == [] and self.seller.flows() == []
+        return elapsed
+
+    def close(self) -> None:
+        self.network.stop_nodes()
+
+
+@contextmanager
+def counting_crypto() -> Iterator[list[int]]:
+    """Count every Ed25519 sign (key management) and verify (``ledger._crypto.verify``) done
+    while the block runs: yields ``[signs, verifies]``."""
+    counts = [0, 0]
+    real_sign, real_verify = ledger._keys.sign, ledger._crypto.verify
+
+    def sign(*args: Any) -> Any:
+        counts[0] += 1
+        return real_sign(*args)
+
+    def verify(*args: Any) -> bool:
+        counts[1] += 1
+        return real_verify(*args)
+
+    ledger._keys.sign, ledger._crypto.verify = sign, verify  # type: ignore[assignment]
+    try:
+        yield counts
+    finally:
+        ledger._keys.sign, ledger._crypto.verify = real_sign, real_verify  # type: ignore[assignment]
+
+
+def per_trade_crypto(base: Path) -> CryptoCounts:
+    market = Market(base, 2, sync=False)
+    try:
+        market.trade(1, 1)  # warm-up: the notary learns the history both trades share
+        with counting_crypto() as counts:
+            market.trade(1, 1)
+    finally:
+        market.close()
+    return CryptoCounts(*counts)
+
+
+def crypto_cost(rounds: int = 5000) -> tuple[float, float]:
+    """Seconds per Ed25519 sign and per verify of a 32-byte message (a transaction id)."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    data = b"\x42" * 32
+    signature = key.sign(data)
+
+    def timed(operation: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        for _ in range(rounds):
+            operation()
+        return (time.perf_counter() - start) / rounds
+
+    return timed(lambda: key.sign(data)), timed(lambda: public.verify(signature, data))
+
+
+def measure(base: Path, trades: int, concurrency: int, sync: bool) -> Figure:
+    market = Market(base, trades + 1, sync=sync)
+    try:
+        market.trade(1, 1)  # warm-up outside the timing
+        seconds = market.trade(trades, concurrency)
+    finally:
+        market.close()
+    fsync = "on" if sync else "off"
+    return Figure(f"{concurrency} at a time, fsync {fsync}", trades, seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="two-party trades per second end to end")
+    parser.add_argument("--trades", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="fibers-bench-trade-"))
+    try:
+        counts = per_trade_crypto(base / "count")
+        sign_cost, verify_cost = crypto_cost()
+        rows = [measure(base / f"run-{sync}-{c}", args.trades, c, sync)
+                for sync in (False, True) for c in args.concurrency]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    floor = 1 / (counts.signs * sign_cost + counts.verifies * verify_cost)
+    console = Console()
+    crypto = Table(title="Ed25519 per trade (counted) and its cost (measured)")
+    for column in ("operation", "per trade", "µs each", "µs per trade"):
+        crypto.add_column(column, justify="right")
+    crypto.add_row("sign", str(counts.signs), f"{sign_cost * 1e6:.1f}",
+                   f"{counts.signs * sign_cost * 1e6:.0f}")
+    crypto.add_row("verify", str(counts.verifies), f"{verify_cost * 1e6:.1f}",
+                   f"{counts.verifies * verify_cost * 1e6:.0f}")
+    crypto.add_row("floor", "", "", f"{1e6 / floor:.0f} = {floor:,.0f} trades/s")
+    console.print(crypto)
+    table = Table(title=f"Two-party trades end to end ({args.trades} per row, 3 durable nodes)")
+    for column in ("workload", "trades/s", "ms per trade", "vs crypto floor"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row.name, f"{row.per_second:,.0f}", f"{1e3 / row.per_second:.2f}",
+                      f"{floor / row.per_second:.1f}x the floor")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""The two-party trade: a seller swaps an asset for the buyer's cash in one transaction
+(delivery versus payment), following the reference document step by step.
+
+The seller initiates. Over the one session the two flows share:
+
+=================================================  ===============================================
+seller (``TwoPartyTradeFlow.Seller``)               buyer (``TwoPartyTradeFlow.Buyer``)
+=================================================  ===============================================
+``SellerTradeInfo(asset, price, owner key)``    ->  checks price and asset type
+serves the asset's history (``DataVendingFlow``) <-> resolves and verifies it
+                                                     (``ResolveTransactionsFlow``)
+                                                <-  the proposal: asset + buyer's cash in, asset to
+                                                    the buyer, price to the seller, change back;
+                                                    signed by the buyer (``SendTransactionFlow``)
+checks the signatures (all but its own and the
+notary's), resolves the buyer's cash history    <-> serves it
+verifies contracts and that it is paid the price;
+signs; ``FinalityFlow``: notarises, records and
+broadcasts (the buyer's ``ReceiveFinalityFlow``
+records it)
+``TradeCommitted(tx id)``                       ->  waits until the transaction is recorded
+=================================================  ===============================================
+
+The last message is not in the reference document: without it a buyer waiting for the ledger
+commit would never learn that the seller failed after the buyer's last receive (a contract
+rejected the buyer's cash, the notary found a double spend), since a flow waiting for an event
+is not woken by its counterparty's error. Every refusal is a ``FlowException`` and reaches the
+other side: ``UnacceptablePriceException``, ``AssetMismatchException``,
+``InsufficientBalanceException``, the ledger's verification and notary exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fibers import (
+    FlowException,
+    FlowLogic,
+    Party,
+    ProgressTracker,
+    Step,
+    initiating_flow,
+    serializable,
+    startable_by_rpc,
+    suspendable,
+)
+from finance._amount import Amount, amount_problem
+from finance._cash import Cash
+from finance._cash_flows import (
+    advance,
+    new_builder,
+    positive_amount,
+    select_cash,
+    sign_as_ours,
+)
+from finance._errors import _rebuild
+from finance._selection import generate_cash_spend
+from finance._tokens import Issued
+from ledger import (
+    DataVendingFlow,
+    FinalityFlow,
+    LedgerTransaction,
+    OwnableState,
+    ResolveTransactionsFlow,
+    SecureHash,
+    SendTransactionFlow,
+    SignedTransaction,
+    StateAndRef,
+    TransactionBuilder,
+    TransactionState,
+)
+from ledger._crypto import PUBLIC_KEY_SIZE
+from ledger._resolution import checked_transaction, state_resolver
+
+__all__ = [
+    "AssetMismatchException", "SellerStarter", "SellerTradeInfo", "TradeCommitted",
+    "TwoPartyTradeFlow", "UnacceptablePriceException",
+]
+
+
+# ----- messages and errors -------------------------------------------------------------------
+
+
+@serializable
+@dataclass(frozen=True)
+class SellerTradeInfo:
+    """The seller's opening message: the asset for sale, the price asked, and the key that owns
+    the asset (which will sign for it, and is paid the price)."""
+
+    asset_for_sale: StateAndRef[OwnableState]
+    price: Amount[Any]
+    seller_owner_key: bytes
+
+
+@serializable
+@dataclass(frozen=True)
+class TradeCommitted:
+    """The seller's last message: the trade's transaction ``tx_id`` is notarised and recorded,
+    and on its way to the buyer through ``FinalityFlow``."""
+
+    tx_id: SecureHash
+
+
+class UnacceptablePriceException(FlowException):
+    """The seller asked ``given_price``, more than the buyer accepts (or in another token)."""
+
+    def __init__(self, given_price: Amount[Any]) -> None:
+        super().__init__(f"Unacceptable price: {given_price}")
+        self.given_price = given_price
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+class AssetMismatchException(FlowException):
+    """The seller offered a ``type_name`` where the buyer buys only ``expected_type_name``."""
+
+    def __init__(self, expected_type_name: str, type_name: str) -> None:
+        super().__init__(f"The submitted asset didn't match the expected type: "
+                         f"{expected_type_name} vs {type_name}")
+        self.expected_type_name, self.type_name = expected_type_name, type_name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+# ----- checks on what the counterparty sent (pure functions) ---------------------------------
+
+
+def _pays(state: Cash.State, key: bytes, price: Amount[Any]) -> bool:
+    token = state.amount.token
+    in_price = token == price.token if isinstance(price.token, Issued) else (
+        token.product == price.token)
+    return in_price and state.owner.owning_key == key
+
+
+def _check_proposal(
+    ltx: LedgerTransaction, asset: StateAndRef[OwnableState], price: Amount[Any], my_key: bytes
+) -> None:
+    """Refuse (``FlowException``) a verified proposal that does not sell exactly ``asset`` for
+    at least ``price`` paid to ``my_key``. Signing authorises every command that names
+    ``my_key``, so it may name it only for moving the asset, and spend nothing else of ours."""
+    if all(sar.ref != asset.ref for sar in ltx.inputs):
+        raise FlowException(f"the proposed transaction {ltx.id} does not spend the asset for "
+                            f"sale ({asset.ref})")
+    for sar in ltx.inputs:
+        owners = {party.owning_key for party in sar.state.data.participants}
+        if sar.ref != asset.ref and my_key in owners:
+            raise FlowException(f"the proposed transaction {ltx.id} spends {sar.ref}, a state "
+                                "of the seller's that is not for sale")
+    move_type = type(asset.state.data.with_new_owner(asset.state.data.owner)[0])
+    for command in ltx.commands:
+        if my_key in command.signers and not isinstance(command.value, move_type):
+            raise FlowException(f"the proposed transaction {ltx.id} asks the seller to sign a "
+                                f"{type(command.value).__qualname__} command; it signs only "
+                                f"the {move_type.__qualname__} of the asset")
+    received = sum(s.amount.quantity for s in ltx.outputs_of_type(Cash.State)
+                   if _pays(s, my_key, price))
+    if received < price.quantity:
+        raise FlowException(f"the proposed transaction {ltx.id} pays the seller "
+                            f"{Amount(received, price.token)}, not the price of {price}")
+
+
+def _check_source(received: object, asset: StateAndRef[OwnableState]) -> SignedTransaction:
+    """``received`` as the transaction that created ``asset``, or a ``FlowException``."""
+    stx = checked_transaction(received)
+    ref = asset.ref
+    outputs = stx.tx.outputs
+    if stx.id != ref.txhash or not ref.index < len(outputs) or outputs[ref.index] != asset.state:
+        raise FlowException(f"the asset for sale is not output {ref.index} of transaction "
+                            f"{ref.txhash}, which the seller sent as its source")
+    return stx
+
+
+# ----- the flows ------------------------------------------------------------------------------
+
+
+class TwoPartyTradeFlow:
+    """Namespace of the trade's two sides (``Seller``, ``Buyer``), its messages and errors, as
+    in the original system. Neither side is initiating: a flow such as ``SellerStarter`` runs
+    one of them as a sub-flow over its session, and the counterparty registers the other."""
+
+    SellerTradeInfo = SellerTradeInfo
+    UnacceptablePriceException = UnacceptablePriceException
+    AssetMismatchException = AssetMismatchException
+
+    class Seller(FlowLogic[SignedTransaction]):
+        """Sell ``asset_to_sell`` (owned by ``my_key``, one of this node's keys) to
+        ``other_party`` for ``price``; return the finalised transaction.
+
+        Raises the buyer's ``FlowException`` (e.g. ``UnacceptablePriceException``), the
+        verification error of a proposal or of its history, a ``FlowException`` for a proposal
+        that does not pay the price or asks for more than the asset, and the notary's
+        ``NotaryException``. The constructor refuses a zero or malformed price.
+        """
+
+        RECEIVING = Step("Offering the asset and awaiting the buyer's proposal")
+        VERIFYING = Step("Verifying the proposal: signatures, history and payment")
+        SIGNING = Step("Signing the transaction")
+        COMMITTING = Step("Committing the transaction to the ledger")
+
+        def __init__(
+            self, other_party: Party, notary: Party, asset_to_sell: StateAndRef[OwnableState],
+            price: Amount[Any], my_key: bytes,
+        ) -> None:
+            self.other_party = other_party
+            self.notary = notary
+            self.asset_to_sell = asset_to_sell
+            self.price = positive_amount(price, "sell for")
+            self.my_key = my_key
+            self.progress_tracker = ProgressTracker(
+                self.RECEIVING, self.VERIFYING, self.SIGNING, self.COMMITTING)
+
+        @suspendable
+        def call(self) -> SignedTransaction:
+            # Nested calls instead of locals: every local of a suspended frame is checkpointed
+            # again at each suspension, and finality suspends several times.
+            final = self.sub_flow(FinalityFlow(self._signed_proposal()))
+            self.send(self.other_party, TradeCommitted(final.id))
+            return final
+
+        @suspendable
+        def _signed_proposal(self) -> SignedTransaction:
+            """Offer the asset, then receive, verify and sign the buyer's proposal; leaves the
+            tracker at COMMITTING."""
+            advance(self, self.RECEIVING)
+            dependencies = self._offer()
+            if dependencies:  # the buyer resolves the asset's history from us
+                self.sub_flow(DataVendingFlow(self.other_party, dependencies,
+                                              sending=f"the asset {self.asset_to_sell.ref}"))
+            proposal = self.receive(self.other_party, SignedTransaction).unwrap(
+                self._check_signatures)
+            advance(self, self.VERIFYING)
+            self._verify_proposal(proposal)
+            advance(self, self.SIGNING)
+            keys = self.service_hub.key_management
+            signed: SignedTransaction = keys.sign_transaction(proposal, self.my_key)
+            advance(self, self.COMMITTING)
+            return signed
+
+        def _offer(self) -> set[SecureHash]:
+            """Send the trade info and the asset's transaction; return what that transaction
+            spends from, which the buyer resolves next (nothing to resolve: no round trip)."""
+            asset = self.asset_to_sell
+            source = self.service_hub.validated_transactions.get(asset.ref.txhash)
+            if source is None:
+                raise FlowException(f"cannot sell {asset.ref}: its transaction is not in "
+                                    f"{self.our_identity}'s validated storage")
+            self.send(self.other_party, SellerTradeInfo(asset, self.price, self.my_key))
+            self.send(self.other_party, source)
+            return {ref.txhash for ref in source.tx.inputs}
+
+        def _check_signatures(self, received: SignedTransaction) -> SignedTransaction:
+            stx = checked_transaction(received)
+            # Ours is missing because we have not signed yet; the notary's always comes last.
+            stx.verify_signatures(except_keys={self.my_key, self.notary.owning_key})
+            return stx
+
+        @suspendable
+        def _verify_proposal(self, stx: SignedTransaction) -> None:
+            if stx.tx.notary != self.notary:
+                raise FlowException(f"the proposed transaction {stx.id} names notary "
+                                    f"{stx.tx.notary}, not {self.notary}")
+            resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
+            storage = self.service_hub.validated_transactions
+            # Signatures were checked on receipt: only the contracts are left to run.
+            ltx = stx.to_ledger_transaction(
+                state_resolver(storage, {dep.id: dep for dep in resolved}))
+            ltx.verify()
+            _check_proposal(ltx, self.asset_to_sell, self.price, self.my_key)
+
+    class Buyer(FlowLogic[SignedTransaction]):
+        """Buy from ``other_party`` an asset of ``type_to_buy`` for at most
+        ``acceptable_price``, paying with this node's cash under ``notary``; return the
+        finalised transaction once it is recorded here.
+
+        Raises ``UnacceptablePriceException`` / ``AssetMismatchException`` for an offer it
+        does not accept, a ``FlowException`` for an asset that does not match its history or
+        is not under ``notary``, ``InsufficientBalanceException`` when its spendable cash (not
+        soft-locked by other flows) does not cover the price, and the seller's
+        ``FlowException`` if the seller refuses or fails to finalise.
+        """
+
+        RECEIVING = Step("Waiting for the seller's offer")
+        VERIFYING = Step("Verifying the offer and the asset's history")
+        SIGNING = Step("Building and signing the transaction proposal")
+        SENDING = Step("Sending the signed proposal to the seller")
+        COMMITTING = Step("Committing: the seller finalises the transaction")
+        AWAITING_FINALITY = Step("Waiting for the seller to notarise and broadcast it")
+        RECORDING = Step("Recording the finalised transaction")
+
+        def __init__(
+            self, other_party: Party, notary: Party, acceptable_price: Amount[Any],
+            type_to_buy: type,
+        ) -> None:
+            self.other_party = other_party
+            self.notary = notary
+            self.acceptable_price = positive_amount(acceptable_price, "buy for")
+            self.type_to_buy = type_to_buy
+            tracker = ProgressTracker(
+                self.RECEIVING, self.VERIFYING, self.SIGNING, self.SENDING, self.COMMITTING)
+            # Declared up front so that observers see the whole plan from the start.
+            tracker.set_child_tracker(
+                self.COMMITTING, ProgressTracker(self.AWAITING_FINALITY, self.RECORDING))
+            self.progress_tracker = tracker
+
+        def _finality_step(self, step: Step) -> None:
+            tracker = self.progress_tracker
+            child = tracker.get_child_tracker(self.COMMITTING) if tracker is not None else None
+            assert child is not None
+            child.current_step = step
+
+        @suspendable
+        def call(self) -> SignedTransaction:
+            tx_id = self._send_proposal(self._accepted_offer())
+            advance(self, self.COMMITTING)
+            self._finality_step(self.AWAITING_FINALITY)
+            self.receive(self.other_party, TradeCommitted).unwrap(
+                lambda done: self._check_committed(done, tx_id))
+            self._finality_step(self.RECORDING)
+            final: SignedTransaction = self.wait_for_ledger_commit(tx_id)
+            return final
+
+        @suspendable
+        def _accepted_offer(self) -> SellerTradeInfo:
+            advance(self, self.RECEIVING)
+            offer = self.receive(self.other_party, SellerTradeInfo).unwrap(self._check_offer)
+            advance(self, self.VERIFYING)
+            self._verify_asset(offer.asset_for_sale)
+            return offer
+
+        @suspendable
+        def _send_proposal(self, offer: SellerTradeInfo) -> SecureHash:
+            advance(self, self.SIGNING)
+            # The flow object holds the proposal: flows are not re-checkpointed at each
+            # suspension, locals are.
+            sending = SendTransactionFlow(self.other_party, self._propose(offer))
+            advance(self, self.SENDING)
+            self.sub_flow(sending)
+            return sending.stx.id
+
+        def _check_offer(self, offer: SellerTradeInfo) -> SellerTradeInfo:
+            asset = offer.asset_for_sale
+            problem = amount_problem(offer.price)
+            key: object = offer.seller_owner_key
+            if (problem is not None or not isinstance(asset, StateAndRef)
+                    or not isinstance(asset.state, TransactionState)
+                    or type(key) is not bytes or len(key) != PUBLIC_KEY_SIZE):
+                what = problem or "expected the asset as a StateAndRef and a 32-byte key"
+                raise FlowException(f"malformed trade offer: {what}")
+            price = offer.price
+            if (price.token != self.acceptable_price.token or price > self.acceptable_price
+                    or price.quantity == 0):
+                raise UnacceptablePriceException(price)
+            data = asset.state.data
+            if not isinstance(data, self.type_to_buy):
+                raise AssetMismatchException(self.type_to_buy.__qualname__,
+                                             type(data).__qualname__)
+            if not isinstance(data, OwnableState) or data.owner.owning_key != key:
+                raise FlowException(f"the asset for sale ({asset.ref}) is not owned by the "
+                                    "seller's key")
+            if asset.state.notary != self.notary:
+                raise FlowException(f"the asset for sale is notarised by "
+                                    f"{asset.state.notary}; this buyer trades under "
+                                    f"{self.notary}")
+            return offer
+
+        @suspendable
+        def _verify_asset(self, asset: StateAndRef[OwnableState]) -> None:
+            """Receive the asset's transaction, check the asset is the output it claims to be,
+            resolve what the transaction spends from the seller, verify and record it."""
+            stx = self.receive(self.other_party, SignedTransaction).unwrap(
+                lambda received: _check_source(received, asset))
+            storage = self.service_hub.validated_transactions
+            # The seller serves the history only when there is some: both sides know.
+            resolved = (self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
+                        if stx.tx.inputs else [])
+            stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}))
+            storage.record(stx)  # a no-op if we had it already
+
+        def _propose(self, offer: SellerTradeInfo) -> SignedTransaction:
+            builder = self._build_proposal(offer)
+            return sign_as_ours(self, builder.to_signed_transaction([]))
+
+        def _build_proposal(self, offer: SellerTradeInfo) -> TransactionBuilder:
+            """The asset and our cash (soft-locked) in; the asset to us, the price to the
+            seller's key and the change to us out."""
+            asset, price = offer.asset_for_sale, offer.price
+            me, seller_key = self.our_identity, offer.seller_owner_key
+            seller = (self.other_party if seller_key == self.other_party.owning_key
+                      else Party(self.other_party.name, seller_key))
+            builder = new_builder(self, self.notary)
+            builder.add_input_state(asset)
+            cash = select_cash(self, price, notary=self.notary)
+            generate_cash_spend(builder, cash, price, seller, me)
+            command, bought = asset.state.data.with_new_owner(me)
+            builder.add_output_state(bought, asset.state.contract)
+            builder.add_command(command, seller_key)
+            return builder
+
+        @staticmethod
+        def _check_committed(done: TradeCommitted, tx_id: SecureHash) -> None:
+            if done.tx_id != tx_id:
+                raise FlowException(f"the seller committed transaction {done.tx_id}, not the "
+                                    f"proposed {tx_id}")
+
+
+@initiating_flow
+@startable_by_rpc
+class SellerStarter(FlowLogic[SignedTransaction]):
+    """Sell ``asset_to_sell`` (a state in this node's vault) to ``other_party`` for ``price``:
+    runs ``TwoPartyTradeFlow.Seller`` over this flow's session, under the asset's notary and
+    signing with the key that owns the asset (this node's identity key unless the asset is
+    owned by another of its keys). Returns the finalised transaction. The buyer's node
+    registers ``TwoPartyTradeFlow.Buyer`` as this flow's responder.
+    """
+
+    SELLING = Step("Selling the asset")
+
+    def __init__(
+        self, other_party: Party, asset_to_sell: StateAndRef[OwnableState], price: Amount[Any]
+    ) -> None:
+        self.other_party = other_party
+        self.asset_to_sell = asset_to_sell
+        self.price = positive_amount(price, "sell for")
+        self.progress_tracker = ProgressTracker(self.SELLING)
+
+    @suspendable
+    def call(self) -> SignedTransaction:
+        advance(self, self.SELLING)
+        return self.sub_flow(self._seller())
+
+    def _seller(self) -> TwoPartyTradeFlow.Seller:
+        asset = self.asset_to_sell
+        owner = asset.state.data.owner.owning_key
+        ours: set[bytes] = self.service_hub.key_management.keys()
+        my_key = owner if owner in ours else self.our_identity.owning_key
+        return TwoPartyTradeFlow.Seller(
+            self.other_party, asset.state.notary, asset, self.price, my_key)
