@@ -160,10 +160,11 @@ class Node:
         """Start several flows in one scheduler round (one group commit for all their first
         steps). Returns their handles in order."""
         fibers = [self._new_state_machine(flow) for flow in flows]
+        handles: list[FlowHandle[Any]] = [FlowHandle(f.run_id, f.result) for f in fibers]
         for fiber in fibers:
             self._schedule(fiber)
         self.run_until_idle()
-        return [FlowHandle(f.run_id, f.result) for f in fibers]
+        return handles
 
     def start_tracked_flow(self, flow: FlowLogic[T]) -> FlowProgressHandle[T]:
         """Like ``start_flow``, with streams of the flow's progress. The flow must have a

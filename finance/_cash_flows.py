@@ -6,7 +6,8 @@ sends it to the other participants). Spendable cash is chosen by the vault's ``s
 and soft-locked to the flow's run id, so that two flows of one node never spend the same
 states; the node releases the locks when the flow ends.
 
-The helpers :func:`select_cash` and :func:`sign_as_ours` are shared with the trade flows.
+The helpers below (coin selection, signing, builders with recorded salt, argument checks) are
+shared with the commercial paper and trade flows.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from ledger._transactions import SALT_SIZE
 
 __all__ = [
     "CashExitFlow", "CashIssueFlow", "CashPaymentFlow", "advance", "checked_reference",
-    "new_builder",
-    "positive_amount", "select_cash", "sign_as_ours",
+    "new_builder", "positive_amount", "select_cash", "sign_as_ours",
 ]
 
 CashRef = StateAndRef[Cash.State]
@@ -132,8 +132,8 @@ def new_builder(flow: FlowLogic[Any], notary: Party | None = None) -> Transactio
 
 
 class _FinalisingFlow(FlowLogic[SignedTransaction]):
-    """What the issue, payment and exit flows share: their steps, and signing and finalising
-    the transaction they built."""
+    """What the issue, payment and exit flows share: generate a transaction (``_generate``),
+    sign it with this node's keys and finalise it (also to ``_recipients()``)."""
 
     GENERATING = Step("Generating the transaction")
     SIGNING = Step("Signing the transaction")
@@ -143,13 +143,23 @@ class _FinalisingFlow(FlowLogic[SignedTransaction]):
         self.progress_tracker = ProgressTracker(self.GENERATING, self.SIGNING, self.FINALISING)
 
     @suspendable
-    def _sign_and_finalise(
-        self, builder: TransactionBuilder, recipients: Sequence[Party] = ()
-    ) -> SignedTransaction:
+    def call(self) -> SignedTransaction:
+        # Nested calls instead of locals: locals are checkpointed at every suspension.
+        return self.sub_flow(FinalityFlow(self._signed(), self._recipients()))
+
+    def _signed(self) -> SignedTransaction:
+        advance(self, self.GENERATING)
+        builder = self._generate()
         advance(self, self.SIGNING)
         stx = sign_as_ours(self, builder.to_signed_transaction([]))
         advance(self, self.FINALISING)
-        return self.sub_flow(FinalityFlow(stx, recipients))
+        return stx
+
+    def _generate(self) -> TransactionBuilder:
+        raise NotImplementedError
+
+    def _recipients(self) -> Sequence[Party]:
+        return ()
 
 
 @startable_by_rpc
@@ -168,13 +178,11 @@ class CashIssueFlow(_FinalisingFlow):
         self.issuer_ref = checked_reference(issuer_ref)
         self.notary = notary
 
-    @suspendable
-    def call(self) -> SignedTransaction:
-        advance(self, self.GENERATING)
+    def _generate(self) -> TransactionBuilder:
         me = self.our_identity
         builder = new_builder(self, self.notary)
         generate_cash_issue(builder, self.amount.issued_by(me, self.issuer_ref), me)
-        return self._sign_and_finalise(builder)
+        return builder
 
 
 @startable_by_rpc
@@ -194,13 +202,14 @@ class CashPaymentFlow(_FinalisingFlow):
         self.amount = positive_amount(amount, "pay")
         self.recipient = recipient
 
-    @suspendable
-    def call(self) -> SignedTransaction:
-        advance(self, self.GENERATING)
+    def _generate(self) -> TransactionBuilder:
         builder = new_builder(self)
         cash = select_cash(self, self.amount)
         generate_cash_spend(builder, cash, self.amount, self.recipient, self.our_identity)
-        return self._sign_and_finalise(builder, [self.recipient])
+        return builder
+
+    def _recipients(self) -> Sequence[Party]:
+        return [self.recipient]
 
 
 @startable_by_rpc
@@ -218,12 +227,9 @@ class CashExitFlow(_FinalisingFlow):
         self.amount = _currency_amount(amount, "exit")
         self.issuer_ref = checked_reference(issuer_ref)
 
-    @suspendable
-    def call(self) -> SignedTransaction:
-        advance(self, self.GENERATING)
+    def _generate(self) -> TransactionBuilder:
         me = self.our_identity
         exited = self.amount.issued_by(me, self.issuer_ref)
         builder = new_builder(self)
-        cash = select_cash(self, exited)
-        generate_cash_exit(builder, cash, exited, me)
-        return self._sign_and_finalise(builder)
+        generate_cash_exit(builder, select_cash(self, exited), exited, me)
+        return builder

@@ -5,18 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from fibers import Party, startable_by_rpc, suspendable
+from fibers import Party, startable_by_rpc
 from finance._amount import Amount
-from finance._cash_flows import (
-    _FinalisingFlow,
-    advance,
-    checked_reference,
-    new_builder,
-    positive_amount,
-)
+from finance._cash_flows import _FinalisingFlow, checked_reference, new_builder, positive_amount
 from finance._commercial_paper import CommercialPaper
 from finance._tokens import Issued, PartyAndReference
-from ledger import SignedTransaction, TimeWindow
+from ledger import TimeWindow, TransactionBuilder
 
 __all__ = ["CommercialPaperIssueFlow"]
 
@@ -51,9 +45,7 @@ class CommercialPaperIssueFlow(_FinalisingFlow):
         self.notary = notary
         self.issuer_ref = checked_reference(issuer_ref)
 
-    @suspendable
-    def call(self) -> SignedTransaction:
-        advance(self, self.GENERATING)
+    def _generate(self) -> TransactionBuilder:
         me = self.our_identity
         now = self.now()
         if self.maturity <= now:
@@ -68,4 +60,4 @@ class CommercialPaperIssueFlow(_FinalisingFlow):
         builder.add_output_state(paper, CommercialPaper)
         builder.add_command(CommercialPaper.Issue(), me.owning_key)
         builder.set_time_window(TimeWindow.until_only(min(self.maturity, now + ISSUE_WINDOW)))
-        return self._sign_and_finalise(builder)
+        return builder

@@ -6,9 +6,11 @@ The seller initiates. Over the one session the two flows share:
 =================================================  ===============================================
 seller (``TwoPartyTradeFlow.Seller``)               buyer (``TwoPartyTradeFlow.Buyer``)
 =================================================  ===============================================
-``SellerTradeInfo(asset, price, owner key)``    ->  checks price and asset type
-serves the asset's history (``DataVendingFlow``) <-> resolves and verifies it
-                                                     (``ResolveTransactionsFlow``)
+``SellerTradeInfo(asset, price, owner key)``    ->  checks price, asset type, owner and notary
+the asset's ``SignedTransaction``               ->  checks it holds the asset
+serves what that transaction spends from        <-> resolves it (``ResolveTransactionsFlow``),
+(``DataVendingFlow``; skipped by both sides         verifies and records the asset's transaction
+when it spends nothing)
                                                 <-  the proposal: asset + buyer's cash in, asset to
                                                     the buyer, price to the seller, change back;
                                                     signed by the buyer (``SendTransactionFlow``)
@@ -21,6 +23,8 @@ records it)
 ``TradeCommitted(tx id)``                       ->  waits until the transaction is recorded
 =================================================  ===============================================
 
+Sending the asset's transaction with the offer (as ``SendTransactionFlow`` does) instead of
+letting the buyer ask for it saves a round trip; a freshly issued asset needs no other.
 The last message is not in the reference document: without it a buyer waiting for the ledger
 commit would never learn that the seller failed after the buyer's last receive (a contract
 rejected the buyer's cash, the notary found a double spend), since a flow waiting for an event

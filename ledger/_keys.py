@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from fibers.services import journaled
 from fibers._storage import CorruptRecordError
+from fibers.services import journaled
 from ledger._crypto import DigitalSignature, describe_key, public_key_bytes, sign
 from ledger._services import LedgerService
 from ledger._transactions import SignedTransaction

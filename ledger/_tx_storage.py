@@ -12,8 +12,8 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from fibers import _wire
-from fibers.services import journaled
 from fibers._stream import Stream
+from fibers.services import journaled
 from ledger._crypto import SecureHash
 from ledger._services import LedgerService
 from ledger._transactions import SignedTransaction

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from fibers import FlowException, Party, StateMachineRunId, _wire, serializable
-from fibers.services import journaled
 from fibers._stream import Stream
+from fibers.services import journaled
 from ledger._crypto import SecureHash
 from ledger._errors import _rebuild
 from ledger._services import LedgerService, ref_from_key, ref_key

@@ -138,3 +138,16 @@ def test_draining_refuses_new_flows_and_sessions_until_turned_off(
     mock_network.run_network()
     error = handle.result.exception(timeout=0)
     assert isinstance(error, UnexpectedFlowEndException) and "draining" in str(error)
+
+
+class Quick(FlowLogic[int]):
+    @suspendable
+    def call(self) -> int:
+        return 7
+
+
+def test_flows_started_together_that_finish_at_once_still_settle_their_results(
+    mock_network: MockNetwork,
+) -> None:
+    handles = mock_network.create_node("Alice").start_flows([Quick(), Quick()])
+    assert [h.result.result(timeout=0) for h in handles] == [7, 7]

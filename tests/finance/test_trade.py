@@ -332,3 +332,26 @@ def test_the_seller_signs_away_nothing_but_the_asset(tmp_path: Path) -> None:
     assert [p.ref for p in trade.papers()] == [first.ref, second.ref]
     assert_clean(trade.seller, trade.buyer)
     trade.network.stop_nodes()
+
+
+def test_a_resold_paper_brings_its_history_along(tmp_path: Path) -> None:
+    trade = trade_network(tmp_path / "n")
+    network, notary = trade.network, trade.network.notary
+    first = trade.start()
+    network.run_network()
+    bought = first.result.result(timeout=0)
+    carol = network.create_node("Carol")
+    run(network, carol, CashIssueFlow(FACE_VALUE, b"\x09", notary))
+    carol.register_initiated_flow(SellerStarter, lambda party: TwoPartyTradeFlow.Buyer(
+        party, notary, FACE_VALUE, CommercialPaper.State))
+    [paper] = trade.papers(trade.buyer)
+    resale = run(network, trade.buyer, SellerStarter(carol.party, paper, FACE_VALUE))
+    # Carol verified the paper's whole chain: the trade that sold it to Buyer and its inputs.
+    storage = carol.services.validated_transactions
+    assert bought.id in storage and resale.id in storage
+    assert all(ref.txhash in storage for ref in bought.tx.inputs)
+    assert [p.state.data.owner.name for p in trade.papers(carol)] == ["Carol"]
+    assert (90000, "Seller") in cash_of(trade.seller)
+    assert (FACE_VALUE.quantity, "Buyer") in cash_of(trade.buyer)
+    assert_clean(trade.seller, trade.buyer, carol, trade.notary)
+    network.stop_nodes()
