@@ -251,16 +251,25 @@ class FrameSnapshot:
     locals: dict[str, bytes | Unserialisable]
 
 
+SnapshotCache = dict[int, tuple[object, "bytes | Unserialisable"]]
+
+
 def capture_frames(
     frames: Sequence[FrameType],
     tokens: TokenContext,
     summarise: Callable[[object], Unserialisable | None] | None = None,
+    cache: SnapshotCache | None = None,
 ) -> list[FrameSnapshot]:
     """Snapshot ``frames`` (outermost first). Never raises for a local that cannot be encoded:
     it is kept as ``Unserialisable``. ``summarise(value)``, when given and not None for a
     value, is stored instead of pickling it (the engine uses it for the flow objects
-    themselves, which the checkpoint's start record and journal already describe)."""
-    encoder = _LocalEncoder(tokens, summarise)
+    themselves, which the checkpoint's start record and journal already describe).
+
+    A value held by several frames is pickled once. ``cache`` (kept by the caller between
+    snapshots of one flow) also remembers the bytes of frozen dataclass instances, which flows
+    carry from suspension to suspension (transactions, states), so they are pickled once per
+    flow rather than once per suspension; it holds the values themselves, so ids stay valid."""
+    encoder = _LocalEncoder(tokens, summarise, cache)
     return [
         FrameSnapshot(
             module=str(frame.f_globals.get("__name__", "?")),
@@ -286,13 +295,30 @@ class _LocalEncoder:
         self,
         tokens: TokenContext,
         summarise: Callable[[object], Unserialisable | None] | None = None,
+        cache: SnapshotCache | None = None,
     ) -> None:
         self._tokens = tokens
         self._summarise = summarise
+        self._seen: SnapshotCache = {}  # this snapshot: a value shared by frames once
+        self._kept = cache  # across snapshots: frozen dataclass values only
         self._chunks: list[bytes] = [_TAG_PICKLE]
         self._pickler = _Pickler(_ListWriter(self._chunks), tokens)
 
     def encode(self, value: object) -> bytes | Unserialisable:
+        key = id(value)
+        for known in (self._seen, self._kept):
+            hit = known.get(key) if known is not None else None
+            if hit is not None and hit[0] is value:
+                return hit[1]
+        encoded = self._encode(value)
+        self._seen[key] = (value, encoded)
+        if self._kept is not None and _is_frozen_dataclass(value):
+            if len(self._kept) >= _KEPT_LIMIT:
+                self._kept.clear()
+            self._kept[key] = (value, encoded)
+        return encoded
+
+    def _encode(self, value: object) -> bytes | Unserialisable:
         if self._summarise is not None:
             summary = self._summarise(value)
             if summary is not None:
@@ -312,6 +338,14 @@ class _LocalEncoder:
         except Exception:
             pass
         return Unserialisable(_type_name(value), _safe_repr(value))
+
+
+_KEPT_LIMIT = 64
+
+
+def _is_frozen_dataclass(value: object) -> bool:
+    params = getattr(type(value), "__dataclass_params__", None)
+    return bool(params is not None and params.frozen)
 
 
 class _ListWriter:

@@ -138,7 +138,9 @@ class CheckpointStore:
             call_chain=tuple(f.f_code.co_qualname for f in frames),
             lines=tuple(f.f_lineno for f in frames),
             waiting=waiting,
-            frames=encode_snapshots(capture_frames(frames, self.tokens, _summarise_flow))
+            frames=encode_snapshots(
+                capture_frames(frames, self.tokens, _summarise_flow, fiber.snapshot_cache)
+            )
             if with_locals
             else b"",
         )

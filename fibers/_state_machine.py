@@ -38,6 +38,7 @@ from fibers._annotations import (
     initiating_class_of,
     is_suspendable,
 )
+from fibers._checkpoint import SnapshotCache
 from fibers._errors import (
     FlowConfigurationError,
     FlowException,
@@ -149,6 +150,8 @@ class FlowStateMachine:
         self.uncommitted_start: bytes | None = None  # written by a step not yet committed
         self.needs_refeed = False
         self.expected_snapshot: Snapshot | None = None
+        # Pickled frozen values reused between this flow's snapshots (see capture_frames).
+        self.snapshot_cache: SnapshotCache = {}
         self._resumer: greenlet | None = None
         self._greenlet = greenlet(self._run)
         self._greenlet.fiber = self  # lets a journaled service find the flow calling it
