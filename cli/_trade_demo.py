@@ -78,7 +78,8 @@ def run_trade_demo(
         return status
     finally:
         net.close()
-        console.print(f"Run directory (each node's LMDB storage): [bold]{base_dir}[/]")
+        console.print(f"Run directory (each node's LMDB storage): [bold]{base_dir}[/]",
+                      soft_wrap=True)
 
 
 def _story(console: Console, options: DemoOptions, net: EmbeddedNetwork) -> int:
@@ -120,7 +121,7 @@ def _story(console: Console, options: DemoOptions, net: EmbeddedNetwork) -> int:
     for run_id in trades.run_ids:
         if run_id in trades.results:
             console.print(f"Notarised transaction [bold]{trades.results[run_id].id}[/]",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         else:
             console.print(f"[red]Trade {run_id.short} failed:[/] {trades.errors[run_id]!r}")
     if options.crash and not crashed:
