@@ -8,13 +8,15 @@ checkpointer, measured in the same run (fsync on for all three).
 * naive: the same flows on the same engine, checkpointing the way a simple framework would:
   dill of the whole flow state and one synced commit per suspension.
 
-Run: ``python -m benchmarks.durable [--flows 1 1000] [--round-trips N]``
+Run: ``python -m benchmarks.durable [--flows 1 100 1000] [--round-trips N] [--rounds R]``, or
+as part of ``fibers bench durable``.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import lmdb
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._report import Result
 from benchmarks.roundtrip import PingMany
 from fibers._identity import NodeIdentity
 from fibers._node import NetworkMap, Node
@@ -107,25 +110,73 @@ def raw_commits(base: Path, count: int) -> Figure:
     return Figure("raw synced LMDB commit (200 B)", count, elapsed)
 
 
+def _median(figures: list[Figure]) -> Figure:
+    """All the rounds' suspensions at the median round's rate."""
+    rate = statistics.median(f.per_second for f in figures)
+    suspensions = sum(f.suspensions for f in figures)
+    return Figure(figures[0].name, suspensions, suspensions / rate)
+
+
+def measure(base: Path, flows: list[int], round_trips: int, *, quick: bool = False,
+            rounds: int = 3) -> tuple[Figure, dict[int, tuple[Figure, Figure]]]:
+    """The raw commit, and (fibers, naive) at each concurrency, each at its median over
+    ``rounds`` interleaved rounds: a slow spell of a shared disk or CPU then costs every
+    workload a round, not one workload its figure. Each concurrency does at least
+    ``round_trips`` round trips in all, and at least 10 per flow (1 with ``quick``)."""
+    raws: list[Figure] = []
+    runs: dict[int, tuple[list[Figure], list[Figure]]] = {n: ([], []) for n in flows}
+    for r in range(rounds):
+        (base / f"round-{r}").mkdir(parents=True)
+        raws.append(raw_commits(base / f"round-{r}", max(1, round_trips // rounds)))
+        for n, (ours, naive) in runs.items():
+            trips = max(round_trips, (1 if quick else 10) * n) // rounds
+            ours.append(fibers_suspensions(base / f"round-{r}" / f"f{n}", n, trips, naive=False))
+            naive.append(fibers_suspensions(base / f"round-{r}" / f"n{n}", n, trips, naive=True))
+    return _median(raws), {n: (_median(ours), _median(naive))
+                           for n, (ours, naive) in runs.items()}
+
+
+def scenario(*, quick: bool) -> list[Result]:
+    """``fibers bench durable``: one suspension vs a raw synced commit, and suspensions/s at
+    1, 100 and 1,000 flows (1, 10, 100 with ``quick``) vs the naive checkpointer."""
+    flows = [1, 10, 100] if quick else [1, 100, 1000]
+    base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
+    try:
+        raw, rows = measure(base, flows, 50 if quick else 3000, quick=quick,
+                            rounds=1 if quick else 3)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    one = rows[1][0]
+    results = [Result(
+        scenario="durable", name="1 flow, per suspension", value=1e6 / one.per_second,
+        unit="µs", baseline=1e6 / raw.per_second, baseline_name="raw commit",
+        target="<= 1.5x", met=one.per_second * 1.5 >= raw.per_second, flows=1)]
+    for n, (ours, naive) in rows.items():
+        at_target = n == 1000
+        results.append(Result(
+            scenario="durable", name=f"{n:,} flow{'s' if n > 1 else ''}",
+            value=ours.per_second, unit="/s", baseline=naive.per_second,
+            baseline_name="naive dill",
+            target=">= 50,000/s" if at_target else None,
+            met=ours.per_second >= 50_000 if at_target else None, flows=n))
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="durable suspensions per second")
-    parser.add_argument("--flows", type=int, nargs="+", default=[1, 1000])
-    parser.add_argument("--round-trips", type=int, default=2000)
+    parser.add_argument("--flows", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--round-trips", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
     try:
-        raw = raw_commits(base, args.round_trips)
-        rows = [raw]
-        for flows in args.flows:
-            trips = max(args.round_trips, 10 * flows)
-            rows.append(fibers_suspensions(base / f"f{flows}", flows, trips, naive=False))
-            rows.append(fibers_suspensions(base / f"n{flows}", flows, trips, naive=True))
+        raw, by_flows = measure(base, args.flows, args.round_trips, rounds=args.rounds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     table = Table(title="Durable suspensions (fsync on)")
     for column in ("workload", "suspensions/s", "µs each", "vs raw commit"):
         table.add_column(column, justify="right")
-    for row in rows:
+    for row in [raw, *(figure for pair in by_flows.values() for figure in pair)]:
         table.add_row(row.name, f"{row.per_second:,.0f}", f"{1e6 / row.per_second:,.1f}",
                       f"{raw.per_second / row.per_second:.2f}x the cost")
     Console().print(table)

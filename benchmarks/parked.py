@@ -7,7 +7,8 @@ messages dropped from the in-memory network so that only the flows are counted. 
 time to build a new node on the same storage: load every checkpoint, replay each flow to its
 suspension and verify it against its snapshot, and queue the unacknowledged messages again.
 
-Run: ``python -m benchmarks.parked [--flows N]``
+Run: ``python -m benchmarks.parked [--flows N]``, or as part of ``fibers bench memory restore``
+(one measurement serves both scenarios).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._report import Result
 from benchmarks.roundtrip import PingMany
 from fibers._identity import NodeIdentity
 from fibers._node import NetworkMap, Node
@@ -65,6 +67,25 @@ def measure(base: Path, flows: int) -> tuple[float, float, float]:
     assert len(restored.flows()) == flows and restored.hospital() == []
     restored.stop()
     return per_flow, parked, restore
+
+
+def scenario(*, quick: bool) -> list[Result]:
+    """``fibers bench memory`` and ``restore``: 100,000 parked flows (1,000 with ``quick``)."""
+    flows = 1_000 if quick else 100_000
+    base = Path(tempfile.mkdtemp(prefix="fibers-parked-"))
+    try:
+        per_flow, parked, restore = measure(base, flows)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    full = flows >= 100_000  # the restore target is for 100,000 flows
+    return [
+        Result(scenario="memory", name=f"RSS per flow, {flows:,} parked",
+               value=per_flow / 1024, unit="KB", target="<= 4 KB", met=per_flow <= 4096),
+        Result(scenario="restore", name=f"restore {flows:,} flows", value=restore, unit="s",
+               target="<= 10 s at 100,000", met=restore <= 10 if full else None),
+        Result(scenario="restore", name=f"start + park {flows:,} flows", value=parked,
+               unit="s"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

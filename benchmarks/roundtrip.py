@@ -1,22 +1,27 @@
-"""In-memory round trips: a Fibers ping-pong flow pair vs an asyncio queue ping-pong.
+"""In-memory round trips: a Fibers ping-pong flow pair vs an asyncio queue ping-pong and a
+thread-per-flow queue ping-pong.
 
-Both sides run in this process, one after the other, on the same payloads, so the ratio between
+All three run in this process, one after the other, on the same payloads, so the ratio between
 them is what to read (absolute figures depend on the machine). Durability is off: this measures
 the engine (greenlet switches, session routing, wire encoding) and the in-memory transport.
 
-Run: ``python -m benchmarks.roundtrip [--round-trips N] [--flows N]``
+Run: ``python -m benchmarks.roundtrip [--round-trips N] [--flows N]``, or as part of
+``fibers bench roundtrip``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
+import threading
 import time
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._report import Result as BenchResult
 from fibers import FlowLogic, Party, initiated_by, initiating_flow, suspendable
 from fibers.testing import MockNetwork
 
@@ -47,7 +52,7 @@ class PongMany(FlowLogic[None]):
 
 
 @dataclass(frozen=True)
-class Result:
+class Figure:
     name: str
     round_trips: int
     seconds: float
@@ -61,7 +66,7 @@ class Result:
         return self.seconds / self.round_trips * 1e6
 
 
-def fibers_round_trips(round_trips: int, flows: int) -> Result:
+def fibers_round_trips(round_trips: int, flows: int) -> Figure:
     """``flows`` concurrent ping-pong pairs doing ``round_trips`` in total."""
     with MockNetwork(record_transcript=False, durable=False) as network:
         alice, bob = network.create_node("Alice"), network.create_node("Bob")
@@ -71,10 +76,10 @@ def fibers_round_trips(round_trips: int, flows: int) -> Result:
         network.run_network()
         elapsed = time.perf_counter() - start
         assert all(h.result.result(timeout=0) == sum(range(per_flow)) for h in handles)
-    return Result(f"fibers ({flows} flow pairs)", per_flow * flows, elapsed)
+    return Figure(f"fibers ({flows} flow pairs)", per_flow * flows, elapsed)
 
 
-def asyncio_round_trips(round_trips: int, flows: int) -> Result:
+def asyncio_round_trips(round_trips: int, flows: int) -> Figure:
     """The same shape with asyncio tasks and queues."""
 
     async def ping(out: asyncio.Queue[int], back: asyncio.Queue[int], n: int) -> int:
@@ -101,7 +106,59 @@ def asyncio_round_trips(round_trips: int, flows: int) -> Result:
         return elapsed
 
     per_flow = round_trips // flows
-    return Result(f"asyncio queues ({flows} task pairs)", per_flow * flows, asyncio.run(main()))
+    return Figure(f"asyncio queues ({flows} task pairs)", per_flow * flows, asyncio.run(main()))
+
+
+def thread_round_trips(round_trips: int, flows: int) -> Figure:
+    """The same shape with one thread per flow and ``queue.Queue`` between each pair."""
+    per_flow = round_trips // flows
+    totals: list[int] = []
+
+    def ping(out: queue.Queue[int], back: queue.Queue[int]) -> None:
+        total = 0
+        for i in range(per_flow):
+            out.put(i)
+            total += back.get()
+        out.put(-1)
+        totals.append(total)  # list.append is atomic under the GIL
+
+    def pong(inbox: queue.Queue[int], out: queue.Queue[int]) -> None:
+        while (n := inbox.get()) >= 0:
+            out.put(n)
+
+    pairs = [(queue.Queue[int](), queue.Queue[int]()) for _ in range(flows)]
+    threads = [threading.Thread(target=ping, args=pair) for pair in pairs]
+    threads += [threading.Thread(target=pong, args=pair) for pair in pairs]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    assert totals == [sum(range(per_flow))] * flows
+    return Figure(f"threads + queues ({flows} thread pairs)", per_flow * flows, elapsed)
+
+
+def measure(round_trips: int, flows: int) -> tuple[Figure, Figure, Figure]:
+    """(fibers, asyncio, threads) doing the same round trips with ``flows`` concurrent pairs."""
+    return (fibers_round_trips(round_trips, flows), asyncio_round_trips(round_trips, flows),
+            thread_round_trips(round_trips, flows))
+
+
+def scenario(*, quick: bool) -> list[BenchResult]:
+    """``fibers bench roundtrip``: µs per round trip at 1 and 100 pairs, vs both baselines."""
+    results = []
+    for flows in (1, 100):
+        ours, asyncio_, threads = measure(1_000 if quick else 20_000, flows)
+        pairs = f"{flows} pair{'s' if flows > 1 else ''}"
+        results.append(BenchResult(
+            scenario="roundtrip", name=pairs, value=ours.micros, unit="µs",
+            baseline=asyncio_.micros, baseline_name="asyncio", target="<= 2x",
+            met=ours.micros <= 2 * asyncio_.micros, flows=flows))
+        results.append(BenchResult(
+            scenario="roundtrip", name=pairs, value=ours.micros, unit="µs",
+            baseline=threads.micros, baseline_name="threads", flows=flows))
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,14 +166,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--round-trips", type=int, default=20_000)
     parser.add_argument("--flows", type=int, default=1)
     args = parser.parse_args(argv)
-    ours = fibers_round_trips(args.round_trips, args.flows)
-    baseline = asyncio_round_trips(args.round_trips, args.flows)
+    figures = measure(args.round_trips, args.flows)
+    baseline = figures[1]
     table = Table(title="In-memory round trips (durability off)")
     for column in ("implementation", "round trips/s", "µs per round trip", "vs asyncio"):
         table.add_column(column, justify="right")
-    for result in (ours, baseline):
-        table.add_row(result.name, f"{result.per_second:,.0f}", f"{result.micros:.1f}",
-                      f"{result.micros / baseline.micros:.2f}x")
+    for figure in figures:
+        table.add_row(figure.name, f"{figure.per_second:,.0f}", f"{figure.micros:.1f}",
+                      f"{figure.micros / baseline.micros:.2f}x")
     Console().print(table)
 
 

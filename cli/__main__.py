@@ -9,6 +9,8 @@ from typing import NoReturn
 
 from rich.console import Console
 
+from cli._bench import add_bench_arguments
+
 
 class _Parser(argparse.ArgumentParser):
     """Argument errors are one line on stderr and exit status 2, with no usage dump."""
@@ -64,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="pause between two network events while watching (default 0.05)")
     shell.add_argument("--debug", action="store_true",
                        help="show the traceback of a failing command")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark scenarios, each beside its baseline measured in the same run",
+        description="Measure Fibers beside its baselines and peers in one run; print the ratios.",
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -88,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_shell(console, ShellOptions(embedded=args.embedded, node=args.node,
                                                base_dir=args.dir, debug=args.debug,
                                                pace=args.pace))
+    if args.command == "bench":
+        from cli._bench import BenchOptions, run_bench
+
+        return run_bench(console, BenchOptions.from_namespace(args))
     return 2
 
 
