@@ -1,3 +1,4 @@
+
 """The cash flows: issue cash to ourselves, pay it to another party, and exit it as its issuer.
 
 Each flow builds its transaction with the pure functions of ``finance._selection`` and
@@ -12,6 +13,7 @@ shared with the commercial paper and trade flows.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,7 +133,7 @@ def new_builder(flow: FlowLogic[Any], notary: Party | None = None) -> Transactio
 # ----- the flows -------------------------------------------------------------------------------
 
 
-class _FinalisingFlow(FlowLogic[SignedTransaction]):
+class _FinalisingFlow(FlowLogic[SignedTransaction], ABC):
     """What the issue, payment and exit flows share: generate a transaction (``_generate``),
     sign it with this node's keys and finalise it (also to ``_recipients()``)."""
 
@@ -155,8 +157,9 @@ class _FinalisingFlow(FlowLogic[SignedTransaction]):
         advance(self, self.FINALISING)
         return stx
 
+    @abstractmethod
     def _generate(self) -> TransactionBuilder:
-        raise NotImplementedError
+        """The unsigned transaction this flow finalises."""
 
     def _recipients(self) -> Sequence[Party]:
         return ()
