@@ -704,6 +704,10 @@ class Node:
         for fiber in [*self._flows.values(), *self._hospital_fibers.values()]:
             fiber.abandon()
         self._flows.clear()
+        self._hospital_fibers.clear()
+        self._sessions.clear()
+        self._timers.clear()
+        self._event_waiters.clear()
         self._runnable.clear()
         self._pending.clear()
         self._after.clear()

@@ -241,6 +241,7 @@ def retry_flow(node: Node, run_id: StateMachineRunId) -> bool:
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
         unroute(node, old)
+        old.abandon()
     node._retries.pop(run_id, None)
     stored = node.checkpoints.load_flow(run_id)
     if stored.status == "HOSPITALIZED" and stored.flow is not None:
@@ -258,6 +259,7 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
         unroute(node, old)
+        old.abandon()
     if not node.durable:
         return
     stored = node.checkpoints.load_flow(run_id)
@@ -272,6 +274,7 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
         old = node._hospital_fibers.pop(run_id, None)
         if old is not None:
             unroute(node, old)
+            old.abandon()
     node._pending.append((None, lambda txn: node.checkpoints.delete_flow(txn, run_id)))
     node._commit()
 

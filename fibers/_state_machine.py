@@ -179,6 +179,8 @@ class FlowStateMachine:
                 "a flow suspended outside its own greenlet; was IO attempted from a thread or "
                 "callback instead of from the flow's call()?"
             )
+        if self.abandoned:  # e.g. a `finally:` doing IO while an abandoned flow unwinds
+            raise GreenletExit
         if self.replaying:
             self._diverged(
                 f"the code suspended ({describe_wait(wait)}) while its journal still holds "
@@ -567,9 +569,16 @@ class FlowStateMachine:
         return bool(self._greenlet) or self._greenlet.dead
 
     def abandon(self) -> None:
-        """Drop this flow's greenlet without any further effect (node stop, hospital)."""
+        """Drop this flow without any further effect on the node (node stop, a step that could
+        not be stored, a parked flow leaving the hospital), and end its greenlet so that its
+        frames are freed: a suspended greenlet in a reference cycle is never collected."""
         self.abandoned = True
         self.outbox = []
+        running = self._greenlet
+        if running and getcurrent() is not running:  # started, not dead, not ourselves
+            running.parent = getcurrent()
+            running.throw(GreenletExit)  # unwinds the flow's frames; _run returns quietly
+            self.outbox = []
 
     def take_outbox(self) -> list[tuple[Party, SessionMessage]]:
         """The messages produced since the last call, in order."""

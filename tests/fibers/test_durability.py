@@ -569,3 +569,25 @@ def test_messages_for_a_flow_parked_before_a_restart_are_kept_for_its_retry(
     assert alice.flows() == [] and alice.hospital() == []
     assert flags.answers == ["apple", "banana"]
     _assert_no_checkpoints(mock_network)
+
+
+def test_a_stopped_node_frees_its_suspended_flows() -> None:
+    """Suspended greenlets in reference cycles are never collected: stop must end them."""
+    import gc
+
+    from fibers._state_machine import FlowStateMachine
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, FlowStateMachine) for o in gc.get_objects())
+
+    before = alive()
+    with MockNetwork() as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        for _ in range(20):
+            alice.start_flow(Collect(bob.party))
+        network.run_network(max_messages=3)
+        assert alive() - before >= 20
+        network.stop_node(alice)
+        network.stop_node(bob)
+    assert alive() == before
