@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -13,18 +10,6 @@ from fibers._node import Node
 from fibers._storage import CorruptRecordError, Txn
 from ledger import KeyManagementService, SignaturesMissingException, public_key_bytes, verify
 from ledger.testing import DummyState, MockNetwork, issue_for_test
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[MockNetwork]:
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
-    try:
-        yield network
-    finally:
-        network.stop_nodes()
 
 
 def keys_of(node: Node) -> KeyManagementService:

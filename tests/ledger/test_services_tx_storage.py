@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,6 @@ from ledger.testing import (
     record_for_test,
     sign_for_test,
 )
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[MockNetwork]:
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
-    try:
-        yield network
-    finally:
-        network.stop_nodes()
 
 
 def unrecorded_issue(node: Node, *magics: int, notary: Party) -> SignedTransaction:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -20,18 +18,6 @@ from ledger.testing import MockNetwork
 NOON = datetime(2024, 1, 2, 12, tzinfo=UTC)
 TX1, TX2, TX3 = (SecureHash.sha256(name) for name in (b"tx1", b"tx2", b"tx3"))
 A, B, C = (StateRef(SecureHash.sha256(b"issue"), i) for i in range(3))
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[MockNetwork]:
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
-    try:
-        yield network
-    finally:
-        network.stop_nodes()
 
 
 def uniqueness_of(node: Node) -> Uniqueness:

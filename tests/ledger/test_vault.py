@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
 
 from fibers import Party, serializable
 from fibers._node import Node
@@ -41,18 +37,6 @@ class _Sign(CommandData):
 
 
 UNVERIFIED = "tests.ledger.test_vault:Unverified"
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[MockNetwork]:
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
-    try:
-        yield network
-    finally:
-        network.stop_nodes()
 
 
 def vault_of(node: Node) -> VaultService:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,18 +23,6 @@ from ledger import (
     VaultService,
 )
 from ledger.testing import DummyState, MockNetwork, issue_for_test, spend_for_test
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[MockNetwork]:
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
-    try:
-        yield network
-    finally:
-        network.stop_nodes()
 
 
 def vault_of(node: Node) -> VaultService:
