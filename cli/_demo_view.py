@@ -70,23 +70,29 @@ class DemoView:
         self.views = {name: FlowTreesView(spinner="dots") for name in ("SellerBank", "BuyerBank")}
         self.shown: dict[str, ProgressTracker] = {}
         self.events: list[str] = []
+        self._drawn_at = 0.0
         self.live = Live(console=console, auto_refresh=False, transient=False,
                          vertical_overflow="visible")
 
     def __enter__(self) -> DemoView:
         self.live.__enter__()
-        self.tick()
+        self.tick(force=True)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.tick()
+        self.tick(force=True)
         self.live.__exit__(kind, exc, tb)
 
-    def tick(self) -> None:
-        """Pick up new or restored flows and redraw."""
+    def tick(self, *, force: bool = False) -> None:
+        """Pick up new or restored flows and redraw (at most every 50 ms unless ``force``:
+        with many trades a redraw per message would cost more than the trades)."""
+        now = time.monotonic()
+        if not force and now - self._drawn_at < 0.05:
+            return
+        self._drawn_at = now
         for node, run_id, title, tracker in self.watcher.refresh():
             if self.shown.get(run_id) is not tracker:
                 view = self.views[node]
@@ -99,7 +105,7 @@ class DemoView:
     def event(self, text: str) -> None:
         """Add a line to the event log."""
         self.events.append(text)
-        self.tick()
+        self.tick(force=True)
 
     def hold(self, seconds: float) -> None:
         """Keep the screen as it is (animating) for ``seconds``, e.g. while a node is down."""
@@ -112,7 +118,7 @@ class DemoView:
         """Show where every flow is parked when ``down`` stops."""
         for node, flow, run_id, where in rows:
             self.events.append(f"  {node} {flow} {run_id}: parked at {where}")
-        self.tick()
+        self.tick(force=True)
 
     def _render(self) -> RenderableType:
         grid = Table.grid(expand=True, padding=(0, 2))
