@@ -111,12 +111,16 @@ class Step:
         self.__dict__.setdefault("_home", None)
 
     def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
         if not isinstance(other, Step):
             return NotImplemented
         return type(self) is type(other) and self._id == other._id
 
     def __hash__(self) -> int:
-        return hash((type(self), self._id))
+        # Equal steps have equal ids, so hashing the id alone is consistent with __eq__; a str
+        # caches its own hash, which makes this cheap in the trackers' dict lookups.
+        return hash(self._id)
 
     def __repr__(self) -> str:
         id_part = "" if self._id == self._label else f", id={self._id!r}"
@@ -187,10 +191,30 @@ class _Streams:
         self.index: Stream[int] = Stream()
         self.last_tree: list[tuple[int, str]] | None = None
         self.last_index = -1
+        # The tracker's _Flat that last_tree was compared against: while the tracker still holds
+        # that very object, its tree cannot have changed and the comparison is skipped.
+        self.seen_flat: _Flat | None = None
 
     def end(self, error: BaseException | None) -> None:
         for stream in (self.changes, self.tree, self.index):
             stream.complete() if error is None else stream.fail(error)
+
+
+class _Flat:
+    """A tracker's flattened tree, cached until a Structural or Rendering passes through it.
+
+    ``entries`` are the ``(depth, step, tracker)`` rows of the tree, ``tree`` their
+    ``(depth, label)`` pairs; ``positions`` maps ``(id(tracker), index of the step in
+    tracker._steps)`` to the row listing it (keyed by tracker identity: the same Step may appear
+    in a parent and in its child).
+    """
+
+    __slots__ = ("entries", "positions", "tree")
+
+    def __init__(self, rows: list[tuple[int, int, ProgressTracker]]) -> None:
+        self.entries = [(depth, tracker._steps[i], tracker) for depth, i, tracker in rows]
+        self.tree = [(depth, step.label) for depth, step, _ in self.entries]
+        self.positions = {(id(tracker), i): row for row, (_, i, tracker) in enumerate(rows)}
 
 
 class ProgressTracker:
@@ -228,6 +252,7 @@ class ProgressTracker:
         self._parent: ProgressTracker | None = None
         self._error: BaseException | None = None
         self._streams: _Streams | None = _Streams()
+        self._flat: _Flat | None = None
         self._register_with_steps()
         self._refresh()
 
@@ -419,38 +444,46 @@ class ProgressTracker:
     @property
     def all_steps(self) -> list[tuple[int, Step]]:
         """The flattened tree as ``(depth, step)`` pairs (see the module docstring)."""
-        return [(depth, step) for depth, step, _ in self._flatten()]
+        return [(depth, step) for depth, step, _ in self._flattened().entries]
 
     @property
     def steps_tree(self) -> list[tuple[int, str]]:
         """The flattened tree as ``(depth, label)`` pairs."""
-        return [(depth, step.label) for depth, step, _ in self._flatten()]
+        return list(self._flattened().tree)
 
     @property
     def steps_tree_index(self) -> int:
         """Position in :attr:`all_steps` of the deepest current step listed there, or -1."""
-        return self._tree_and_index()[1]
+        return self._tree_index(self._flattened())
 
-    def _flatten(self, depth: int = 0) -> Iterator[tuple[int, Step, ProgressTracker]]:
-        for step in self._steps:
+    def _flatten(self, depth: int = 0) -> Iterator[tuple[int, int, ProgressTracker]]:
+        """The rows of the flattened tree as ``(depth, index in tracker._steps, tracker)``."""
+        for i, step in enumerate(self._steps):
             if step == self.UNSTARTED or (depth > 0 and step in (self.STARTING, self.DONE)):
                 continue
-            yield depth, step, self
+            yield depth, i, self
             child = self._children.get(step)
             if child is not None:
                 yield from child._flatten(depth + 1)
 
-    def _tree_and_index(self) -> tuple[list[tuple[int, str]], int]:
-        flat = list(self._flatten())
-        # Keyed by tracker identity: the same Step may appear in a parent and in its child.
-        positions = {(id(tracker), step): i for i, (_, step, tracker) in enumerate(flat)}
+    def _flattened(self) -> _Flat:
+        """The flattened tree, recomputed only after a Structural or Rendering invalidated it."""
+        flat = self._flat
+        if flat is None:
+            flat = self._flat = _Flat(list(self._flatten()))
+        return flat
+
+    def _tree_index(self, flat: _Flat) -> int:
+        """The row of the deepest current step listed in ``flat`` (this tracker's), or -1."""
+        positions = flat.positions
         index = -1
         tracker: ProgressTracker | None = self
         while tracker is not None:
-            step = tracker.current_step
-            index = positions.get((id(tracker), step), index)
-            tracker = tracker._children.get(step)
-        return [(depth, step.label) for depth, step, _ in flat], index
+            index = positions.get((id(tracker), tracker._index), index)
+            tracker = (
+                tracker._children.get(tracker._steps[tracker._index]) if tracker._children else None
+            )
+        return index
 
     def _live_streams(self) -> _Streams:
         if self._streams is None:  # restored from a checkpoint: seed from the current state
@@ -472,8 +505,11 @@ class ProgressTracker:
 
     def _emit(self, change: Change, *, refresh: bool = True) -> None:
         """Publish ``change`` on this tracker and every ancestor, refreshing their trees."""
+        structural = not isinstance(change, Position)
         tracker: ProgressTracker | None = self
         while tracker is not None:
+            if structural:  # children or labels changed: this tree and every ancestor's
+                tracker._flat = None
             streams = tracker._live_streams()
             if not streams.changes.has_ended:
                 streams.changes.publish(change)
@@ -485,10 +521,14 @@ class ProgressTracker:
         streams = self._live_streams()
         if streams.tree.has_ended:
             return
-        tree, index = self._tree_and_index()
-        if tree != streams.last_tree:
-            streams.last_tree = tree
-            streams.tree.publish(tree)
+        flat = self._flattened()
+        if flat is not streams.seen_flat:
+            streams.seen_flat = flat
+            if flat.tree != streams.last_tree:
+                tree = list(flat.tree)
+                streams.last_tree = tree
+                streams.tree.publish(tree)
+        index = self._tree_index(flat)
         if index != streams.last_index:
             streams.last_index = index
             streams.index.publish(index)
@@ -503,10 +543,12 @@ class ProgressTracker:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_streams"] = None
+        state.pop("_flat", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._flat = None
         self._register_with_steps()
 
     # -- rendering --------------------------------------------------------------------------
