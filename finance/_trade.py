@@ -76,6 +76,7 @@ from ledger import (
 )
 from ledger._crypto import PUBLIC_KEY_SIZE
 from ledger._resolution import checked_transaction, state_resolver
+from ledger._tx_flows import remember_own_signatures
 
 __all__ = [
     "AssetMismatchException", "SellerStarter", "SellerTradeInfo", "TradeCommitted",
@@ -166,6 +167,13 @@ def _check_proposal(
                             f"{Amount(received, price.token)}, not the price of {price}")
 
 
+def _finality(signed: SignedTransaction) -> FinalityFlow:
+    """Finality for the seller's signed transaction: every signature on it was verified on
+    receipt (the buyer's, in ``Seller._check_signatures``) or made by the seller itself, so
+    finality need not verify them again."""
+    return FinalityFlow(signed, verified_signatures=signed.sigs)
+
+
 def _check_source(received: object, asset: StateAndRef[OwnableState]) -> SignedTransaction:
     """``received`` as the transaction that created ``asset``, or a ``FlowException``."""
     stx = checked_transaction(received)
@@ -220,7 +228,7 @@ class TwoPartyTradeFlow:
         def call(self) -> SignedTransaction:
             # Nested calls instead of locals: every local of a suspended frame is checkpointed
             # again at each suspension, and finality suspends several times.
-            final = self.sub_flow(FinalityFlow(self._signed_proposal()))
+            final = self.sub_flow(_finality(self._signed_proposal()))
             self.send(self.other_party, TradeCommitted(final.id))
             return final
 
@@ -385,7 +393,11 @@ class TwoPartyTradeFlow:
 
         def _propose(self, offer: SellerTradeInfo) -> SignedTransaction:
             builder = self._build_proposal(offer)
-            return sign_as_ours(self, builder.to_signed_transaction([]))
+            signed = sign_as_ours(self, builder.to_signed_transaction([]))
+            # Made here, so this node need not verify them when the seller's finality sends
+            # the transaction back (ReceiveFinalityFlow recognises them by value).
+            remember_own_signatures(self, signed.id, signed.sigs)
+            return signed
 
         def _build_proposal(self, offer: SellerTradeInfo) -> TransactionBuilder:
             """The asset and our cash (soft-locked) in; the asset to us, the price to the

@@ -14,6 +14,7 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
+from ledger._crypto import DigitalSignature
 from ledger._notary_flows import NotaryFlow
 from ledger._resolution import state_resolver
 from ledger._transactions import LedgerTransaction, SignedTransaction
@@ -27,6 +28,11 @@ __all__ = ["FinalityFlow", "ReceiveFinalityFlow"]
 class FinalityFlow(FlowLogic[SignedTransaction]):
     """Finalise ``stx``, which must carry every signature but the notary's, and return it with
     the notary's signature.
+
+    ``verified_signatures`` are signatures of ``stx`` the caller verified itself earlier in
+    its flow, or produced with this node's own keys: their Ed25519 check is not repeated here
+    (they still count towards the required signers). Pass only such signatures, never one
+    received from a peer and not yet verified.
 
     Verifies ``stx`` (signatures but the notary's, contracts) against this node's storage,
     notarises it if it has inputs or a time window and lacks the notary's signature, records it
@@ -43,9 +49,10 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
     RECORDING = Step("Recording the transaction locally")
     BROADCASTING = Step("Broadcasting the transaction to participants")
 
-    def __init__(self, stx: SignedTransaction, extra_recipients: Iterable[Party] = frozenset()
-                 ) -> None:
+    def __init__(self, stx: SignedTransaction, extra_recipients: Iterable[Party] = frozenset(),
+                 *, verified_signatures: Iterable[DigitalSignature] = ()) -> None:
         self.stx = stx
+        self.verified_signatures = frozenset(verified_signatures)
         self.extra_recipients = frozenset(extra_recipients)
         self.progress_tracker = ProgressTracker(
             self.VERIFYING, self.NOTARISING, self.RECORDING, self.BROADCASTING)
@@ -59,13 +66,17 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
         tracker.current_step = self.VERIFYING
         notary = stx.tx.notary
         notary_keys = frozenset() if notary is None else {notary.owning_key}
-        ltx = stx.verify(state_resolver(storage), notary_keys)
+        ltx = stx.verify(state_resolver(storage), notary_keys,
+                         already_checked=self.verified_signatures)
         if notary is not None and notary.owning_key in stx.missing_signers:
             tracker.current_step = self.NOTARISING
+            # NotaryFlow.Client returns only signatures it checked: the notary's, valid.
             notary_sigs = self.sub_flow(NotaryFlow.Client(stx))
             stx = stx.with_additional_signatures(notary_sigs)
         tracker.current_step = self.RECORDING
-        stx.verify_signatures()
+        # Every signature now on stx was verified above or by NotaryFlow.Client: what is left
+        # to check is that no required signer is missing (the notary's signature included).
+        stx.verify_signatures(already_checked=stx.sigs)
         storage.record(stx)
         tracker.current_step = self.BROADCASTING
         for party in self._recipients(ltx):

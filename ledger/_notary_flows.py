@@ -231,7 +231,9 @@ class NotaryServiceFlow(FlowLogic[None]):
         storage: TransactionStorage = self.service_hub.validated_transactions
         try:
             resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
-            stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), own)
+            # The signatures were all verified above: only resolution and contracts are left.
+            stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), own,
+                       already_checked=stx.sigs)
         except (TransactionVerificationException, ResolutionException) as exc:
             _invalid(tx_id, str(exc), exc)
         return stx.tx.inputs

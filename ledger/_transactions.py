@@ -233,9 +233,16 @@ class SignedTransaction:
     def verify_signatures(
         self, except_keys: Collection[bytes] = frozenset(), *,
         key_names: Mapping[bytes, str] | None = None,
+        already_checked: Collection[DigitalSignature] = frozenset(),
     ) -> None:
         """Check every signature is valid over ``id`` and every required key except
         ``except_keys`` signed.
+
+        ``already_checked`` names signatures (compared by value: key and bytes) the caller
+        knows to be valid over this transaction's id because it verified them earlier in the
+        same flow or produced them itself: their Ed25519 verification is skipped, but they
+        still count towards the required keys. Never put a signature received from a peer and
+        not yet verified there.
 
         Raises ``SignatureInvalidException`` naming the first key whose signature does not
         verify, then ``SignaturesMissingException`` naming every missing key (by party name when
@@ -246,6 +253,8 @@ class SignedTransaction:
         names = {**self.tx.key_names(), **(key_names or {})}
         data = self.id.bytes
         for sig in self.sigs:
+            if already_checked and _among(sig, already_checked):
+                continue
             if not _signature_valid(sig, data):
                 key = sig.by if isinstance(sig, DigitalSignature) else b""
                 raise SignatureInvalidException(self.id, key, describe_key(key, names.get(key)))
@@ -264,15 +273,24 @@ class SignedTransaction:
         return self.tx.to_ledger_transaction(resolve_state)
 
     def verify(
-        self, resolve_state: StateResolver, except_keys: Collection[bytes] = frozenset()
+        self, resolve_state: StateResolver, except_keys: Collection[bytes] = frozenset(), *,
+        already_checked: Collection[DigitalSignature] = frozenset(),
     ) -> LedgerTransaction:
-        """Check signatures (all required keys but ``except_keys``), resolve the inputs and run
-        the contracts; return the verified ``LedgerTransaction``. Raises the
+        """Check signatures (all required keys but ``except_keys``; the Ed25519 check of those
+        in ``already_checked`` is skipped, see ``verify_signatures``), resolve the inputs and
+        run the contracts; return the verified ``LedgerTransaction``. Raises the
         ``TransactionVerificationException`` subclass of the first check that fails."""
-        self.verify_signatures(except_keys)
+        self.verify_signatures(except_keys, already_checked=already_checked)
         ltx = self.to_ledger_transaction(resolve_state)
         ltx.verify()
         return ltx
+
+
+def _among(sig: object, checked: Collection[DigitalSignature]) -> bool:
+    try:
+        return sig in checked
+    except TypeError:  # decoded from a peer, it may hold unhashable fields: not checked
+        return False
 
 
 def _signature_valid(sig: object, data: bytes) -> bool:

@@ -8,7 +8,13 @@ until the receiver says it is done.
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Final
+
 from fibers import FlowLogic, Party, suspendable
+from ledger._crypto import DigitalSignature, SecureHash
 from ledger._resolution import (
     DataVendingFlow,
     ResolveTransactionsFlow,
@@ -18,7 +24,45 @@ from ledger._resolution import (
 from ledger._transactions import SignedTransaction
 from ledger._tx_storage import TransactionStorage
 
-__all__ = ["ReceiveTransactionFlow", "SendTransactionFlow"]
+__all__ = ["ReceiveTransactionFlow", "SendTransactionFlow", "remember_own_signatures"]
+
+_OWN_SIGNATURES_KEPT: Final = 4096
+"""Most transactions per node whose own signatures are remembered (oldest forgotten first)."""
+
+# Per node (keyed by its key management service): transaction id -> the signatures this node
+# made over it with its own keys. In memory only: after a restart, or once forgotten, the
+# signatures are verified like any other, so losing an entry costs a verification, never
+# safety.
+_own_signatures: weakref.WeakKeyDictionary[
+    Any, OrderedDict[SecureHash, frozenset[DigitalSignature]]] = weakref.WeakKeyDictionary()
+
+
+def remember_own_signatures(
+    flow: FlowLogic[Any], tx_id: SecureHash, sigs: Iterable[DigitalSignature]
+) -> None:
+    """Note that ``flow``'s node has just made ``sigs`` over ``tx_id`` with its own keys (call
+    it with signatures it produced, never with received ones). When this node later receives
+    the transaction back in ``ReceiveTransactionFlow``, a signature equal to one of these (same
+    key, same bytes) is not verified again: it is the one this node made."""
+    ours = flow.service_hub.key_management.keys()
+    made = frozenset(sig for sig in sigs if sig.by in ours)
+    if not made:
+        return
+    remembered = _own_signatures.setdefault(flow.service_hub.key_management, OrderedDict())
+    remembered[tx_id] = remembered.get(tx_id, frozenset()) | made
+    remembered.move_to_end(tx_id)
+    while len(remembered) > _OWN_SIGNATURES_KEPT:
+        remembered.popitem(last=False)
+
+
+def _own_signatures_over(flow: FlowLogic[Any], tx_id: SecureHash, *, forget: bool
+                         ) -> frozenset[DigitalSignature]:
+    remembered = _own_signatures.get(flow.service_hub.key_management)
+    if remembered is None:
+        return frozenset()
+    if forget:
+        return remembered.pop(tx_id, frozenset())
+    return remembered.get(tx_id, frozenset())
 
 
 class SendTransactionFlow(FlowLogic[None]):
@@ -49,7 +93,9 @@ class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
     without it (a proposal still being signed) the signatures present must be valid. Contracts
     are always run. ``record`` stores the verified transaction in validated storage (and so the
     vault); it defaults to ``check_sufficient_signatures``, and recording a transaction whose
-    signatures were not all checked is refused with ``ValueError``.
+    signatures were not all checked is refused with ``ValueError``. A signature this node made
+    itself over the transaction (see ``remember_own_signatures``) is recognised by value and
+    not verified again; every other signature is.
 
     Raises the ``TransactionVerificationException`` or ``ResolutionException`` that rejects the
     transaction; it reaches the sender. Inlined: uses the caller's session with ``other_side``.
@@ -74,7 +120,10 @@ class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
         stx = self.receive(self.other_side, SignedTransaction).unwrap(checked_transaction)
         resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
         unchecked = frozenset() if self.check_sufficient_signatures else stx.missing_signers
-        stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), unchecked)
+        # Signatures equal to ones this node made over this id itself need no verification.
+        ours = _own_signatures_over(self, stx.id, forget=self.record)
+        stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), unchecked,
+                   already_checked=ours)
         if self.record:
             storage.record(stx)
         return stx

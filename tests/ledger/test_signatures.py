@@ -139,3 +139,21 @@ def test_adding_signatures_keeps_order_and_drops_duplicates() -> None:
     notary_sig = sign(NOTARY_KEY, stx.id.bytes)
     more = stx.with_additional_signatures([notary_sig, notary_sig, stx.sigs[0]])
     assert more.sigs == (stx.sigs[0], notary_sig)
+
+
+def test_already_checked_signatures_skip_the_crypto_but_still_count() -> None:
+    stx = _move_to_bob()
+    forged = DigitalSignature(NOTARY.owning_key, bytes(64))
+    with_forged = stx.with_additional_signature(forged)
+    with pytest.raises(SignatureInvalidException):
+        with_forged.verify_required_signatures()
+    # Vouched for by the caller: not verified, yet it satisfies the notary's requirement.
+    with_forged.verify_signatures(already_checked={forged})
+    # Vouching for one signature does not vouch for the others, nor for missing ones.
+    stx.verify_signatures(except_keys={NOTARY.owning_key}, already_checked=set(stx.sigs))
+    with pytest.raises(SignaturesMissingException):
+        stx.verify_signatures(already_checked=set(stx.sigs))
+    tampered = dataclasses.replace(stx.sigs[0], bytes=bytes(64))
+    bad = SignedTransaction(stx.tx, (tampered, forged))
+    with pytest.raises(SignatureInvalidException):
+        bad.verify_signatures(already_checked={forged})
