@@ -17,6 +17,7 @@ a prefix scan returns one session's messages in order.
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 import types
@@ -40,7 +41,7 @@ from fibers._checkpoint import (
 from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot, decode_entry, encode_entry
-from fibers._storage import NodeStorage, Txn, journal_key
+from fibers._storage import CorruptRecordError, NodeStorage, Txn, journal_key
 
 if TYPE_CHECKING:
     from fibers._state_machine import FlowStateMachine
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 DATABASES = ("flows", "flow_status", "journal", "snapshots", "outbox", "inbox", "dedup")
 _SESSION = struct.Struct(">QB")
 _SEQ = struct.Struct(">I")
+log = logging.getLogger("fibers.node")
 
 
 def message_key(peer: str, session_id: int, to_initiator: bool, seq: int) -> bytes:
@@ -197,6 +199,10 @@ class CheckpointStore:
         with s.read() as txn:
             keys = [key for key, _ in s.prefix_items(txn, "flows", b"")]
         for key in keys:
+            if len(key) != 16:  # not written by the engine: nothing to restore it as
+                log.error("skipped a record in database 'flows' at key %s: not a run id",
+                          key.hex())
+                continue
             yield self.load_flow(StateMachineRunId(_uuid(key)))
 
     def load_flow(self, run_id: StateMachineRunId) -> StoredFlow:
@@ -244,11 +250,13 @@ class CheckpointStore:
         with s.read() as txn:
             return [(k, s.unseal("inbox", k, v)) for k, v in s.prefix_items(txn, "inbox", prefix)]
 
-    def outbox(self) -> list[tuple[bytes, bytes]]:
-        """Every unacknowledged outbound frame, in key order."""
+    def outbox(self) -> list[tuple[bytes, bytes | CorruptRecordError]]:
+        """Every unacknowledged outbound frame, in key order; a record that fails its check
+        comes as its ``CorruptRecordError`` (so one bad record does not hide the others)."""
         s = self.storage
         with s.read() as txn:
-            return [(k, s.unseal("outbox", k, v)) for k, v in s.prefix_items(txn, "outbox", b"")]
+            return [(k, _unseal_or_error(s, "outbox", k, v))
+                    for k, v in s.prefix_items(txn, "outbox", b"")]
 
     def seen_init(self, sender: str, session_id: int) -> bool:
         """Whether a session init from ``sender`` with this id was already accepted."""
@@ -286,6 +294,15 @@ class StepWrite:
     inbox_prefixes_done: list[bytes]
     start_record: bytes | None = None
     extra_writes: list[Callable[[Txn], object]] = field(default_factory=list)
+
+
+def _unseal_or_error(
+    s: NodeStorage, db_name: str, key: bytes, blob: bytes
+) -> bytes | CorruptRecordError:
+    try:
+        return s.unseal(db_name, key, blob)
+    except CorruptRecordError as exc:
+        return exc
 
 
 def _summarise_flow(value: object) -> Unserialisable | None:

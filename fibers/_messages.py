@@ -14,9 +14,16 @@ is the message kind; decoding validates every field's type in C and builds nothi
 Payloads travel inside as bytes already encoded by the whitelisted wire codec
 (``fibers._wire``), so a payload this node cannot decode fails the receiving flow at its
 ``receive`` rather than the node's message handling.
+
+Decoding also checks every field's range and length (``SessionId``, ``Seq``, ``ClassName``...):
+a frame a peer could send but this node could not store or route (a negative session id, a
+sequence number that does not fit the 32-bit key, a megabyte class name, invalid UTF-8) is a
+``SerializationError`` at decode, before any of it reaches routing or storage.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import msgspec
 
@@ -24,23 +31,35 @@ from fibers._errors import SerializationError
 from fibers._flow_logic import FlowInfo
 from fibers._wire import MAX_MESSAGE_SIZE
 
+SESSION_ID_LIMIT = 1 << 63
+"""Session ids are in ``0 .. 2**63 - 1`` (``Node.new_session_id`` draws 63 random bits)."""
+SEQ_LIMIT = 1 << 32
+"""Sequence numbers are in ``0 .. 2**32 - 1``: the inbox and outbox keys hold them in 4 bytes."""
+
+SessionId = Annotated[int, msgspec.Meta(ge=0, le=SESSION_ID_LIMIT - 1)]
+Seq = Annotated[int, msgspec.Meta(ge=0, lt=SEQ_LIMIT)]
+Version = Annotated[int, msgspec.Meta(ge=0, lt=1 << 31)]
+ClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+AppName = Annotated[str, msgspec.Meta(max_length=1024)]
+Reason = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+
 
 class InitialSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=0):
     """Open a session: run the responder registered for ``flow_class`` on the receiving node."""
 
-    initiator_session_id: int
-    flow_class: str
-    flow_version: int
-    app_name: str
+    initiator_session_id: SessionId
+    flow_class: ClassName
+    flow_version: Version
+    app_name: AppName
     first_payload: bytes | None
 
 
 class Confirm(msgspec.Struct, frozen=True, array_like=True, tag=1):
     """The responder started; ``flow_version`` and ``app_name`` describe what it runs."""
 
-    initiated_session_id: int
-    flow_version: int
-    app_name: str
+    initiated_session_id: SessionId
+    flow_version: Version
+    app_name: AppName
 
     @property
     def flow_info(self) -> FlowInfo:
@@ -51,7 +70,7 @@ class Confirm(msgspec.Struct, frozen=True, array_like=True, tag=1):
 class Reject(msgspec.Struct, frozen=True, array_like=True, tag=2):
     """The responder could not be started; ``message`` says why."""
 
-    message: str
+    message: Reason
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag=3):
@@ -77,9 +96,9 @@ SessionBody = Confirm | Reject | Data | ErrorEnd | End
 class ExistingSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=6):
     """A message in an open session, addressed by the initiator's session id and direction."""
 
-    session_id: int
+    session_id: SessionId
     to_initiator: bool
-    seq: int
+    seq: Seq
     body: SessionBody
 
 
@@ -88,7 +107,7 @@ class Ack(msgspec.Struct, frozen=True, array_like=True, tag=7):
     seq)`` (``to_initiator`` being the direction of the acknowledged message): the sender may
     forget them. One Ack per peer per commit carries all of that commit's acknowledgements."""
 
-    entries: list[tuple[int, bool, int]]
+    entries: list[tuple[SessionId, bool, Seq]]
 
 
 SessionMessage = InitialSessionMessage | ExistingSessionMessage
@@ -105,13 +124,13 @@ def encode_message(message: Frame) -> bytes:
 
 def decode_message(frame: bytes) -> Frame:
     """The session message in ``frame``; ``SerializationError`` naming the problem when the frame
-    is oversize or is not a well-formed session message."""
+    is oversize, is not a well-formed session message, or has a field out of its range."""
     if len(frame) > MAX_MESSAGE_SIZE:
         raise SerializationError(
             f"malformed frame: {len(frame)} bytes is over the {MAX_MESSAGE_SIZE}-byte limit"
         )
     try:
         message: Frame = _decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise SerializationError(f"malformed frame: not a session message ({exc})") from None
     return message

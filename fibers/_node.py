@@ -39,6 +39,7 @@ from fibers._flow_logic import (
     StateMachineRunId,
 )
 from fibers._identity import NodeIdentity, Party
+from fibers._inbound import REORDER_WINDOW, FrameStats
 from fibers._messages import (
     Ack,
     Confirm,
@@ -132,7 +133,14 @@ class Node:
         self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
         self._event_waiters: dict[str, set[FlowStateMachine]] = {}
         # Sessions of flows that were already parked in the hospital when the node started.
-        self._parked_routes: dict[tuple[str, int, bool], StateMachineRunId] = {}
+        # Invariant: each parked route maps to its flow and the number of the first message
+        # from the peer that flow has not processed (lower ones are duplicates, see
+        # recovery.parked_routes).
+        self._parked_routes: dict[tuple[str, int, bool], tuple[StateMachineRunId, int]] = {}
+        self.frame_stats = FrameStats()  # inbound frames dropped, by reason
+        # Stored frames to re-send to parties the network map does not know yet, by name.
+        self._awaiting_peer: dict[str, list[bytes]] = {}
+        self._stop_listening = self.network_map.on_add(self._party_added)
         self._flow_end_callbacks: list[Callable[[StateMachineRunId], object]] = []
         for name, service in (services or {}).items():
             self.services.install(name, service)
@@ -450,17 +458,43 @@ class Node:
 
     def deliver_batch(self, frames: list[tuple[Party, bytes]]) -> None:
         """Handle frames in order, then run the flows they made runnable in one round (one
-        group commit for all of them)."""
+        group commit for all of them). A frame that cannot be used is logged with its sender
+        and the reason, counted in ``frame_stats`` and dropped; the rest of the batch is
+        handled as if it had never arrived."""
         if self.stopped:
             raise RuntimeError(f"node {self.party} is stopped and cannot take messages")
         for sender, frame in frames:
-            self._handle_frame(sender, frame)
+            try:
+                self._handle_frame(sender, frame)
+            except Exception as exc:  # a bug in routing must not lose the rest of the batch
+                self.frame_stats.failed += 1
+                log.error("%s dropped a frame from %s: handling it failed", self.party, sender,
+                          exc_info=exc)
         self.run_until_idle()
+
+    def resend(self, recipient: str, frame: bytes) -> None:
+        """Send a stored, unacknowledged frame again to the party called ``recipient``. When
+        the network map does not know that party yet, the frame waits until it is added."""
+        try:
+            party = self.network_map.party(recipient)
+        except KeyError:
+            log.warning("%s will re-send to %s once the network map knows it", self.party,
+                        recipient)
+            self._awaiting_peer.setdefault(recipient, []).append(frame)
+            return
+        self._transport.send(self.party, party, frame)
+
+    def _party_added(self, party: Party) -> None:
+        frames = self._awaiting_peer.pop(party.name, None)
+        if frames and not self.stopped:
+            for frame in frames:
+                self._transport.send(self.party, party, frame)
 
     def _handle_frame(self, sender: Party, frame: bytes) -> None:
         try:
             message = decode_message(frame)
         except SerializationError as exc:
+            self.frame_stats.malformed += 1
             log.warning("%s dropped a frame from %s: %s", self.party, sender, exc)
             return
         if isinstance(message, Ack):
@@ -558,7 +592,7 @@ class Node:
         key = (initiator, message.session_id, message.to_initiator)
         routed = self._sessions.get(key)
         if routed is None and key in self._parked_routes:
-            recovery.store_for_parked(self, sender, message)
+            recovery.store_for_parked(self, sender, message, *self._parked_routes[key])
             return
         if routed is None:
             log.debug("%s dropped a message for an unknown or ended session", self.party)
@@ -568,6 +602,7 @@ class Node:
             return
         fiber, session = routed
         if session.peer != sender:
+            self.frame_stats.wrong_sender += 1
             log.warning("%s dropped a message from %s in a session with %s",
                         self.party, sender, session.peer)
             return
@@ -576,6 +611,12 @@ class Node:
                 self, sender, message.session_id, message.to_initiator, message.seq
             )
             return  # already processed: a duplicate
+        if message.seq >= session.next_recv_seq + REORDER_WINDOW:
+            # Not acknowledged: the sender keeps it and sends it again (see REORDER_WINDOW).
+            self.frame_stats.too_far_ahead += 1
+            log.warning("%s dropped message %d from %s: it is more than %d ahead of %d",
+                        self.party, message.seq, sender, REORDER_WINDOW, session.next_recv_seq)
+            return
         if message.seq > session.next_recv_seq:
             if session.out_of_order is None:
                 session.out_of_order = {}
@@ -701,6 +742,8 @@ class Node:
         if self.stopped:
             return
         self.stopped = True
+        self._stop_listening()
+        self._awaiting_peer.clear()
         for fiber in [*self._flows.values(), *self._hospital_fibers.values()]:
             fiber.abandon()
         self._flows.clear()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import gc
 import heapq
 import logging
+import struct
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from fibers._checkpoint_store import StoredFlow, message_key, session_prefix
+from fibers._checkpoint_store import StoredFlow, message_key, session_prefix, split_message_key
 from fibers._flow_logic import FlowInfo, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import describe_wait
@@ -24,9 +25,10 @@ from fibers._messages import (
     decode_message,
     encode_message,
 )
+from fibers._errors import SerializationError
 from fibers._node_types import FlowSummary, HospitalEntry
 from fibers._state_machine import FlowStateMachine, class_name
-from fibers._storage import Txn
+from fibers._storage import CorruptRecordError, Txn
 
 if TYPE_CHECKING:
     from fibers._node import Node
@@ -95,13 +97,27 @@ def restore_all(node: Node) -> None:
         if collecting:
             gc.enable()
     for key, frame in node.checkpoints.outbox():
-        recipient = key.partition(b"\0")[0].decode()
-        try:
-            party = node.network_map.party(recipient)
-        except KeyError:
-            log.warning("%s cannot re-send to unknown party %s", node.party, recipient)
-            continue
-        node._transport.send(node.party, party, frame)
+        if isinstance(frame, CorruptRecordError):
+            outbox_record_corrupt(node, key, frame)
+        else:
+            node.resend(split_message_key(key)[0], frame)
+    node.run_until_idle()
+
+
+def outbox_record_corrupt(node: Node, key: bytes, error: CorruptRecordError) -> None:
+    """An unacknowledged message can no longer be re-sent: the flow that sent it (when it is
+    running) goes to the hospital naming the record, since its peer may wait for it forever;
+    the record stays for the operator to inspect."""
+    log.error("%s cannot re-send an outbox record: %s", node.party, error)
+    try:
+        peer, session_id, to_initiator, _ = split_message_key(key)
+    except (ValueError, struct.error):
+        return
+    # We sent it to the initiator: we are the responder, routed under the peer's name.
+    initiator = peer if to_initiator else node.party.name
+    routed = node._sessions.get((initiator, session_id, not to_initiator))
+    if routed is not None:
+        hospitalise_restored(node, routed[0], f"outbox record unreadable: {error}")
 
 
 def restore(node: Node, stored: StoredFlow) -> None:
@@ -109,8 +125,8 @@ def restore(node: Node, stored: StoredFlow) -> None:
     if stored.flow is None or stored.status == "HOSPITALIZED" or stored.start is None:
         diagnosis = stored.diagnosis or "hospitalised before the restart"
         node._hospital[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class, diagnosis)
-        for key in parked_routes(node, stored):
-            node._parked_routes[key] = stored.run_id
+        for key, floor in parked_routes(node, stored).items():
+            node._parked_routes[key] = (stored.run_id, floor)
         return
     start = stored.start
     fiber = FlowStateMachine(node, stored.run_id, stored.flow)
@@ -128,21 +144,43 @@ def restore(node: Node, stored: StoredFlow) -> None:
     node._schedule(fiber)
 
 
-def parked_routes(node: Node, stored: StoredFlow) -> list[tuple[str, int, bool]]:
+def parked_routes(node: Node, stored: StoredFlow) -> dict[tuple[str, int, bool], int]:
     """The routing keys of the sessions a parked flow had, read from its records, so that
-    messages for it are still stored (for a retry) rather than dropped."""
-    keys = [
-        (node.party.name, int(entry[3]), True)
-        for entry in stored.journal
-        if entry[0] == "open" and len(entry) > 3 and isinstance(entry[3], int)
-    ]
+    messages for it are still stored (for a retry) rather than dropped; each with the number
+    of the first message from the peer the flow has not processed (one past the last ``recv``
+    its journal holds for that session), below which a message is a duplicate."""
+    routes: dict[tuple[str, int, bool], int] = {}
+    current: dict[tuple[object, object], tuple[str, int, bool]] = {}  # (owner, peer) -> route
     if stored.start is not None and stored.start.peer is not None:
-        keys.append((stored.start.peer.name, stored.start.session_id, False))
-    return keys
+        key = (stored.start.peer.name, stored.start.session_id, False)
+        routes[key] = 0
+        current[(0, stored.start.peer.name)] = key
+    for entry in stored.journal:
+        if entry[0] == "open" and len(entry) > 3 and isinstance(entry[3], int):
+            key = (node.party.name, entry[3], True)
+            routes[key] = 0
+            current[(entry[1], entry[2])] = key
+        elif entry[0] == "recv" and len(entry) > 4 and isinstance(entry[4], int):
+            owned = current.get((entry[1], entry[2]))
+            if owned is not None:
+                routes[owned] = max(routes[owned], entry[4] + 1)
+    return routes
 
 
-def store_for_parked(node: Node, sender: Party, message: ExistingSessionMessage) -> None:
-    """Keep a message for a parked flow in the inbox; its retry picks it up."""
+def store_for_parked(
+    node: Node,
+    sender: Party,
+    message: ExistingSessionMessage,
+    run_id: StateMachineRunId,
+    floor: int,
+) -> None:
+    """Keep a message for the parked flow ``run_id`` in the inbox; its retry picks it up. A
+    message numbered below ``floor`` was processed before the flow was parked: it is a
+    duplicate, acknowledged and not stored (a retry would process it again)."""
+    if message.seq < floor:
+        log.debug("%s dropped duplicate %d for parked flow %s", node.party, message.seq, run_id)
+        ack_after_commit(node, sender, message.session_id, message.to_initiator, message.seq)
+        return
     key = message_key(sender.name, message.session_id, message.to_initiator, message.seq)
     frame = encode_message(message)
     store = node.checkpoints.storage
@@ -152,26 +190,49 @@ def store_for_parked(node: Node, sender: Party, message: ExistingSessionMessage)
 
 def forget_parked_routes(node: Node, run_id: StateMachineRunId) -> None:
     """The flow left the hospital: its sessions route normally again (or not at all)."""
-    for key in [k for k, owner in node._parked_routes.items() if owner == run_id]:
+    for key in [k for k, (owner, _) in node._parked_routes.items() if owner == run_id]:
         del node._parked_routes[key]
 
 
 def refeed(node: Node, fiber: FlowStateMachine) -> None:
-    """Give a restored flow the messages that had arrived but were not consumed."""
+    """Give a restored flow the messages that had arrived but were not consumed. A stored
+    message that fails its check (or does not decode) sends the flow to the hospital, naming
+    the record; other flows are not affected."""
     for session in list(fiber.sessions.values()):
         prefix = session_prefix(session.peer.name, session.session_id, session.we_initiated)
         last = session.next_recv_seq - 1
         # Invariant: the inbox holds exactly the messages of this session that were
         # received and not consumed (data), plus its control messages (confirm, end, error).
         applied = False
-        for _, frame in node.checkpoints.inbox(prefix):
-            message = decode_message(frame)
-            if isinstance(message, ExistingSessionMessage):
-                session.apply(message.seq, message.body)
-                last, applied = max(last, message.seq), True
+        try:
+            messages = [(k, decode_message(f)) for k, f in node.checkpoints.inbox(prefix)]
+        except (CorruptRecordError, SerializationError) as exc:
+            hospitalise_restored(node, fiber, f"inbox record unreadable: {exc}")
+            return
+        for _, message in messages:
+            if not isinstance(message, ExistingSessionMessage):
+                continue
+            if (isinstance(message.body, Data) and message.seq < session.next_recv_seq
+                    and (session.we_initiated or message.seq > 0)):
+                # Consumed before the restart, its replay already delivered it. (A responder's
+                # first payload is number 0 although its session starts expecting 1.)
+                continue
+            session.apply(message.seq, message.body)
+            last, applied = max(last, message.seq), True
         session.next_recv_seq = max(session.next_recv_seq, last + 1)
         if applied and fiber.waiting is session:
             node._schedule(fiber)
+
+
+def hospitalise_restored(node: Node, fiber: FlowStateMachine, diagnosis: str) -> None:
+    """Park a restored flow that is suspended at its checkpoint (not running) because one of
+    its stored records is unusable; its checkpoint stays for the operator."""
+    if fiber.abandoned or fiber.run_id not in node._flows:
+        return
+    node._runnable = type(node._runnable)(f for f in node._runnable if f is not fiber)
+    fiber.scheduled = False
+    fiber.abandon()
+    admit(node, fiber, diagnosis)
 
 
 def admit(node: Node, fiber: FlowStateMachine, diagnosis: str) -> None:

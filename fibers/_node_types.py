@@ -3,6 +3,7 @@ summaries operators see."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,10 +38,24 @@ class NetworkMap:
 
     def __init__(self) -> None:
         self._parties: dict[str, Party] = {}
+        self._listeners: list[Callable[[Party], object]] = []
 
     def add(self, party: Party) -> None:
-        """Learn (or replace) ``party``."""
+        """Learn (or replace) ``party``, then tell every listener (``on_add``)."""
         self._parties[party.name] = party
+        for listener in list(self._listeners):
+            listener(party)
+
+    def on_add(self, listener: Callable[[Party], object]) -> Callable[[], None]:
+        """Call ``listener(party)`` after each ``add`` (e.g. to send what waited for that
+        party). Returns the function that removes the listener again."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
 
     def party(self, name: str) -> Party:
         """The party called ``name``; KeyError naming the known parties when there is none."""
