@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fibers._checkpoint_store import StoredFlow, message_key, session_prefix, split_message_key
+from fibers._errors import SerializationError
 from fibers._flow_logic import FlowInfo, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import describe_wait
@@ -25,7 +26,6 @@ from fibers._messages import (
     decode_message,
     encode_message,
 )
-from fibers._errors import SerializationError
 from fibers._node_types import FlowSummary, HospitalEntry
 from fibers._state_machine import FlowStateMachine, class_name
 from fibers._storage import CorruptRecordError, Txn

@@ -19,7 +19,7 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
-from fibers._messages import Data, ExistingSessionMessage, decode_message, encode_message
+from fibers._messages import Data, ExistingSessionMessage, decode_message
 from fibers._node import Node
 from fibers.testing import MockNetwork
 from tests.fibers.test_durability import Collect
@@ -103,7 +103,9 @@ def test_a_corrupt_record_hospitalises_only_its_flow(
     assert [e.run_id for e in alice.hospital()] == [victim.id]
 
 
-def test_a_corrupt_outbox_record_of_a_finished_flow_is_skipped(mock_network: MockNetwork) -> None:
+def test_a_corrupt_outbox_record_of_a_finished_flow_is_skipped(
+    mock_network: MockNetwork,
+) -> None:
     """An unacknowledged message whose flow already ended: nothing to park, logged and
     skipped; the node starts and serves new flows."""
     alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
@@ -122,7 +124,7 @@ def test_a_corrupt_outbox_record_of_a_finished_flow_is_skipped(mock_network: Moc
     assert again.result.result(timeout=0) == ["apple", "banana"]
 
 
-# ----- duplicates for a flow parked when its node started ------------------------------------------
+# ----- duplicates for a flow parked when its node started ---
 
 
 class Gate(SerializeAsToken):
