@@ -143,3 +143,27 @@ def test_a_receiver_restored_after_recording_replays_its_resolution(tmp_path: Pa
         assert stored(bob, *txs) == [True] * 3
         assert len(bob.services.validated_transactions) == 3
         network.stop_nodes()
+
+
+def test_a_fresh_ledger_network_on_the_same_directory_finishes_a_payment(
+    tmp_path: Path,
+) -> None:
+    """The whole network stops mid-payment; a new MockNetwork on the same directory re-creates
+    the notary and both parties with their keys, and the payment completes."""
+    network, issued = _setup(tmp_path / "network")
+    parties = [network.party(name) for name in ("Notary", "Alice", "Bob")]
+    handle = _pay(network, issued)
+    network.run_network(max_messages=4)
+    network.stop_nodes()
+
+    again = MockNetwork(tmp_path / "network")
+    for name in ("Bob", "Alice"):  # Alice's peers come back after her, in any order
+        again.create_node(name)
+    again.create_notary_node("Notary")
+    assert [again.party(name) for name in ("Notary", "Alice", "Bob")] == parties
+    if handle.id in [f.run_id for f in again.node("Alice").flows()]:
+        handle = again.node("Alice").handle(handle.id)
+    again.run_network()
+    paid = handle.result.result(timeout=0)
+    _assert_consistent(again, issued, paid, "fresh network")
+    again.stop_nodes()
