@@ -291,6 +291,8 @@ class Node:
         extra, fiber.extra_writes = fiber.extra_writes, []
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in fiber.session_history] if fiber.finished else []
+        if fiber.finished:
+            extra.append(recovery.responder_sessions_finished(self, fiber))
         return StepWrite(
             run_id=fiber.run_id,
             finished=fiber.finished,
@@ -327,7 +329,7 @@ class Node:
         if self._acked:
             acked, self._acked = self._acked, []
             store = self.checkpoints.storage
-            pending.append((None, lambda txn: [store.delete(txn, "outbox", k) for k in acked]))
+            pending.append((None, lambda txn: recovery.forget_acknowledged(store, txn, acked)))
         failed: dict[FlowStateMachine, Exception] = {}
         whole_commit_failed = False
         if pending and self.storage is not None:
@@ -591,6 +593,12 @@ class Node:
         initiator = self.party.name if message.to_initiator else sender.name
         key = (initiator, message.session_id, message.to_initiator)
         routed = self._sessions.get(key)
+        if self.durable and message.to_initiator and (message.seq == 0 or routed is None):
+            # The responder stored our init before it sent anything in the session: forget
+            # the init in the commit that stores (or drops) this message, before acknowledging
+            # it. Its dedup record may go once we acknowledge (see fibers._dedup). In order,
+            # message 0 is processed before any other is acknowledged.
+            self._acked.append(message_key(sender.name, message.session_id, False, 0))
         if routed is None and key in self._parked_routes:
             recovery.store_for_parked(self, sender, message, *self._parked_routes[key])
             return

@@ -11,9 +11,11 @@ import gc
 import heapq
 import logging
 import struct
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from fibers import _dedup as dedup
 from fibers._checkpoint_store import StoredFlow, message_key, session_prefix, split_message_key
 from fibers._errors import SerializationError
 from fibers._flow_logic import FlowInfo, StateMachineRunId
@@ -28,7 +30,7 @@ from fibers._messages import (
 )
 from fibers._node_types import FlowSummary, HospitalEntry
 from fibers._state_machine import FlowStateMachine, class_name
-from fibers._storage import CorruptRecordError, Txn
+from fibers._storage import CorruptRecordError, NodeStorage, Txn
 
 if TYPE_CHECKING:
     from fibers._node import Node
@@ -81,6 +83,30 @@ def store_received(
     store = node.checkpoints.storage
     node._pending.append((fiber, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
     ack_after_commit(node, sender, session_id, to_initiator, seq)
+
+
+def responder_sessions_finished(node: Node, fiber: FlowStateMachine) -> Callable[[Txn], None]:
+    """The write that records, with a finished flow's last step, that its responder sessions
+    are over on our side (their dedup records may then go, see ``fibers._dedup``)."""
+    keys = [session_prefix(s.peer.name, s.session_id, False)
+            for s in fiber.session_history if not s.we_initiated]
+    store = node.checkpoints.storage
+
+    def write(txn: Txn) -> None:
+        for key in keys:
+            dedup.responder_finished(store, txn, key)
+
+    return write
+
+
+def forget_acknowledged(store: NodeStorage, txn: Txn, keys: list[bytes]) -> None:
+    """Delete acknowledged messages from the outbox; an acknowledgement from an initiator
+    also advances its session's dedup record (see ``fibers._dedup``)."""
+    for key in keys:
+        store.delete(txn, "outbox", key)
+        peer, session_id, to_initiator, _ = split_message_key(key)
+        if to_initiator:
+            dedup.initiator_acknowledged(store, txn, session_prefix(peer, session_id, False))
 
 
 def restore_all(node: Node) -> None:
