@@ -9,7 +9,8 @@ Databases (all values sealed with the node's HMAC, see ``NodeStorage.seal``):
 * ``snapshots``:    run id -> the latest frame snapshot
 * ``outbox``:       message key -> frame sent but not yet acknowledged by its recipient
 * ``inbox``:        message key -> frame received (and acknowledged) but not yet consumed
-* ``dedup``:        sender + session id -> sessions opened towards this node, never started twice
+* ``dedup``:        sender + session id -> sessions opened towards this node, never started twice;
+                    pruned once ended on both sides (``fibers._dedup`` says how growth is bounded)
 
 A message key is ``peer name, 0, session id (8 bytes), direction (1 byte), seq (4 bytes)``, so
 a prefix scan returns one session's messages in order.

@@ -7,7 +7,8 @@ that id and the direction, so neither side needs the other's id to address it.
 Ordering and exactly-once: each side numbers the messages it sends in a session from 0 (the
 initiator's init is its number 0, the responder's confirm or reject is its number 0). A receiver
 processes number n only after n - 1 and drops numbers it has already processed, so a message
-re-sent after a restart is processed once.
+re-sent after a restart is processed once. It buffers at most ``REORDER_WINDOW`` messages ahead
+of its turn (``fibers._inbound``); later ones are dropped unacknowledged and sent again.
 
 Frames: envelopes are fixed-schema msgspec structs encoded as msgpack arrays whose first element
 is the message kind; decoding validates every field's type in C and builds nothing else.

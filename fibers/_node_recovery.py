@@ -20,6 +20,7 @@ from fibers._checkpoint_store import StoredFlow, message_key, session_prefix, sp
 from fibers._errors import SerializationError
 from fibers._flow_logic import FlowInfo, StateMachineRunId
 from fibers._identity import Party
+from fibers._inbound import REORDER_WINDOW
 from fibers._journal import describe_wait
 from fibers._messages import (
     Data,
@@ -202,7 +203,14 @@ def store_for_parked(
 ) -> None:
     """Keep a message for the parked flow ``run_id`` in the inbox; its retry picks it up. A
     message numbered below ``floor`` was processed before the flow was parked: it is a
-    duplicate, acknowledged and not stored (a retry would process it again)."""
+    duplicate, acknowledged and not stored (a retry would process it again); one numbered
+    ``REORDER_WINDOW`` or more past it is dropped unacknowledged, as for a running flow, so a
+    peer cannot fill a parked flow's inbox without bound."""
+    if message.seq >= floor + REORDER_WINDOW:
+        node.frame_stats.too_far_ahead += 1
+        log.warning("%s dropped message %d from %s for parked flow %s: more than %d ahead",
+                    node.party, message.seq, sender, run_id, REORDER_WINDOW)
+        return
     if message.seq < floor:
         log.debug("%s dropped duplicate %d for parked flow %s", node.party, message.seq, run_id)
         ack_after_commit(node, sender, message.session_id, message.to_initiator, message.seq)

@@ -19,7 +19,7 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
-from fibers._messages import Data, ExistingSessionMessage, decode_message
+from fibers._messages import Data, ExistingSessionMessage, decode_message, encode_message
 from fibers._node import Node
 from fibers.testing import MockNetwork
 from tests.fibers.test_durability import Collect
@@ -217,3 +217,22 @@ def test_parked_routes_know_what_was_processed(mock_network: MockNetwork) -> Non
     [(route, floor)] = parked_routes(alice, stored).items()
     assert route[0] == "Alice" and route[2] is True
     assert floor == 2  # the confirm was 0, "apple" 1
+
+
+def test_a_parked_flow_keeps_the_reorder_window(mock_network: MockNetwork) -> None:
+    from fibers._inbound import REORDER_WINDOW
+
+    gate = Gate()
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    alice.services.install("gate", gate)
+    handle = alice.start_flow(TakeThenPark(bob.party))
+    mock_network.run_network()
+    alice = mock_network.restart_node(alice)
+    assert [e.run_id for e in alice.hospital()] == [handle.id]
+    before = _stored_keys(alice, "inbox", b"Bob\0")
+    [(route, _)] = alice._parked_routes.items()
+    far = [(bob.party, encode_message(ExistingSessionMessage(route[1], True, seq, Data(b"x"))))
+           for seq in (3 + REORDER_WINDOW, 2**32 - 1)]
+    alice.deliver_batch(far)
+    assert alice.frame_stats.too_far_ahead == 2
+    assert _stored_keys(alice, "inbox", b"Bob\0") == before
