@@ -16,7 +16,8 @@ REORDER_WINDOW: Final = 256
 
 A message numbered ``next_recv_seq + REORDER_WINDOW`` or higher is dropped without an
 acknowledgement (and counted as ``too_far_ahead``): the sender keeps it in its outbox and sends
-it again when it re-sends what was not acknowledged, by which time the gap may be filled. So a
+it again when it re-sends what was not acknowledged (when it restores), by which time the gap is
+filled. So a
 session's out-of-order buffer holds at most ``REORDER_WINDOW - 1`` messages, whatever a peer
 sends. Peers over an in-order transport only reach this after a loss, so the bound is wide
 enough never to throttle an honest peer that sends a burst while one message is re-sent."""

@@ -119,7 +119,10 @@ class Node:
             CheckpointStore(storage, self.tokens) if storage is not None else None
         )
         self._pending: list[tuple[FlowStateMachine | None, Callable[[Txn], object]]] = []
-        self._acked: list[bytes] = []  # outbox keys the peers acknowledged
+        # Outbox keys the peers acknowledged (or, for our inits, implied; see fibers._dedup).
+        # Invariant: they are deleted in the very commit after which the acknowledgements due
+        # for the frames that put them here are sent; the dedup pruning relies on it.
+        self._acked: list[bytes] = []
         self._acks_due: dict[str, tuple[Party, list[tuple[int, bool, int]]]] = {}
         self._after: list[tuple[FlowStateMachine | None, Callable[[], object]]] = []
         self._hospital: dict[StateMachineRunId, HospitalEntry] = {}
@@ -291,7 +294,7 @@ class Node:
         extra, fiber.extra_writes = fiber.extra_writes, []
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in fiber.session_history] if fiber.finished else []
-        if fiber.finished:
+        if fiber.finished and any(not s.we_initiated for s in fiber.session_history):
             extra.append(recovery.responder_sessions_finished(self, fiber))
         return StepWrite(
             run_id=fiber.run_id,

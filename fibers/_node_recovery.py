@@ -11,6 +11,7 @@ import gc
 import heapq
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -263,7 +264,7 @@ def hospitalise_restored(node: Node, fiber: FlowStateMachine, diagnosis: str) ->
     its stored records is unusable; its checkpoint stays for the operator."""
     if fiber.abandoned or fiber.run_id not in node._flows:
         return
-    node._runnable = type(node._runnable)(f for f in node._runnable if f is not fiber)
+    node._runnable = deque(f for f in node._runnable if f is not fiber)
     fiber.scheduled = False
     fiber.abandon()
     admit(node, fiber, diagnosis)
