@@ -483,9 +483,11 @@ class Node:
         try:
             party = self.network_map.party(recipient)
         except KeyError:
-            log.warning("%s will re-send to %s once the network map knows it", self.party,
-                        recipient)
-            self._awaiting_peer.setdefault(recipient, []).append(frame)
+            waiting = self._awaiting_peer.setdefault(recipient, [])
+            if not waiting:
+                log.warning("%s will re-send to %s once the network map knows it", self.party,
+                            recipient)
+            waiting.append(frame)
             return
         self._transport.send(self.party, party, frame)
 

@@ -78,5 +78,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_does_nothing_twice(tmp_path
             merged[name] = count
     expected = {f"{kind}:{i}" for i in range(PAYMENTS) for kind in ("begin", "recv", "finish")}
     assert set(merged) == expected, sorted(set(merged) ^ expected)
+    # Every message was acknowledged, every session's dedup record pruned (the counter stays).
+    assert set(report["outbox"].values()) == {0}, report["outbox"]
+    assert set(report["dedup"].values()) == {1}, report["dedup"]
     twice = {name: count for name, count in merged.items() if count != 1}
     assert twice == {}, f"effects done more than once: {twice}"
