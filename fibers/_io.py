@@ -57,10 +57,12 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class ServiceCall:
-    """Call a journaled node-service operation: ``perform()`` runs it live; replay answers
-    with the recorded result instead, so the effect happens once."""
+    """Call a journaled node-service operation: ``perform()`` runs it live; replay checks
+    ``operation`` and ``arguments`` (a digest of the call's arguments) against the journal and
+    answers with the recorded result instead, so the effect happens once."""
 
     operation: str
+    arguments: bytes
     perform: Callable[[], object]
 
 

@@ -13,13 +13,19 @@ what the code does now and answers with the recorded result:
 ``("now", datetime)``                  the clock read by ``now()``
 ``("sleep", deadline)``                the deadline a ``sleep`` waits for
 ``("sub_flow", index, class)``         a sub-flow entered
-``("service", operation, result)``     a journaled service operation and its pickled result
+``("service", op, args, result)``       a journaled service call: its operation, the digest
+                                       of its arguments and its pickled result
 ``("random", count, bytes)``           random bytes drawn by the flow
 ``("event", key)``                     a wait for an event that had happened (re-checked)
 =====================================  ===============================================
 
 ``owner`` is the index (within the run) of the flow owning the session, ``peer`` a party name.
 Entries are encoded with the wire codec: plain values only, deterministic, no code on decode.
+
+Replay is complete: a restored flow must make exactly the recorded requests, in order, and then
+the checkpoint's pending request (the one its snapshot waits in). Ending, failing or making any
+other request first parks it with a NondeterminismError naming the record, before anything it
+produced can leave the node.
 """
 
 from __future__ import annotations
@@ -64,6 +70,34 @@ def decode_entry(data: bytes) -> JournalEntry:
 def digest(payload: bytes) -> bytes:
     """A short fingerprint of a sent payload, to check a replayed send against."""
     return hashlib.sha256(payload).digest()[:8]
+
+
+def digest_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """A fingerprint of a journaled call's arguments, the same in every process: values the
+    wire codec encodes count by their encoding (deterministic, see ``fibers._wire``); others
+    (services, callables, unregistered classes) by their type's or function's qualified name,
+    never by ``repr`` (which may hold a memory address)."""
+    canonical = (tuple(_canonical(a) for a in args),
+                 tuple(sorted((k, _canonical(v)) for k, v in kwargs.items())))
+    return hashlib.sha256(_wire.encode(canonical)).digest()[:8]
+
+
+def _canonical(value: object) -> bytes:
+    try:
+        return b"v" + _wire.encode(value)
+    except SerializationError:
+        pass
+    if isinstance(value, (tuple, list)):
+        return b"s" + _wire.encode(tuple(_canonical(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return b"u" + _wire.encode(tuple(sorted(_canonical(v) for v in value)))
+    if isinstance(value, dict):
+        items = sorted((_canonical(k), _canonical(v)) for k, v in value.items())
+        return b"m" + _wire.encode(tuple(items))
+    named = value if isinstance(value, type) or callable(value) else type(value)
+    module = getattr(named, "__module__", None) or type(named).__module__
+    qualname = getattr(named, "__qualname__", None) or type(named).__qualname__
+    return b"t" + f"{module}:{qualname}".encode()
 
 
 def encode_error(error: BaseException) -> bytes:
@@ -136,7 +170,9 @@ def describe_entry(entry: tuple[Any, ...]) -> str:
     if kind == "sub_flow" and len(rest) >= 2:
         return f"start sub-flow #{rest[0]} {rest[1]}"
     if kind == "service" and rest:
-        return f"call the service operation {rest[0]}"
+        arguments = f" with arguments #{rest[1].hex()}" if len(rest) > 1 and isinstance(
+            rest[1], bytes) else ""
+        return f"call the service operation {rest[0]}{arguments}"
     if kind == "event" and rest:
         return f"wait for the event {rest[0]}"
     return {"now": "read the clock", "sleep": "sleep", "random": "draw random bytes"}.get(

@@ -3,6 +3,9 @@
 A method marked ``@journaled`` on a node service, when called from inside a flow, runs through
 the flow's state machine: live, it runs and its result is recorded in the journal; when the flow
 is replayed after a restart, the recorded result is returned and the method is not run again.
+Replay checks the method and a digest of its arguments (``digest_arguments``): a call whose
+arguments changed since the checkpoint parks the flow with a NondeterminismError instead of
+answering it with the old result.
 Called outside a flow it is an ordinary method call.
 """
 
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from fibers import _io
+from fibers._journal import digest_arguments
 from fibers._state_machine import current_fiber
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,7 +30,11 @@ def journaled(method: F) -> F:
         fiber = current_fiber()
         if fiber is None:
             return method(self, *args, **kwargs)
-        call = _io.ServiceCall(method.__qualname__, lambda: method(self, *args, **kwargs))
+        call = _io.ServiceCall(
+            method.__qualname__,
+            digest_arguments(args, kwargs),
+            lambda: method(self, *args, **kwargs),
+        )
         return fiber.execute(call)
 
     return cast(F, wrapper)

@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from greenlet import GreenletExit, getcurrent, greenlet  # type: ignore[import-untyped]
 
@@ -43,6 +43,7 @@ from fibers._errors import (
     FlowConfigurationError,
     FlowException,
     HospitalizeFlowException,
+    KilledFlowException,
     NondeterminismError,
     SuspendableError,
     UnexpectedFlowEndException,
@@ -149,7 +150,15 @@ class FlowStateMachine:
         self.start_record: bytes | None = None
         self.uncommitted_start: bytes | None = None  # written by a step not yet committed
         self.needs_refeed = False
+        # Invariant: expected_snapshot is set from a restore until the flow reaches the
+        # checkpoint's pending request; meanwhile every request must come from the journal.
         self.expected_snapshot: Snapshot | None = None
+        # Exceptions this flow raised because a counterparty ended or failed: they end the flow
+        # but are not propagated further (see _error_body_for).
+        self._received_errors: list[BaseException] = []
+        # Set by the operator's kill: the flow ends KILLED at its next request, whatever it
+        # does with the KilledFlowException thrown into it.
+        self.kill: KilledFlowException | None = None
         # Pickled frozen values reused between this flow's snapshots (see capture_frames).
         self.snapshot_cache: SnapshotCache = {}
         self._resumer: greenlet | None = None
@@ -181,12 +190,10 @@ class FlowStateMachine:
             )
         if self.abandoned:  # e.g. a `finally:` doing IO while an abandoned flow unwinds
             raise GreenletExit
+        if self.kill is not None:
+            self._end_killed()
         if self.replaying:
-            self._diverged(
-                f"the code suspended ({describe_wait(wait)}) while its journal still holds "
-                f"{len(self._replay) - self._replay_pos} completed requests, the next being "
-                f"{describe_entry(self._replay[self._replay_pos])}"
-            )
+            self._diverged(f"the code now waits for {describe_wait(wait)}")
         self.waiting = wait
         self.status = FlowStatus.SUSPENDED
         if self.node.durable:
@@ -213,12 +220,38 @@ class FlowStateMachine:
         except HospitalizeFlowException as exc:
             self._park(f"the flow asked to be hospitalised: {exc}")
         except GreenletExit:
-            if not self.abandoned:
+            if not (self.abandoned or self.finished):
                 raise
         except BaseException as exc:  # the flow's failure is its result, whatever it is
-            self._finish(failure=exc)
+            if self.kill is None:
+                self._check_replay_done(f"raised {type(exc).__qualname__}: {exc}")
+            self._finish(failure=self.kill or exc)
         else:
-            self._finish(result=result)
+            if self.kill is not None:  # it caught its kill and returned: it ends killed
+                self._finish(failure=self.kill)
+            else:
+                self._check_replay_done("returned")
+                self._finish(result=result)
+
+    def _end_killed(self) -> NoReturn:
+        """End a killed flow that caught its KilledFlowException and went on: it ends KILLED
+        here, and its greenlet waits to be unwound (``end_greenlet``). Does not return."""
+        if self.finished:  # unwinding after the end: a `finally:` doing IO
+            raise GreenletExit
+        assert self.kill is not None
+        self._finish(failure=self.kill)
+        resumer = self._resumer
+        assert resumer is not None
+        resumer.switch()
+        raise GreenletExit  # pragma: no cover - end_greenlet throws GreenletExit instead
+
+    def end_greenlet(self) -> None:
+        """Unwind the greenlet of a flow that ended while suspended (a kill it caught), so
+        that its frames are freed; IO in its ``finally:`` blocks raises GreenletExit."""
+        running = self._greenlet
+        if self.finished and running and getcurrent() is not running:
+            running.parent = getcurrent()
+            running.throw(GreenletExit)
 
     def _park(self, diagnosis: str) -> None:
         """Stop the flow for the hospital, from inside its greenlet: nothing it did in this step
@@ -231,21 +264,61 @@ class FlowStateMachine:
         resumer.switch()
         raise AssertionError("a hospitalised flow was resumed")  # pragma: no cover
 
-    def _diverged(self, what: str) -> None:
+    def _diverged(self, what: str) -> NoReturn:
+        """Park a restored flow whose code did ``what`` where its records say otherwise: the
+        next journal record while replaying, else the checkpoint's pending request. Nothing
+        the flow produced since its restore leaves the node. Does not return."""
+        if self.replaying:
+            index, entry = self._replay_pos, self._replay[self._replay_pos]
+            recorded = f"({entry[0]}): the journal says {describe_entry(entry)}"
+        else:
+            expected = self.expected_snapshot
+            assert expected is not None
+            index = self.journal_length
+            recorded = (
+                f"(the checkpoint's pending request): the checkpoint waits for "
+                f"{expected.waiting} in {' > '.join(expected.call_chain) or 'call'}"
+            )
         error = NondeterminismError(
             f"flow {self.run_id} ({type(self.flow).__qualname__}) did not replay its checkpoint "
-            f"at journal record {self._replay_pos}: {what}. The flow's code changed "
+            f"at journal record {index} {recorded}, but {what}. The flow's code changed "
             "incompatibly since the checkpoint was written, or it depends on inputs the "
             "engine does not record (random numbers, wall-clock time, global state)."
         )
         self._park(f"NondeterminismError: {error}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_replay_done(self, outcome: str) -> None:
+        """A restored flow may only end once it has replayed its whole journal and gone
+        past the checkpoint's pending request."""
+        if self.replaying or self.expected_snapshot is not None:
+            self._diverged(f"the code now {outcome}")
+
+    def _check_live_request(self, key: tuple[Any, ...]) -> None:
+        """A request the journal does not hold is refused until the restored flow has reached
+        its checkpoint's pending request: a new request there would be new output."""
+        if self.expected_snapshot is not None:
+            self._diverged(f"the code now did {describe_entry(key)} first")
+
+    def _reach_checkpoint(self, wait: object) -> None:
+        """The restored flow made its checkpoint's pending request and it was satisfied at
+        once (a sleep past its deadline, an event that happened meanwhile): verify the place,
+        then run on live."""
+        expected, self.expected_snapshot = self.expected_snapshot, None
+        if expected is None or self.replaying:
+            self.expected_snapshot = expected
+            return
+        current = self.node.checkpoints.snapshot(self, describe_wait(wait), False)
+        self._verify_against(expected, current)
+        self.snapshot = expected
 
     def _verify_against(self, expected: Snapshot, actual: Snapshot) -> None:
         if expected.call_chain != actual.call_chain or expected.waiting != actual.waiting:
             self._park(
                 f"NondeterminismError: flow {self.run_id} ({type(self.flow).__qualname__}) "
-                f"resumed at a different place than its checkpoint: the checkpoint was "
-                f"suspended in {' > '.join(expected.call_chain)} waiting for "
+                f"resumed at a different place than its checkpoint (journal record "
+                f"{self.journal_length}, the checkpoint's pending request): the checkpoint "
+                f"was suspended in {' > '.join(expected.call_chain)} waiting for "
                 f"{expected.waiting}; the code now suspends in "
                 f"{' > '.join(actual.call_chain)} waiting for {actual.waiting}"
             )
@@ -268,6 +341,7 @@ class FlowStateMachine:
         self.expected_snapshot = expected
 
     def _record(self, entry: JournalEntry) -> None:
+        self._check_live_request(entry)
         if self.journaling:
             self.new_journal.append(entry)
             self.journal_length += 1
@@ -278,10 +352,7 @@ class FlowStateMachine:
             return None
         entry = self._replay[self._replay_pos]
         if entry[: len(key)] != key:
-            self._diverged(
-                f"the journal says {describe_entry(entry)} but the code now did "
-                f"{describe_entry(key)}"
-            )
+            self._diverged(f"the code now did {describe_entry(key)}")
         self._replay_pos += 1
         if self._replay_pos == len(self._replay):
             self._replay = []
@@ -292,6 +363,8 @@ class FlowStateMachine:
 
     def execute(self, request: _io.IORequest) -> Any:
         """Perform one IO request of this flow and return its result."""
+        if self.kill is not None or self.finished:
+            self._end_killed()
         kind = type(request)
         if kind in _SUSPENDING_REQUESTS:
             self._check_stack(request)
@@ -347,7 +420,9 @@ class FlowStateMachine:
         if self.replaying and self._replay[self._replay_pos][:3] == ("recv_end", owner, peer):
             entry = self._replayed("recv_end", owner, peer)
             assert entry is not None
-            raise decode_error(entry[3])
+            error = decode_error(entry[3])
+            self._received_errors.append(error)
+            raise error
 
     def _now(self, request: _io.Now) -> datetime:
         entry = self._replayed("now")
@@ -358,12 +433,14 @@ class FlowStateMachine:
         return now
 
     def _service_call(self, request: _io.ServiceCall) -> object:
-        entry = self._replayed("service", request.operation)
+        key = ("service", request.operation, request.arguments)
+        entry = self._replayed(*key)
         if entry is not None:
-            return self.node.checkpoints_loads(entry[2])
+            return self.node.checkpoints_loads(entry[3])
+        self._check_live_request(key)  # before the effect, not only before its record
         result = request.perform()
         if self.journaling:
-            self._record(("service", request.operation, self.node.checkpoints_dumps(result)))
+            self._record((*key, self.node.checkpoints_dumps(result)))
         return result
 
     def _random_bytes(self, request: _io.RandomBytes) -> bytes:
@@ -377,6 +454,8 @@ class FlowStateMachine:
     def _wait_for_event(self, request: _io.WaitForEvent) -> object:
         replayed = self._replayed("event", request.key) is not None
         value = request.check()
+        if value is not None and not replayed:
+            self._reach_checkpoint(request)  # it happened while the node was down
         while value is None:
             if replayed:
                 self._diverged(f"the event {request.key!r} it had seen is not there any more")
@@ -390,12 +469,16 @@ class FlowStateMachine:
     def _sleep(self, request: _io.Sleep) -> None:
         entry = self._replayed("sleep")
         if entry is not None:
+            if self.replaying:  # a sleep the flow had finished before its checkpoint
+                return
             deadline = replay_datetime(entry)
         else:
             deadline = self.node.clock.now() + timedelta(seconds=request.seconds)
             self._record(("sleep", deadline))
-        if self.node.clock.now() < deadline:
-            self.node.schedule_wakeup(self, deadline)
+        if self.node.clock.now() >= deadline:
+            self._reach_checkpoint(deadline)  # restored after its deadline: wake and go on
+            return
+        self.node.schedule_wakeup(self, deadline)
         while self.node.clock.now() < deadline:
             self._suspend(deadline)
 
@@ -468,11 +551,12 @@ class FlowStateMachine:
         if error is not None:
             self._record(("recv_end", session.owner_index, session.peer.name,
                           encode_error(error)))
+            self._received_errors.append(error)
             raise error
 
     def _close_sessions(self, owner_index: int | None, failure: BaseException | None) -> None:
         """End our side of the sessions owned by ``owner_index`` (all sessions when None)."""
-        error_body = _error_body(failure) if failure is not None else None
+        error_body = self._error_body_for(failure) if failure is not None else None
         for key, session in list(self.sessions.items()):
             if owner_index is not None and session.owner_index != owner_index:
                 continue
@@ -481,6 +565,14 @@ class FlowStateMachine:
             self.node.unregister_session(session)
             if not session.peer_ended and session.rejected is None:
                 self._post(session, error_body if error_body is not None else End())
+
+    def _error_body_for(self, failure: BaseException) -> ErrorEnd:
+        """What the counterparties learn of ``failure``: only a FlowException this flow raised
+        itself travels on; one it received from a counterparty and did not catch ends it, and
+        its own counterparties see an unexplained end (UnexpectedFlowEndException)."""
+        if any(failure is received for received in self._received_errors):
+            return ErrorEnd(None)
+        return _error_body(failure)
 
     # ----- sub-flows and progress ---------------------------------------------------------------
 
@@ -539,6 +631,8 @@ class FlowStateMachine:
         self._result_value = result
         if failure is None:
             self.status = FlowStatus.COMPLETED
+        elif isinstance(failure, KilledFlowException):
+            self.status = FlowStatus.KILLED
         else:
             self.status = FlowStatus.FAILED
             if not isinstance(failure, FlowException):
