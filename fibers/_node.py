@@ -706,8 +706,10 @@ class Node:
 
     def kill_flow(self, run_id: StateMachineRunId) -> bool:
         """End the flow with ``KilledFlowException``; its counterparties get
-        ``UnexpectedFlowEndException``; its checkpoint is deleted. A hospitalised flow is
-        removed with its checkpoint. False when there is no such flow."""
+        ``UnexpectedFlowEndException``; its checkpoint is deleted. The flow ends KILLED even if
+        its code catches the exception: its next request ends it. A hospitalised flow is
+        removed with its checkpoint, its counterparties told, without running its code. The
+        ``on_flow_end`` callbacks run in every case. False when there is no such flow."""
         if run_id in self._hospital:
             recovery.kill_hospitalized(self, run_id)
             return True
@@ -723,9 +725,11 @@ class Node:
                 return True
         fiber.scheduled = True  # keep it off the run queue while it is being killed
         try:
-            self._run_step(fiber, KilledFlowException(f"flow {run_id} was killed by an operator"))
+            fiber.kill = KilledFlowException(f"flow {run_id} was killed by an operator")
+            self._run_step(fiber, fiber.kill)
         finally:
             fiber.scheduled = False
+        fiber.end_greenlet()  # it caught the kill and was ended at its next request
         self.run_until_idle()
         return True
 

@@ -17,8 +17,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fibers import _dedup as dedup
-from fibers._checkpoint_store import StoredFlow, message_key, session_prefix, split_message_key
-from fibers._errors import SerializationError
+from fibers import _kill
+from fibers._checkpoint_store import (
+    StepWrite,
+    StoredFlow,
+    message_key,
+    session_prefix,
+    split_message_key,
+)
+from fibers._errors import KilledFlowException, SerializationError
 from fibers._flow_logic import FlowInfo, StateMachineRunId
 from fibers._identity import Party
 from fibers._inbound import REORDER_WINDOW
@@ -348,31 +355,57 @@ def retry_flow(node: Node, run_id: StateMachineRunId) -> bool:
 
 
 def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
-    """Kill a parked flow. It is first restored to its checkpoint, so that its
-    counterparties learn it ended; when even that fails, its records are just deleted."""
+    """Kill a parked flow without running its code again: each counterparty of a session it
+    had open gets an end (``UnexpectedFlowEndException`` at its next receive), its records are
+    deleted in the same commit, and then the flow-end callbacks run (releasing what it held,
+    e.g. the vault's soft locks) and its result future, if any, fails with
+    ``KilledFlowException``. See fibers._kill for how the sessions are found."""
     del node._hospital[run_id]
     forget_parked_routes(node, run_id)
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
         unroute(node, old)
+    if node.durable:
+        sessions = _kill.sessions_from_records(node.checkpoints.load_flow(run_id))
+    else:
+        sessions = _kill.sessions_in_memory(old) if old is not None else []
+    if old is not None:
         old.abandon()
-    if not node.durable:
-        return
-    stored = node.checkpoints.load_flow(run_id)
-    if stored.flow is not None:
-        stored.status = "RUNNABLE"
-        restore(node, stored)
+    frames: list[tuple[Party, bytes, bytes]] = []
+    for session in sessions:
+        try:
+            peer = node.network_map.party(session.peer)
+        except KeyError:
+            log.warning("%s cannot tell unknown party %s that flow %s was killed",
+                        node.party, session.peer, run_id)
+            continue
+        end = session.end()
+        key = message_key(session.peer, end.session_id, end.to_initiator, end.seq)
+        frames.append((peer, key, encode_message(end)))
+    if node.durable:
+        write = StepWrite(
+            run_id=run_id, finished=True, journal_start=0, journal=[], snapshot=None,
+            outbox=[(key, frame) for _, key, frame in frames], consumed=[],
+            inbox_prefixes_done=[
+                session_prefix(s.peer, s.session_id, s.we_initiated) for s in sessions
+            ],
+        )
+        node._pending.append((None, lambda txn: node.checkpoints.write_step(txn, write)))
+
+    def after() -> None:
+        for peer, _, frame in frames:
+            node._transport.send(node.party, peer, frame)
+        for callback in node._flow_end_callbacks:
+            callback(run_id)
+        if old is not None and old._result is not None and not old._result.done():
+            old._result.set_exception(KilledFlowException(f"flow {run_id} was killed by an "
+                                                          "operator in the hospital"))
+
+    if node.durable:
+        node._after.append((None, after))
         node.run_until_idle()
-        if run_id in node._flows:
-            node.kill_flow(run_id)
-            return
-        node._hospital.pop(run_id, None)  # replay parked it again: no sessions to tell
-        old = node._hospital_fibers.pop(run_id, None)
-        if old is not None:
-            unroute(node, old)
-            old.abandon()
-    node._pending.append((None, lambda txn: node.checkpoints.delete_flow(txn, run_id)))
-    node._commit()
+    else:
+        after()
 
 
 def inspect_flow(node: Node, run_id: StateMachineRunId) -> dict[str, Any]:

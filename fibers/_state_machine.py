@@ -633,6 +633,7 @@ class FlowStateMachine:
             self.status = FlowStatus.COMPLETED
         elif isinstance(failure, KilledFlowException):
             self.status = FlowStatus.KILLED
+            log.info("flow %s (%s) was killed", self.run_id, type(self.flow).__qualname__)
         else:
             self.status = FlowStatus.FAILED
             if not isinstance(failure, FlowException):
