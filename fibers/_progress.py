@@ -7,13 +7,15 @@ its descendants on ``changes``, so observers subscribe to the top tracker only.
 The flattened tree (``steps_tree``, ``all_steps``) lists the top tracker's steps without
 UNSTARTED, each followed by its child's steps (depth + 1, recursively) without the child's
 UNSTARTED, STARTING and DONE. ``steps_tree_index`` is the position there of the deepest current
-step that is listed (-1 while the top tracker is UNSTARTED).
+step that is listed (-1 while the top tracker is UNSTARTED). Its stream,
+``steps_tree_index_changes``, starts at 0 (a tracker that has not started is about to enter
+row 0, STARTING), so that, as in Corda, a subscriber always first receives a current index.
 
 Threading: one thread (the scheduler's) drives a tracker; its streams deliver in that thread.
 
 Checkpoints: a tracker pickles with its position, error and children; its streams are transient
 and a restored tracker's start from its current state (a Position unless UNSTARTED, the tree,
-the index unless -1, then the end if it had ended).
+the index, then the end if it had ended).
 """
 
 from __future__ import annotations
@@ -438,7 +440,9 @@ class ProgressTracker:
 
     @property
     def steps_tree_index_changes(self) -> Stream[int]:
-        """Each new value of :attr:`steps_tree_index` (the initial -1 is not published)."""
+        """The index of the current row, then each new one: :attr:`steps_tree_index`, except
+        that a tracker that has not started publishes 0 (the row it starts at), not -1. A new
+        subscriber first receives every value published so far, the current one last."""
         return self._live_streams().index
 
     @property
@@ -528,7 +532,7 @@ class ProgressTracker:
                 tree = list(flat.tree)
                 streams.last_tree = tree
                 streams.tree.publish(tree)
-        index = self._tree_index(flat)
+        index = max(self._tree_index(flat), 0)  # unstarted: about to enter row 0 (STARTING)
         if index != streams.last_index:
             streams.last_index = index
             streams.index.publish(index)

@@ -264,10 +264,12 @@ def test_done_completes_the_streams_of_that_tracker_only() -> None:
 # -- flattened tree and its streams ---------------------------------------------------------
 
 
-def test_steps_tree_index_is_minus_one_and_unpublished_until_started() -> None:
+def test_steps_tree_index_is_minus_one_until_started_but_its_stream_starts_at_zero() -> None:
     pt = simple()
     assert pt.steps_tree_index == -1
-    assert pt.steps_tree_index_changes.values == []
+    assert pt.steps_tree_index_changes.values == [0]  # the row it starts at, as in Corda
+    pt.current_step = STARTING
+    assert pt.steps_tree_index_changes.values == [0]
     assert pt.steps_tree_changes.values == [
         [(0, "Starting"), (0, "One"), (0, "Two"), (0, "Three"), (0, "Four"), (0, "Done")]
     ]
@@ -279,7 +281,6 @@ def test_steps_tree_index_counts_children_steps() -> None:
     index = Recorder(pt.steps_tree_index_changes)
     tree = Recorder(pt.steps_tree_changes)
 
-    pt.current_step = STARTING
     pt.current_step = Simple.ONE
     pt.current_step = Simple.TWO
     pt2.current_step = Child.BEE
@@ -296,6 +297,17 @@ def test_steps_tree_index_counts_children_steps() -> None:
         ]
     ]  # fmt: skip
     assert pt.all_steps[6] == (0, Simple.THREE)
+
+
+def test_a_new_index_subscriber_first_gets_the_current_index_mid_flow() -> None:
+    pt, pt2 = simple(), child()
+    pt.set_child_tracker(Simple.TWO, pt2)
+    pt.current_step = Simple.ONE
+    pt.current_step = Simple.TWO
+    index = Recorder(pt.steps_tree_index_changes)
+    assert index.values[-1] == pt.steps_tree_index == 2
+    pt2.current_step = Child.AYY
+    assert index.values == [0, 1, 2, 3]
 
 
 def test_steps_tree_index_counts_two_levels_of_children_steps() -> None:
@@ -318,7 +330,7 @@ def test_steps_tree_index_counts_two_levels_of_children_steps() -> None:
     pt3.current_step = Baby.DOS
     pt.current_step = Simple.TWO
 
-    assert index.values == [1, 4, 7, 8, 7, 9, 2]  # no intermediate 4 while rewinding
+    assert index.values == [0, 1, 4, 7, 8, 7, 9, 2]  # no intermediate 4 while rewinding
 
 
 def test_children_added_and_removed_update_the_tree_and_publish_structural_changes() -> None:
@@ -346,7 +358,7 @@ def test_children_added_and_removed_update_the_tree_and_publish_structural_chang
     with_child = [*plain[:2], (1, "Ayy"), (1, "Bee"), (1, "Sea"), *plain[2:]]
     with_baby = [*with_child[:3], (2, "Unos"), (2, "Dos"), (2, "Tres"), *with_child[3:]]
     assert tree.values == [plain, with_child, with_baby, plain]
-    assert index.values == [1, 2, 3, 1]
+    assert index.values == [0, 1, 2, 3, 1]  # a new subscriber gets the history since creation
     assert pt2.parent is None
     assert pt.get_child_tracker(Simple.ONE) is None
     assert pt.remove_child_tracker(Simple.ONE) is None  # nothing left: no event
@@ -685,7 +697,8 @@ def test_index_stream_publishes_each_change_once_and_tracks_the_deepest_step(
 
     published = index.values
     assert all(a != b for a, b in itertools.pairwise(published))
-    assert (published[-1] if published else -1) == pt.steps_tree_index
+    assert published[0] == 0  # a subscriber first gets an index: 0 before the tracker starts
+    assert published[-1] == max(pt.steps_tree_index, 0)
     in_child = pt.current_step == Simple.THREE and pt.get_child_tracker(Simple.THREE) is pt2
     deepest = pt2.current_step if in_child else pt.current_step
     if pt.steps_tree_index >= 0 and deepest not in (UNSTARTED, STARTING):
