@@ -53,6 +53,18 @@ def is_suspendable(code: types.CodeType) -> bool:
     return code in SUSPENDABLE_CODES
 
 
+def check_restorable(cls: type, what: str) -> None:
+    """Refuse a flow class that a restarted node could not find by its name: one defined
+    inside a function (``<locals>`` in its qualified name). ``what`` says what was attempted."""
+    if "<locals>" in cls.__qualname__:
+        raise FlowConfigurationError(
+            f"cannot {what} {cls.__module__}.{cls.__qualname__}: it is defined inside a "
+            "function, so a node restarting from its checkpoints could not find the class by "
+            "its name. Move the class to module level (a test's flows too) and use it from "
+            "there."
+        )
+
+
 @overload
 def initiating_flow(cls: C, /) -> C: ...
 @overload

@@ -17,7 +17,12 @@ from typing import Any, TypeVar
 
 from fibers import _node_recovery as recovery
 from fibers import _wire
-from fibers._annotations import DECLARED_RESPONDERS, flow_version_of, initiating_class_of
+from fibers._annotations import (
+    DECLARED_RESPONDERS,
+    check_restorable,
+    flow_version_of,
+    initiating_class_of,
+)
 from fibers._checkpoint import SerializeAsToken, TokenContext, dumps, loads
 from fibers._checkpoint_store import (
     CheckpointStore,
@@ -210,6 +215,8 @@ class Node:
             )
         if flow._fiber is not None:
             raise FlowConfigurationError(f"{type(flow).__qualname__} has already been started")
+        if self.durable:
+            check_restorable(type(flow), "start the flow")
         fiber = FlowStateMachine(self, StateMachineRunId._new(), flow)
         if self.durable:
             fiber.start_record = self.checkpoints.start_record(flow, class_name(type(flow)),
@@ -226,8 +233,14 @@ class Node:
     ) -> None:
         """Run ``factory(counterparty)`` when ``initiator`` opens a session with this node.
 
-        ``version`` is the version this node's side reports (default: the initiator's).
+        ``version`` is the version this node's side reports (default: the initiator's). On a
+        node with storage, an initiator or responder class defined inside a function is refused
+        (a restarted node could not find it by name).
         """
+        if self.durable:
+            check_restorable(initiator, "register a responder for")
+            if isinstance(factory, type):
+                check_restorable(factory, "register as a responder")
         if initiating_class_of(initiator) is not initiator:
             raise FlowConfigurationError(
                 f"cannot register a responder for {initiator.__qualname__}: it is not "

@@ -345,12 +345,13 @@ def test_hospitalised_flow_is_retried_by_the_operator(mock_network: MockNetwork)
     _assert_no_checkpoints(mock_network)
 
 
-def test_flow_exception_still_fails_normally(mock_network: MockNetwork) -> None:
-    class Fails(FlowLogic[None]):
-        @suspendable
-        def call(self) -> None:
-            raise FlowException("no")
+class Fails(FlowLogic[None]):
+    @suspendable
+    def call(self) -> None:
+        raise FlowException("no")
 
+
+def test_flow_exception_still_fails_normally(mock_network: MockNetwork) -> None:
     handle = mock_network.create_node("Alice").start_flow(Fails())
     assert str(handle.result.exception(timeout=0)) == "no"
     _assert_no_checkpoints(mock_network)

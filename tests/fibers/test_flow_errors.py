@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,65 @@ def test_a_flow_without_initiating_flow_cannot_open_a_session(mock_network: Mock
 def test_calling_call_directly_explains_how_to_start_a_flow() -> None:
     with pytest.raises(FlowConfigurationError, match=r"node\.start_flow"):
         NotInitiating(Party("x", b"\x00" * 32)).call()
+
+
+def _local_flow_classes() -> tuple[Any, Any]:
+    @initiating_flow
+    class LocalAsk(FlowLogic[str]):
+        def __init__(self, other: Party) -> None:
+            self.other = other
+
+        @suspendable
+        def call(self) -> str:
+            return self.send_and_receive(self.other, "hi", str).unwrap(str)
+
+    class LocalAnswer(FlowLogic[None]):
+        def __init__(self, other: Party) -> None:
+            self.other = other
+
+        @suspendable
+        def call(self) -> None:
+            self.receive(self.other, str)
+            self.send(self.other, "hello")
+
+    return LocalAsk, LocalAnswer
+
+
+def test_a_flow_class_defined_in_a_function_is_refused_by_a_node_with_storage(
+    mock_network: MockNetwork,
+) -> None:
+    local_ask, local_answer = _local_flow_classes()
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    with pytest.raises(FlowConfigurationError) as start_error:
+        alice.start_flow(local_ask(bob.party))
+    message = str(start_error.value)
+    assert "LocalAsk" in message and "defined inside a function" in message
+    assert "Move the class to module level" in message
+    assert alice.flows() == [] and alice.dump_checkpoints() == []
+    with pytest.raises(FlowConfigurationError, match="defined inside a function"):
+        bob.register_initiated_flow(local_ask, local_answer)
+    with pytest.raises(FlowConfigurationError, match=r"LocalAnswer.*defined inside a function"):
+        bob.register_initiated_flow(NobodyAnswers, local_answer)
+
+
+def test_a_responder_factory_making_a_local_class_rejects_the_session_clearly(
+    mock_network: MockNetwork, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, local_answer = _local_flow_classes()
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    bob.register_initiated_flow(NobodyAnswers, lambda party: local_answer(party))  # noqa: PLW0108
+    handle = alice.start_flow(NobodyAnswers(bob.party))
+    mock_network.run_network()
+    assert isinstance(handle.result.exception(timeout=0), UnexpectedFlowEndException)
+    assert "defined inside a function" in caplog.text
+    assert bob.flows() == []
+
+
+def test_a_node_without_storage_accepts_local_flow_classes() -> None:
+    local_ask, local_answer = _local_flow_classes()
+    with MockNetwork(durable=False) as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        bob.register_initiated_flow(local_ask, local_answer)
+        handle = alice.start_flow(local_ask(bob.party))
+        network.run_network()
+        assert handle.result.result(timeout=0) == "hello"

@@ -71,12 +71,13 @@ def test_sleep_wakes_the_flow_when_the_clock_passes_the_deadline(
     assert handle.result.result(timeout=0) == timedelta(seconds=30)
 
 
-def test_negative_sleep_is_refused(mock_network: MockNetwork) -> None:
-    class BadNap(FlowLogic[None]):
-        @suspendable
-        def call(self) -> None:
-            self.sleep(-1)
+class BadNap(FlowLogic[None]):
+    @suspendable
+    def call(self) -> None:
+        self.sleep(-1)
 
+
+def test_negative_sleep_is_refused(mock_network: MockNetwork) -> None:
     error = mock_network.create_node("Alice").start_flow(BadNap()).result.exception(timeout=0)
     assert isinstance(error, ValueError) and "negative" in str(error)
 
