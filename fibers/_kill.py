@@ -8,8 +8,6 @@ counterparty expects next, so it raises ``UnexpectedFlowEndException`` at its ne
 * on a node with storage, from the journal and start record (what the counterparty saw);
 * on a node without storage, from the parked flow's sessions, minus the messages of the step
   that parked it (they never left the node).
-
-See docs/architecture.md ("The hospital").
 """
 
 from __future__ import annotations
