@@ -74,6 +74,7 @@ from fibers._messages import (
     SessionBody,
     SessionMessage,
 )
+from fibers._replay import Replay
 from fibers._session import FlowSession
 
 if TYPE_CHECKING:
@@ -139,8 +140,8 @@ class FlowStateMachine:
         self.consumed: list[tuple[str, int, bool, int]] = []  # inbox keys consumed this step
         # Writes node services made on behalf of this flow in the current step (Node.step_write).
         self.extra_writes: list[Callable[[Any], object]] = []
-        self._replay: list[JournalEntry] = []
-        self._replay_pos = 0
+        # A restored flow's way back to its checkpoint; None once it got there (or when live).
+        self._replay: Replay | None = None
         # Set when the engine parks the flow (hospital) or drops it (node stop): its greenlet is
         # abandoned and must have no further effect on the node.
         self.abandoned = False
@@ -150,9 +151,6 @@ class FlowStateMachine:
         self.start_record: bytes | None = None
         self.uncommitted_start: bytes | None = None  # written by a step not yet committed
         self.needs_refeed = False
-        # Invariant: expected_snapshot is set from a restore until the flow reaches the
-        # checkpoint's pending request; meanwhile every request must come from the journal.
-        self.expected_snapshot: Snapshot | None = None
         # Exceptions this flow raised because a counterparty ended or failed: they end the flow
         # but are not propagated further (see _error_body_for).
         self._received_errors: list[BaseException] = []
@@ -201,7 +199,7 @@ class FlowStateMachine:
             # without progress, or a restored flow back at its checkpoint, keeps the snapshot
             # it has, after its call chain is checked.
             changed = bool(self.new_journal or self.outbox or self.start_record)
-            expected, self.expected_snapshot = self.expected_snapshot, None
+            expected = self._take_expected()
             if changed or expected is not None:
                 current = self.node.checkpoints.snapshot(self, describe_wait(wait), changed)
                 if expected is not None:
@@ -268,20 +266,10 @@ class FlowStateMachine:
         """Park a restored flow whose code did ``what`` where its records say otherwise: the
         next journal record while replaying, else the checkpoint's pending request. Nothing
         the flow produced since its restore leaves the node. Does not return."""
-        if self.replaying:
-            index, entry = self._replay_pos, self._replay[self._replay_pos]
-            recorded = f"({entry[0]}): the journal says {describe_entry(entry)}"
-        else:
-            expected = self.expected_snapshot
-            assert expected is not None
-            index = self.journal_length
-            recorded = (
-                f"(the checkpoint's pending request): the checkpoint waits for "
-                f"{expected.waiting} in {' > '.join(expected.call_chain) or 'call'}"
-            )
+        assert self._replay is not None
         error = NondeterminismError(
             f"flow {self.run_id} ({type(self.flow).__qualname__}) did not replay its checkpoint "
-            f"at journal record {index} {recorded}, but {what}. The flow's code changed "
+            f"at {self._replay.divergence(what, self.journal_length)}. The flow's code changed "
             "incompatibly since the checkpoint was written, or it depends on inputs the "
             "engine does not record (random numbers, wall-clock time, global state)."
         )
@@ -291,37 +279,40 @@ class FlowStateMachine:
     def _check_replay_done(self, outcome: str) -> None:
         """A restored flow may only end once it has replayed its whole journal and gone
         past the checkpoint's pending request."""
-        if self.replaying or self.expected_snapshot is not None:
+        if self._replay is not None and not self._replay.done:
             self._diverged(f"the code now {outcome}")
 
     def _check_live_request(self, key: tuple[Any, ...]) -> None:
         """A request the journal does not hold is refused until the restored flow has reached
         its checkpoint's pending request: a new request there would be new output."""
-        if self.expected_snapshot is not None:
+        if self._replay is not None and self._replay.expected is not None:
             self._diverged(f"the code now did {describe_entry(key)} first")
+
+    def _take_expected(self) -> Snapshot | None:
+        """The checkpoint a restored flow that used up its journal must now be at (None when
+        there is none to check); the replay is over after this."""
+        replay = self._replay
+        if replay is None or replay.replaying:
+            return None
+        self._replay = None
+        return replay.expected
 
     def _reach_checkpoint(self, wait: object) -> None:
         """The restored flow made its checkpoint's pending request and it was satisfied at
         once (a sleep past its deadline, an event that happened meanwhile): verify the place,
         then run on live."""
-        expected, self.expected_snapshot = self.expected_snapshot, None
-        if expected is None or self.replaying:
-            self.expected_snapshot = expected
+        expected = self._take_expected()
+        if expected is None:
             return
         current = self.node.checkpoints.snapshot(self, describe_wait(wait), False)
         self._verify_against(expected, current)
         self.snapshot = expected
 
     def _verify_against(self, expected: Snapshot, actual: Snapshot) -> None:
-        if expected.call_chain != actual.call_chain or expected.waiting != actual.waiting:
-            self._park(
-                f"NondeterminismError: flow {self.run_id} ({type(self.flow).__qualname__}) "
-                f"resumed at a different place than its checkpoint (journal record "
-                f"{self.journal_length}, the checkpoint's pending request): the checkpoint "
-                f"was suspended in {' > '.join(expected.call_chain)} waiting for "
-                f"{expected.waiting}; the code now suspends in "
-                f"{' > '.join(actual.call_chain)} waiting for {actual.waiting}"
-            )
+        misplaced = Replay.misplaced(expected, actual, self.journal_length)
+        if misplaced is not None:
+            self._park(f"NondeterminismError: flow {self.run_id} "
+                       f"({type(self.flow).__qualname__}) {misplaced}")
         if expected.lines != actual.lines:
             log.info("flow %s resumed with moved lines: %s -> %s", self.run_id,
                      expected.lines, actual.lines)
@@ -331,14 +322,13 @@ class FlowStateMachine:
     @property
     def replaying(self) -> bool:
         """Whether the flow is re-running requests answered from its journal."""
-        return self._replay_pos < len(self._replay)
+        return self._replay is not None and self._replay.replaying
 
     def start_replay(self, journal: list[JournalEntry], expected: Snapshot | None) -> None:
         """Answer the flow's next requests from ``journal`` (a restore), then verify that it
         suspends where ``expected`` says."""
-        self._replay, self._replay_pos = journal, 0
+        self._replay = Replay(journal, expected) if journal or expected is not None else None
         self.journal_length = len(journal)
-        self.expected_snapshot = expected
 
     def _record(self, entry: JournalEntry) -> None:
         self._check_live_request(entry)
@@ -348,15 +338,14 @@ class FlowStateMachine:
 
     def _replayed(self, *key: object) -> JournalEntry | None:
         """In replay: the next journal entry, checked to start with ``key``; None when live."""
-        if self._replay_pos >= len(self._replay):
+        replay = self._replay
+        entry = replay.peek() if replay is not None else None
+        if entry is None:
             return None
-        entry = self._replay[self._replay_pos]
+        assert replay is not None
         if entry[: len(key)] != key:
             self._diverged(f"the code now did {describe_entry(key)}")
-        self._replay_pos += 1
-        if self._replay_pos == len(self._replay):
-            self._replay = []
-            self._replay_pos = 0
+        replay.advance()
         return entry
 
     # ----- IO: the one place every request of a flow goes through ---------------------------------
@@ -417,7 +406,8 @@ class FlowStateMachine:
 
     def _replay_peer_end(self, owner: int, peer: str) -> None:
         """In replay, re-raise the counterparty's end where the journal recorded it."""
-        if self.replaying and self._replay[self._replay_pos][:3] == ("recv_end", owner, peer):
+        entry = self._replay.peek() if self._replay is not None else None
+        if entry is not None and entry[:3] == ("recv_end", owner, peer):
             entry = self._replayed("recv_end", owner, peer)
             assert entry is not None
             error = decode_error(entry[3])
