@@ -244,6 +244,31 @@ def test_a_journaled_call_with_the_same_arguments_replays_its_answer(
     assert bookings.booked == [10]
 
 
+def test_a_service_call_added_before_the_pending_request_has_no_effect(
+    mock_network: MockNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bookings = Bookings()
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    alice.services.install("bookings", bookings)
+    handle = alice.start_flow(BookThenAsk(bob.party))
+    mock_network.stop_node(alice)
+
+    @suspendable
+    def books_twice(self: BookThenAsk) -> tuple[int, str]:
+        number = self.service_hub.bookings.book(10, note="first")
+        self.send(self.other, "one")
+        self.service_hub.bookings.book(5)  # new: before the pending receive
+        return number, self.receive(self.other, str).unwrap(str)
+
+    monkeypatch.setattr(BookThenAsk, "call", books_twice)
+    alice = mock_network.restart_node(alice)
+    [entry] = alice.hospital()
+    assert entry.run_id == handle.id
+    assert "journal record 3 (the checkpoint's pending request)" in entry.diagnosis
+    assert "call the service operation Bookings.book" in entry.diagnosis
+    assert bookings.booked == [10]
+
+
 def test_argument_digests_ignore_identity_and_order_but_not_values() -> None:
     from fibers._journal import digest_arguments
 

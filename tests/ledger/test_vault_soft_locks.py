@@ -8,6 +8,7 @@ import pytest
 
 from fibers import (
     FlowLogic,
+    HospitalizeFlowException,
     Party,
     StateMachineRunId,
     initiated_by,
@@ -173,6 +174,38 @@ def test_locks_are_released_when_the_flow_is_killed(network: MockNetwork) -> Non
     assert alice.kill_flow(handle.id)
     assert vault_of(alice).soft_locked(handle.id) == set()
     vault_of(alice).soft_lock(new_lock(), [s.ref for s in states])
+
+
+@initiating_flow
+class LockThenPark(FlowLogic[None]):
+    """Locks states, hears from ``other``, then asks for the hospital."""
+
+    def __init__(self, other: Party, refs: tuple[StateRef, ...]) -> None:
+        self.other, self.refs = other, refs
+
+    @suspendable
+    def call(self) -> None:
+        self.service_hub.vault.soft_lock(self.run_id, self.refs)
+        self.receive(self.other, str)
+        raise HospitalizeFlowException("an operator should look at this")
+
+
+@initiated_by(LockThenPark)
+class ReleaseParked(Release):
+    pass
+
+
+def test_locks_are_released_when_a_hospitalised_flow_is_killed(network: MockNetwork) -> None:
+    alice, bob = network.node("Alice"), network.node("Bob")
+    states = issue(alice, 1, 2)
+    refs = {s.ref for s in states}
+    handle = alice.start_flow(LockThenPark(bob.party, tuple(sorted(refs))))
+    network.run_network()
+    [entry] = alice.hospital()
+    assert entry.run_id == handle.id and vault_of(alice).soft_locked(handle.id) == refs
+    assert alice.kill_flow(handle.id)
+    assert vault_of(alice).soft_locked(handle.id) == set()
+    vault_of(alice).soft_lock(new_lock(), sorted(refs))
 
 
 def test_a_restored_flow_takes_its_locks_again(network: MockNetwork) -> None:
