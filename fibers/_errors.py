@@ -25,9 +25,11 @@ class SerializationError(ValueError):
 class FlowException(Exception):
     """A business-level error that a flow deliberately raises to its counterparties.
 
-    When a flow fails with a ``FlowException``, each counterparty it talks to directly re-raises
-    an exception of the same type and message at its next ``receive``. Subclasses whose extra
-    attributes are wire-serialisable arrive with those attributes intact.
+    When a flow fails with a ``FlowException`` it raised itself, each counterparty it talks to
+    directly re-raises an exception of the same type and message at its next ``receive``.
+    Subclasses whose extra attributes are wire-serialisable arrive with those attributes intact.
+    A flow that fails with a ``FlowException`` it *received* (and did not catch) does not pass it
+    on: its own counterparties get ``UnexpectedFlowEndException``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

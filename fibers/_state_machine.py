@@ -153,7 +153,8 @@ class FlowStateMachine:
         self.needs_refeed = False
         # Exceptions this flow raised because a counterparty ended or failed: they end the flow
         # but are not propagated further (see _error_body_for).
-        self._received_errors: list[BaseException] = []
+        # None until the first (most flows never see one; 100,000 parked flows each save a list).
+        self._received_errors: list[BaseException] | None = None
         # Set by the operator's kill: the flow ends KILLED at its next request, whatever it
         # does with the KilledFlowException thrown into it.
         self.kill: KilledFlowException | None = None
@@ -411,7 +412,7 @@ class FlowStateMachine:
             entry = self._replayed("recv_end", owner, peer)
             assert entry is not None
             error = decode_error(entry[3])
-            self._received_errors.append(error)
+            self._note_received(error)
             raise error
 
     def _now(self, request: _io.Now) -> datetime:
@@ -541,7 +542,7 @@ class FlowStateMachine:
         if error is not None:
             self._record(("recv_end", session.owner_index, session.peer.name,
                           encode_error(error)))
-            self._received_errors.append(error)
+            self._note_received(error)
             raise error
 
     def _close_sessions(self, owner_index: int | None, failure: BaseException | None) -> None:
@@ -556,11 +557,16 @@ class FlowStateMachine:
             if not session.peer_ended and session.rejected is None:
                 self._post(session, error_body if error_body is not None else End())
 
+    def _note_received(self, error: BaseException) -> None:
+        if self._received_errors is None:
+            self._received_errors = []
+        self._received_errors.append(error)
+
     def _error_body_for(self, failure: BaseException) -> ErrorEnd:
         """What the counterparties learn of ``failure``: only a FlowException this flow raised
         itself travels on; one it received from a counterparty and did not catch ends it, and
         its own counterparties see an unexplained end (UnexpectedFlowEndException)."""
-        if any(failure is received for received in self._received_errors):
+        if any(failure is received for received in self._received_errors or ()):
             return ErrorEnd(None)
         return _error_body(failure)
 
