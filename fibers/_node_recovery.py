@@ -365,8 +365,13 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
         unroute(node, old)
+    responder_keys: list[bytes] = []  # its session as a responder is over on our side
     if node.durable:
-        sessions = _kill.sessions_from_records(node.checkpoints.load_flow(run_id))
+        stored = node.checkpoints.load_flow(run_id)
+        sessions = _kill.sessions_from_records(stored)
+        if stored.start is not None and stored.start.peer is not None:
+            responder_keys.append(
+                session_prefix(stored.start.peer.name, stored.start.session_id, False))
     else:
         sessions = _kill.sessions_in_memory(old) if old is not None else []
     if old is not None:
@@ -383,12 +388,19 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
         key = message_key(session.peer, end.session_id, end.to_initiator, end.seq)
         frames.append((peer, key, encode_message(end)))
     if node.durable:
+        store = node.checkpoints.storage
+
+        def responder_finished(txn: Txn) -> None:
+            for key in responder_keys:
+                dedup.responder_finished(store, txn, key)
+
         write = StepWrite(
             run_id=run_id, finished=True, journal_start=0, journal=[], snapshot=None,
             outbox=[(key, frame) for _, key, frame in frames], consumed=[],
             inbox_prefixes_done=[
                 session_prefix(s.peer, s.session_id, s.we_initiated) for s in sessions
             ],
+            extra_writes=[responder_finished],
         )
         node._pending.append((None, lambda txn: node.checkpoints.write_step(txn, write)))
 

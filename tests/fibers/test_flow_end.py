@@ -299,3 +299,36 @@ def test_the_flow_that_raised_a_flow_exception_propagates_it_to_its_direct_count
     mock_network.run_network()
     error = handle.result.exception(timeout=0)
     assert type(error) is Refused and str(error) == "C says no"
+
+
+class HearsThenParks(FlowLogic[None]):
+    """Registered on one node only (not declared: Hears answers Waits elsewhere)."""
+
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.receive(self.other, str)
+        self.receive(self.other, str)
+        raise HospitalizeFlowException("the responder wants a doctor")
+
+
+def test_killing_a_parked_responder_ends_its_session_for_the_initiator_and_its_dedup_record(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    bob.register_initiated_flow(Waits, HearsThenParks)
+    handle = alice.start_flow(Waits(bob.party))
+    mock_network.run_network()
+    [entry] = bob.hospital()
+    bob = mock_network.restart_node(bob)  # parked before the restart: killed from its records
+    assert bob.kill_flow(entry.run_id)
+    mock_network.run_network()
+    assert isinstance(handle.result.exception(timeout=0), UnexpectedFlowEndException)
+    assert bob.dump_checkpoints() == [] and alice.flows() == []
+    storage = bob.storage
+    assert storage is not None
+    with storage.read() as txn:
+        records = dict(storage.prefix_items(txn, "dedup", b"Alice\0"))
+    assert records and all(value.startswith(b"E") for value in records.values()), records

@@ -27,13 +27,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fibers import StateMachineRunId
+from fibers import _identity as identities
 from fibers._checkpoint import decode_snapshots, encode_snapshots
 from fibers._checkpoint_store import DATABASES, _decode_snapshot, _encode_snapshot
 from fibers._identity import NodeIdentity
 from fibers._journal import decode_entry
 from fibers._node import Node
 from fibers._storage import NodeStorage
-from fibers.testing import MockNetwork, _mock_network
+from fibers.testing import MockNetwork
 from tests.fibers.golden_flows import GoldenAsk, Tickets
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -46,9 +47,10 @@ PYTHON = "{}.{}".format(*sys.version_info[:2])
 # ----- the fixed scenario ---------------------------------------------------------------------
 
 
-def _identity(name: str) -> NodeIdentity:
+def _identity(name: str, private_key: Ed25519PrivateKey | None = None) -> NodeIdentity:
+    """A node identity whose key is derived from the name (when a node first stores one)."""
     seed = hashlib.sha256(b"fibers golden key " + name.encode()).digest()
-    return NodeIdentity(name, Ed25519PrivateKey.from_private_bytes(seed))
+    return NodeIdentity(name, private_key or Ed25519PrivateKey.from_private_bytes(seed))
 
 
 def _deterministic(monkeypatch: pytest.MonkeyPatch, base: Path) -> None:
@@ -61,7 +63,7 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch, base: Path) -> None:
         secret.chmod(0o600)
     run_ids = itertools.count(1)
     session_ids = itertools.count(1001)
-    monkeypatch.setattr(_mock_network, "NodeIdentity", _identity)
+    monkeypatch.setattr(identities, "NodeIdentity", _identity)
     monkeypatch.setattr(StateMachineRunId, "_new",
                         classmethod(lambda cls: cls(uuid.UUID(int=next(run_ids)))))
     monkeypatch.setattr(Node, "new_session_id", lambda self: next(session_ids))
@@ -212,7 +214,7 @@ def test_flows_restored_from_the_golden_records_finish(tmp_path: Path) -> None:
         storage.close()
     run_id = StateMachineRunId.parse(_golden("Alice")["run_id"])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_mock_network, "NodeIdentity", _identity)
+        patch.setattr(identities, "NodeIdentity", _identity)
         network = _network(tmp_path)
     with network:
         alice = network.node("Alice")
