@@ -67,7 +67,7 @@ from fibers._progress import ProgressTracker
 from fibers._session import FlowSession
 from fibers._state_machine import FlowStateMachine, app_name_of, class_name
 from fibers._storage import NodeStorage, Txn
-from fibers._transport import Transport
+from fibers.transport import Transport
 
 __all__ = ["FlowSummary", "HospitalEntry", "NetworkMap", "Node", "NodeInfo", "ServiceHub"]
 
@@ -327,7 +327,7 @@ class Node:
     ) -> None:
         fiber.uncommitted_start = None
         for recipient, _, frame in frames:
-            self._transport.send(self.party, recipient, frame)
+            self._transport.send(recipient, frame)
         if fiber.finished:
             self._flows.pop(fiber.run_id, None)
             self._retries.pop(fiber.run_id, None)
@@ -368,7 +368,7 @@ class Node:
                 action()
         acks_due, self._acks_due = self._acks_due, {}
         for peer, entries in acks_due.values():
-            self._transport.send(self.party, peer, encode_message(Ack(entries)))
+            self._transport.send(peer, encode_message(Ack(entries)))
         if failed or whole_commit_failed:
             self._reload_services()
         for fiber, error in failed.items():
@@ -502,13 +502,13 @@ class Node:
                             recipient)
             waiting.append(frame)
             return
-        self._transport.send(self.party, party, frame)
+        self._transport.send(party, frame)
 
     def _party_added(self, party: Party) -> None:
         frames = self._awaiting_peer.pop(party.name, None)
         if frames and not self.stopped:
             for frame in frames:
-                self._transport.send(self.party, party, frame)
+                self._transport.send(party, frame)
 
     def _handle_frame(self, sender: Party, frame: bytes) -> None:
         try:
@@ -605,7 +605,7 @@ class Node:
     def _reject(self, sender: Party, session_id: int, reason: str) -> None:
         log.info("%s rejected a session from %s: %s", self.party, sender, reason)
         reject = ExistingSessionMessage(session_id, True, 0, Reject(reason))
-        self._transport.send(self.party, sender, encode_message(reject))
+        self._transport.send(sender, encode_message(reject))
 
     def _on_session_message(self, sender: Party, message: ExistingSessionMessage) -> None:
         initiator = self.party.name if message.to_initiator else sender.name

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """What the network knows about a node."""
+    """What the network knows about a node: its legal identity, and where a transport that
+    needs one reaches it (``address``, e.g. ``"host:port"``; None for in-memory networks)."""
 
     legal_identity: Party
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +36,27 @@ class FlowSummary:
 
 
 class NetworkMap:
-    """The parties this node knows, by name."""
+    """The parties this node knows, by name, with their peer addresses."""
 
     def __init__(self) -> None:
         self._parties: dict[str, Party] = {}
+        # Invariant: every name in _addresses is in _parties.
+        self._addresses: dict[str, str] = {}
         self._listeners: list[Callable[[Party], object]] = []
 
-    def add(self, party: Party) -> None:
-        """Learn (or replace) ``party``, then tell every listener (``on_add``)."""
-        self._parties[party.name] = party
+    def add(self, party: Party | NodeInfo) -> None:
+        """Learn (or replace) a party, given as its ``Party`` or as a ``NodeInfo`` carrying its
+        address, then tell every listener (``on_add``) with the party. Adding a bare ``Party``
+        keeps the address known for that same party."""
+        info = party if isinstance(party, NodeInfo) else NodeInfo(party)
+        known = self._parties.get(info.legal_identity.name)
+        self._parties[info.legal_identity.name] = info.legal_identity
+        if info.address is not None:
+            self._addresses[info.legal_identity.name] = info.address
+        elif known != info.legal_identity:
+            self._addresses.pop(info.legal_identity.name, None)
         for listener in list(self._listeners):
-            listener(party)
+            listener(info.legal_identity)
 
     def on_add(self, listener: Callable[[Party], object]) -> Callable[[], None]:
         """Call ``listener(party)`` after each ``add`` (e.g. to send what waited for that
@@ -56,6 +68,16 @@ class NetworkMap:
                 self._listeners.remove(listener)
 
         return remove
+
+    def node_info(self, name: str) -> NodeInfo:
+        """The party called ``name`` with its address; KeyError as ``party``."""
+        return NodeInfo(self.party(name), self._addresses.get(name))
+
+    def address(self, party: Party) -> str | None:
+        """Where ``party`` is reached, if the map says so (and knows this very party)."""
+        if self._parties.get(party.name) != party:
+            return None
+        return self._addresses.get(party.name)
 
     def party(self, name: str) -> Party:
         """The party called ``name``; KeyError naming the known parties when there is none."""

@@ -15,7 +15,8 @@ from fibers._identity import NodeIdentity, Party, stored_identity
 from fibers._messages import decode_message
 from fibers._node import NetworkMap, Node
 from fibers._storage import NodeStorage
-from fibers._transport import InFlightMessage, InMemoryNetwork
+from fibers.runtime import ManualDriver, NodeRuntime
+from fibers.transport import InFlightMessage, InMemoryNetwork, Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,12 @@ class TranscriptEntry:
 class MockNetwork:
     """Engine-level nodes talking over an in-memory network.
 
-    Nothing moves until the test pumps: ``run_network()`` delivers queued messages one at a
-    time, oldest first, until none is left; ``run_network(max_messages=1)`` or
-    ``deliver_next()`` delivers exactly one, for tests that need precise interleavings. Time is
-    a ``TestClock`` moved by ``advance_time``. Every delivered message is appended to
-    ``transcript``.
+    Each node runs in a ``NodeRuntime`` in manual mode on the test's thread, with an endpoint
+    of ``network`` (an ``InMemoryNetwork``) as its transport. Nothing moves until the test
+    pumps: ``run_network()`` delivers queued messages one at a time, oldest first, until none
+    is left; ``run_network(max_messages=1)`` or ``deliver_next()`` delivers exactly one, for
+    tests that need precise interleavings. Time is a ``TestClock`` moved by ``advance_time``.
+    Every message ``deliver_next`` delivers is appended to ``transcript``.
 
     A durable network keeps each node's storage and identity under ``base_dir/<name>``: a new
     ``MockNetwork`` on the same ``base_dir`` (in this process or another) re-creates each node
@@ -55,6 +57,7 @@ class MockNetwork:
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
         self.clock = TestClock()
         self.network = InMemoryNetwork()
+        self.driver = ManualDriver(self.network, observe=self._record_delivery)
         self.network_map = NetworkMap()
         self.nodes: list[Node] = []
         self.transcript: list[TranscriptEntry] = []
@@ -92,18 +95,22 @@ class MockNetwork:
         elif identity is None:
             identity = NodeIdentity(name)
         self.network_map.add(identity.party)
-        node = Node(
-            identity,
-            self.network,
-            clock=self.clock,
-            network_map=self.network_map,
-            strict_suspendable=self._strict,
-            storage=storage,
-            services=services,
-            setup=self._node_setup(identity),
-        )
-        self.network.attach(identity.party, node.deliver_batch)
-        return node
+
+        def build(transport: Transport) -> Node:
+            return Node(
+                identity,
+                transport,
+                clock=self.clock,
+                network_map=self.network_map,
+                strict_suspendable=self._strict,
+                storage=storage,
+                services=services,
+                setup=self._node_setup(identity),
+            )
+
+        runtime = NodeRuntime(self.network.endpoint(identity.party), build)
+        self.driver.add(runtime)
+        return runtime.start(threaded=False)
 
     def _node_setup(self, identity: NodeIdentity) -> Callable[[Node], object] | None:
         """What to run on each node this network builds, before it restores its flows
@@ -113,8 +120,11 @@ class MockNetwork:
     def stop_node(self, node: Node) -> None:
         """Stop ``node`` as a crash would; messages for it wait in the network until a node
         with its identity is started again (``restart_node``)."""
-        self.network.detach(node.party)
-        node.stop()
+        runtime = self.driver.runtime(node.party)
+        if runtime.is_running and runtime.node is node:
+            runtime.stop()
+        else:
+            node.stop()
 
     def restart_node(self, node: Node) -> Node:
         """Stop ``node`` as a crash would and start a new node on the same identity and storage;
@@ -140,21 +150,24 @@ class MockNetwork:
     def run_network(self, max_messages: int | None = None) -> int:
         """Deliver queued messages, oldest first, until none is left or ``max_messages`` were
         delivered (timers that are due fire in between). Returns how many were delivered."""
-        delivered = 0
-        while max_messages is None or delivered < max_messages:
-            self._fire_timers()
-            if self.deliver_next() is None:
-                break
-            delivered += 1
-        return delivered
+        return self.driver.run(max_messages)
 
     def deliver_next(self) -> InFlightMessage | None:
         """Deliver exactly one message (the oldest deliverable); None when nothing is queued."""
-        queue = self.network.queue
-        if not queue:
-            return None
-        message = self.network.deliver_next()
-        if message is not None and self._record:
+        return self.driver.deliver_next()
+
+    def deliver_all(self) -> int:
+        """Deliver every queued message at once, each node's as one batch (one scheduler round
+        and one group commit per node). Returns how many were delivered."""
+        return self.driver.deliver_all()
+
+    def step(self) -> bool:
+        """Deliver one message, or fire the timers that are due, or, when only timers are left,
+        move the clock to the earliest deadline and fire it. False when nothing can move."""
+        return self.driver.step(self.clock.now, self.clock.advance)
+
+    def _record_delivery(self, message: InFlightMessage) -> None:
+        if self._record:
             try:
                 decoded: object = decode_message(message.frame)
             except SerializationError as exc:  # a test that sends garbage on purpose
@@ -162,20 +175,15 @@ class MockNetwork:
             self.transcript.append(
                 TranscriptEntry(message.sender.name, message.recipient.name, decoded)
             )
-        return message
 
     def pending_messages(self) -> list[InFlightMessage]:
         """Messages waiting to be delivered, in delivery order."""
-        return self.network.deliverable()
+        return self.network.pending()
 
     def advance_time(self, seconds: float) -> None:
         """Move the shared clock forward and wake the flows whose sleep ended."""
         self.clock.advance(seconds)
-        self._fire_timers()
-
-    def _fire_timers(self) -> None:
-        for node in self.nodes:
-            node.fire_due_timers()
+        self.driver.fire_timers()
 
     def party(self, name: str) -> Party:
         """The party of the node called ``name``."""
@@ -186,8 +194,7 @@ class MockNetwork:
     def stop_nodes(self) -> None:
         """Stop every node and remove the storage this network created."""
         for node in self.nodes:
-            node.stop()
-            self.network.detach(node.party)
+            self.stop_node(node)
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 

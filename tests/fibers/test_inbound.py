@@ -187,9 +187,9 @@ def test_fuzzed_frames_interleaved_with_valid_traffic_leave_flows_and_node_worki
     alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
     handles = [alice.start_flow(Ping(bob.party)) for _ in range(10)]
     mutated = 0
-    while mock_network.network.deliverable():
+    while mock_network.network.pending():
         batch: list[tuple[Party, bytes]] = []
-        recipient = mock_network.network.deliverable()[0].recipient
+        recipient = mock_network.network.pending()[0].recipient
         for message in list(mock_network.network.queue):
             if message.recipient == recipient:
                 mock_network.network.queue.remove(message)

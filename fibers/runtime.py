@@ -1,0 +1,304 @@
+"""``NodeRuntime``: the one thread that runs a node (docs/architecture.md).
+
+A node's flows are greenlets, and a greenlet can only be switched to on the thread that made
+it; the node's services and its write transaction are single-threaded too. So everything
+that touches a node runs on one thread, its *node thread*, and the runtime owns it:
+
+* an inbound queue, filled by the node's ``Transport`` from any thread (``deliver``) and
+  handed to the node in batches (one scheduler round, one group commit per batch);
+* the node's timers: flows sleeping and retries waiting, fired once ``node.next_deadline()``
+  is reached on the node's clock;
+* ``call(fn)``: run ``fn(node)`` on the node thread (start a flow, kill one, query) from any
+  other thread, with its outcome in a ``Future``.
+
+One code path, two ways to drive it:
+
+* **threaded** (``start()``/``stop()``): the runtime's own thread builds the node, starts its
+  transport and then waits for frames, calls and deadlines (the real clock), for the demo,
+  the shell and a node process;
+* **manual** (``start(threaded=False)``, then ``pump()``/``run_until_quiet()``): the calling
+  thread is the node thread and nothing moves until it pumps, for deterministic tests
+  (``MockNetwork``) and simulations. ``ManualDriver`` moves a set of such runtimes on an
+  ``InMemoryNetwork`` one event at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Final, TypeVar
+
+from fibers._identity import Party
+from fibers._local_driver import ManualDriver
+from fibers._node import Node
+from fibers.transport import Transport
+
+__all__ = ["ManualDriver", "NodeRuntime", "NodeStoppedError"]
+
+T = TypeVar("T")
+log = logging.getLogger("fibers.runtime")
+
+_LONGEST_WAIT: Final = 1.0
+"""Seconds the node thread waits at most before it reads the clock again: a deadline is met
+even if the wall clock jumped, or an injected clock moved without ``wake()``."""
+
+
+class NodeStoppedError(RuntimeError):
+    """The node's runtime is stopped (or was never started): start it (or build a new one on
+    the node's storage) before asking it to do anything."""
+
+
+class NodeRuntime:
+    """Runs the node that ``build(transport)`` makes on one thread (see the module docstring).
+
+    ``build`` runs on the node thread, because a node restores its flows (runs greenlets) as it
+    is built; it must pass ``transport`` to the node it returns. ``max_batch`` bounds how many
+    inbound frames one scheduler round takes, so calls and timers are not starved.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        build: Callable[[Transport], Node],
+        *,
+        max_batch: int = 512,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.transport = transport
+        self.max_batch = max_batch
+        self._build = build
+        self._cond = threading.Condition()
+        # Invariant: _inbound and _calls are only touched under _cond; the node only on _owner.
+        self._inbound: deque[tuple[Party, bytes]] = deque()
+        self._calls: deque[tuple[Callable[[Node], Any], Future[Any]]] = deque()
+        self._node: Node | None = None
+        self._owner: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._state = "new"  # new -> running -> stopped
+        self._stopping = False
+        self._woken = False
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def party(self) -> Party:
+        """The party of the node this runtime runs."""
+        return self.transport.party
+
+    @property
+    def node(self) -> Node:
+        """The node. Only its node thread may touch it: from elsewhere, use ``call``."""
+        if self._node is None:
+            raise NodeStoppedError(f"the runtime of {self.party} has not built its node yet: "
+                                   "call start() first")
+        return self._node
+
+    @property
+    def is_running(self) -> bool:
+        """Started and not stopped."""
+        return self._state == "running"
+
+    def start(self, *, threaded: bool = True) -> Node:
+        """Build the node and start its transport: on a new node thread (``threaded``), or on
+        the calling thread, which then moves it with ``pump`` (manual). Returns once the node
+        is built; an error building it is raised here. Returns the node."""
+        with self._cond:
+            if self._state != "new":
+                raise RuntimeError(f"the runtime of {self.party} was already started; build a "
+                                   "new NodeRuntime to start the node again")
+            self._state = "starting"
+        if not threaded:
+            self._owner = threading.current_thread()
+            self._open()
+            return self.node
+        built: Future[None] = Future()
+        self._thread = threading.Thread(target=self._main, args=(built,),
+                                        name=f"fibers-node-{self.party.name}", daemon=True)
+        self._owner = self._thread
+        self._thread.start()
+        built.result()
+        return self.node
+
+    def stop(self) -> None:
+        """Stop the node as a crash would (its flows stay in storage), then its transport;
+        calls not yet run fail with ``NodeStoppedError``. In threaded mode this waits for the
+        node thread to end (unless called on it). Idempotent."""
+        with self._cond:
+            if self._state in ("new", "stopped"):
+                self._state = "stopped"
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is None:  # manual: the node is this thread's to stop
+            self._check_owner("stop")
+            self._close()
+        elif thread is not threading.current_thread():
+            thread.join()
+
+    def wake(self) -> None:
+        """Make the node thread read its clock again now (after an injected clock moved)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    # ----- work from other threads --------------------------------------------------------------
+
+    def deliver(self, sender: Party, frames: Any) -> None:
+        """The transport's inbound entry: queue ``frames`` from ``sender`` for the node thread.
+        Thread-safe; never blocks on the node."""
+        with self._cond:
+            self._inbound.extend((sender, frame) for frame in frames)
+            self._cond.notify_all()
+
+    def call(self, fn: Callable[[Node], T]) -> Future[T]:
+        """Run ``fn(node)`` on the node thread; its result or exception lands in the returned
+        future. Called on the node thread itself it runs at once (waiting for it there would
+        deadlock). A call on a stopped runtime fails with ``NodeStoppedError``."""
+        future: Future[T] = Future()
+        if threading.current_thread() is self._owner and self._node is not None:
+            _run_call(fn, self._node, future)
+            return future
+        with self._cond:
+            if self._state == "stopped" or self._stopping:
+                future.set_exception(NodeStoppedError(f"the node of {self.party} is stopped"))
+                return future
+            self._calls.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    # ----- manual mode --------------------------------------------------------------------------
+
+    def pump(self) -> int:
+        """Manual mode: run the queued calls, fire the due timers, and hand the node one batch
+        of inbound frames. Returns how much it did (0: nothing was waiting)."""
+        if self._thread is not None:
+            raise RuntimeError(f"the runtime of {self.party} runs on its own thread: use call()")
+        self._check_owner("pump")
+        if self._state != "running":
+            return 0
+        return self._step()
+
+    def run_until_quiet(self, max_rounds: int | None = None) -> int:
+        """Manual mode: ``pump`` until nothing is waiting (or ``max_rounds`` rounds). Returns
+        how much was done in all."""
+        done, rounds = 0, 0
+        while max_rounds is None or rounds < max_rounds:
+            moved = self.pump()
+            if not moved:
+                break
+            done, rounds = done + moved, rounds + 1
+        return done
+
+    @property
+    def waiting(self) -> int:
+        """Inbound frames and calls queued for the node thread."""
+        with self._cond:
+            return len(self._inbound) + len(self._calls)
+
+    # ----- the node thread ----------------------------------------------------------------------
+
+    def _check_owner(self, what: str) -> None:
+        if self._owner is not None and threading.current_thread() is not self._owner:
+            raise RuntimeError(f"{what}() of the runtime of {self.party} must run on its node "
+                               f"thread ({self._owner.name}), where the node was built")
+
+    def _open(self) -> None:
+        node = self._build(self.transport)
+        if node.party != self.party:
+            node.stop()
+            raise ValueError(f"the runtime's transport speaks for {self.party} but the node "
+                             f"built is {node.party}: pass the runtime's transport to the node")
+        self._node = node
+        self.transport.start(self.deliver)
+        with self._cond:
+            self._state = "running"
+
+    def _main(self, built: Future[None]) -> None:
+        try:
+            self._open()
+        except BaseException as exc:
+            with self._cond:
+                self._state = "stopped"
+            built.set_exception(exc)
+            return
+        built.set_result(None)
+        try:
+            while self._wait_for_work():
+                try:
+                    self._step()
+                except Exception:
+                    log.exception("the node thread of %s hit an error; it carries on",
+                                  self.party)
+        finally:
+            self._close()
+
+    def _wait_for_work(self) -> bool:
+        """Block until there is something to do; False when the runtime is stopping."""
+        node = self.node
+        with self._cond:
+            while not (self._inbound or self._calls or self._stopping or self._woken
+                       or node.stopped):
+                deadline = node.next_deadline()
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                seconds = (deadline - node.clock.now()).total_seconds()
+                if seconds <= 0:
+                    break
+                self._cond.wait(min(seconds, _LONGEST_WAIT))
+            self._woken = False
+            return not (self._stopping or node.stopped)
+
+    def _step(self) -> int:
+        """One round on the node thread: calls, due timers, one batch of frames."""
+        node = self.node
+        with self._cond:
+            calls = list(self._calls)
+            self._calls.clear()
+            count = min(len(self._inbound), self.max_batch)
+            frames = [self._inbound.popleft() for _ in range(count)]
+        for fn, future in calls:
+            _run_call(fn, node, future)
+        if node.stopped:  # a call stopped it
+            return len(calls)
+        done = len(calls) + node.fire_due_timers()
+        if frames:
+            node.deliver_batch(frames)
+        return done + len(frames)
+
+    def _close(self) -> None:
+        """On the node thread: stop the transport, then the node; fail what still waits."""
+        self.transport.stop()
+        if self._node is not None:
+            self._node.stop()
+        with self._cond:
+            self._state = "stopped"
+            calls = list(self._calls)
+            self._calls.clear()
+            dropped = len(self._inbound)
+            self._inbound.clear()
+        if dropped:
+            # As in a crash: the senders re-send what this node never acknowledged.
+            log.info("%s stopped with %d inbound frame(s) not handled", self.party, dropped)
+        for _, future in calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(NodeStoppedError(f"the node of {self.party} stopped"))
+
+    def __repr__(self) -> str:
+        return f"<NodeRuntime {self.party.name} {self._state}>"
+
+
+def _run_call(fn: Callable[[Node], T], node: Node, future: Future[T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while queued
+    try:
+        result = fn(node)
+    except BaseException as exc:  # the caller's to see, through the future
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
