@@ -33,7 +33,8 @@ from fibers._identity import NodeIdentity
 from fibers._node import NetworkMap, Node
 from fibers._state_machine import FlowStateMachine
 from fibers._storage import NodeStorage
-from fibers._transport import InMemoryNetwork
+from fibers.runtime import ManualDriver, NodeRuntime
+from fibers.transport import InMemoryNetwork, Transport
 
 
 @dataclass(frozen=True)
@@ -59,40 +60,45 @@ class NaiveCheckpointNode(Node):
         super()._end_step(fiber)
 
 
-def _pump(network: InMemoryNetwork) -> None:
-    while network.deliver_all():
+def _pump(driver: ManualDriver) -> None:
+    while driver.deliver_all():
         pass
 
 
-def _two_nodes(base: Path, naive: bool) -> tuple[Node, Node, InMemoryNetwork]:
+def _two_nodes(base: Path, naive: bool) -> tuple[Node, Node, ManualDriver]:
     network, network_map = InMemoryNetwork(), NetworkMap()
+    driver = ManualDriver(network)
     nodes = []
     for name in ("Alice", "Bob"):
         identity = NodeIdentity(name)
         network_map.add(identity.party)
-        if naive:
-            node: Node = NaiveCheckpointNode(identity, network, network_map=network_map)
-            (base / f"naive-{name}").mkdir(parents=True, exist_ok=True)
-            env = lmdb.open(str(base / f"naive-{name}"), map_size=1 << 32, sync=True)
-            node.env = env  # type: ignore[attr-defined]
-        else:
-            storage = NodeStorage.open(base / name, sync=True)
-            node = Node(identity, network, network_map=network_map, storage=storage)
-        network.attach(identity.party, node.deliver_batch)
-        nodes.append(node)
-    return nodes[0], nodes[1], network
+
+        def build(transport: Transport, identity: NodeIdentity = identity) -> Node:
+            if naive:
+                node: Node = NaiveCheckpointNode(identity, transport, network_map=network_map)
+                path = base / f"naive-{identity.party.name}"
+                path.mkdir(parents=True, exist_ok=True)
+                node.env = lmdb.open(str(path), map_size=1 << 32, sync=True)  # type: ignore[attr-defined]
+                return node
+            storage = NodeStorage.open(base / identity.party.name, sync=True)
+            return Node(identity, transport, network_map=network_map, storage=storage)
+
+        runtime = NodeRuntime(network.endpoint(identity.party), build)
+        driver.add(runtime)
+        nodes.append(runtime.start(threaded=False))
+    return nodes[0], nodes[1], driver
 
 
 def fibers_suspensions(base: Path, flows: int, round_trips: int, naive: bool) -> Figure:
-    alice, bob, network = _two_nodes(base, naive)
+    alice, bob, driver = _two_nodes(base, naive)
     per_flow = max(1, round_trips // flows)
     start = time.perf_counter()
     handles = alice.start_flows([PingMany(bob.party, per_flow) for _ in range(flows)])
-    _pump(network)
+    _pump(driver)
     elapsed = time.perf_counter() - start
     assert all(h.result.result(timeout=0) == sum(range(per_flow)) for h in handles)
-    alice.stop()
-    bob.stop()
+    for runtime in driver.runtimes:
+        runtime.stop()
     # Each round trip suspends the initiator once (at its receive) and the responder once.
     name = "naive dill + commit per suspension" if naive else "fibers (journal + group commit)"
     return Figure(f"{name}, {flows} flows", 2 * per_flow * flows, elapsed)

@@ -34,7 +34,7 @@ from benchmarks.roundtrip import PingMany
 from fibers._identity import NodeIdentity
 from fibers._node import NetworkMap, Node
 from fibers._storage import NodeStorage
-from fibers._transport import InMemoryNetwork
+from fibers.transport import InMemoryNetwork
 
 _BATCH = 10_000
 
@@ -62,7 +62,8 @@ def park(base: Path, flows: int) -> tuple[float, float, tuple[bytes, bytes]]:
     alice_id, bob_id = _identities(None)
     network_map.add(bob_id.party)
     storage = NodeStorage.open(base / "Alice", sync=True)
-    alice = Node(alice_id, network, network_map=network_map, storage=storage)
+    alice = Node(alice_id, network.endpoint(alice_id.party), network_map=network_map,
+                 storage=storage)
     gc.collect()
     before = _rss_bytes()
     start = time.perf_counter()
@@ -85,7 +86,7 @@ def restore(base: Path, flows: int, keys: tuple[bytes, bytes]) -> float:
     network_map.add(bob_id.party)
     gc.collect()
     start = time.perf_counter()
-    restored = Node(alice_id, network, network_map=network_map,
+    restored = Node(alice_id, network.endpoint(alice_id.party), network_map=network_map,
                     storage=NodeStorage.open(base / "Alice", sync=True))
     seconds = time.perf_counter() - start
     assert len(restored.flows()) == flows and restored.hospital() == []

@@ -98,8 +98,7 @@ class Market:
         self.papers = self.seller.services.vault.query(CommercialPaper.State)
 
     def pump(self) -> None:
-        network = self.network.network
-        while network.deliver_all():
+        while self.network.deliver_all():
             pass
 
     def _run_all(self, node: Node, flows: list[FlowLogic[Any]]) -> None:

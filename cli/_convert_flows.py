@@ -19,9 +19,7 @@ from cli._convert import (
     parse_state_ref,
     type_name,
 )
-from fibers import FlowLogic, Party
-from fibers._annotations import is_startable_by_rpc
-from fibers._node import Node
+from fibers import FlowLogic, Node, Party, is_startable_by_rpc
 from ledger import ContractState, StateAndRef
 
 __all__ = [

@@ -17,9 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cli._embedded import EmbeddedNetwork
-from fibers._node import Node
-from fibers._progress import ProgressTracker
-from fibers._progress_view import FlowTreesView
+from fibers import Node, ProgressTracker
+from fibers.progress_view import FlowTreesView
 from finance import Amount, Cash, CommercialPaper
 
 

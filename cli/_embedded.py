@@ -1,18 +1,31 @@
 """An embedded network for the demo (and the shell): a notary and two banks in one process,
-each node on its own LMDB storage under a run directory, over the in-memory transport, moved
-by a scheduler loop instead of a test's manual pumping."""
+built from the public API as a deployment would build them: each node a ``fibers.Node`` with
+the ledger's services (``ledger.install_ledger_services``), its own storage under a run
+directory (fsync on) and an endpoint of an in-memory network as its transport, run by a
+``fibers.runtime.NodeRuntime``. The runtimes are in manual mode on the calling thread, moved
+one event at a time by a ``ManualDriver`` on the real clock, so that the demo's view and the
+shell read the nodes between steps, on the thread that runs them."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
-from fibers._node import Node
-from fibers._transport import InFlightMessage
-from ledger.testing import MockNetwork
+from fibers import NetworkMap, Node, NodeIdentity, Party
+from fibers.runtime import ManualDriver, NodeRuntime
+from fibers.storage import NodeStorage
+from fibers.transport import InFlightMessage, InMemoryNetwork, Transport
+from ledger import install_ledger_services
 
 BankNames = ("SellerBank", "BuyerBank")
+NOTARY_NAME = "Notary"
+
+_LONGEST_TIMER_WAIT = 60.0
+"""Seconds ``run`` waits at most for a flow's timer (a sleep or a retry) when nothing else is
+left; a longer wait means the goal is not coming."""
 
 
 class NetworkWentQuiet(RuntimeError):
@@ -24,36 +37,75 @@ class EmbeddedNetwork:
 
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
-        # The notary validates: it checks the whole trade, not just that inputs are unspent.
-        self.network = MockNetwork(base_dir, sync=True, record_transcript=False)
-        self.notary_node = self.network.create_notary_node("Notary", validating=True)
-        self.seller = self.network.create_node(BankNames[0])
-        self.buyer = self.network.create_node(BankNames[1])
+        self.network = InMemoryNetwork()
+        self.driver = ManualDriver(self.network)
+        self.network_map = NetworkMap()
+        self._identities: dict[str, NodeIdentity] = {}
         self.down: set[str] = set()
+        # The notary validates: it checks the whole trade, not just that inputs are unspent.
+        self.notary_node = self._start(NodeIdentity(NOTARY_NAME))
+        self.seller = self._start(NodeIdentity(BankNames[0]))
+        self.buyer = self._start(NodeIdentity(BankNames[1]))
+
+    def _start(self, identity: NodeIdentity) -> Node:
+        name = identity.party.name
+        self._identities[name] = identity
+        self.network_map.add(identity.party)
+        setup = functools.partial(install_ledger_services, notary=name == NOTARY_NAME,
+                                  validating=True)
+
+        def build(transport: Transport) -> Node:
+            return Node(identity, transport, network_map=self.network_map, setup=setup,
+                        storage=NodeStorage.open(self.base_dir / name, sync=True))
+
+        runtime = NodeRuntime(self.network.endpoint(identity.party), build)
+        self.driver.add(runtime)
+        return runtime.start(threaded=False)
+
+    @property
+    def notary(self) -> Party:
+        """The notary's party."""
+        return self._identities[NOTARY_NAME].party
+
+    def now(self) -> datetime:
+        """The time on the nodes' clock (the real one)."""
+        return self.notary_node.clock.now()
 
     @property
     def nodes(self) -> list[Node]:
         """The running nodes."""
-        return [n for n in self.network.nodes if n.party.name not in self.down]
+        return [r.node for r in self.driver.runtimes if r.is_running]
+
+    @property
+    def all_nodes(self) -> list[Node]:
+        """Every node, the stopped ones included (their last node object)."""
+        return [self.node(name) for name in self._identities]
 
     def node(self, name: str) -> Node:
         """The current node called ``name`` (restarts replace node objects)."""
-        return self.network.node(name)
+        return self.driver.runtime(name).node
 
     def crash(self, name: str) -> None:
         """Stop the node called ``name`` as a crash would; its messages wait in the network."""
-        self.network.stop_node(self.node(name))
+        self.driver.runtime(name).stop()
         self.down.add(name)
 
     def restart(self, name: str) -> Node:
         """Start the node called ``name`` again from its storage; it restores its flows."""
-        node = self.network.restart_node(self.node(name))
+        if self.driver.runtime(name).is_running:
+            self.crash(name)
+        node = self._start(self._identities[name])
         self.down.discard(name)
-        if name == self.seller.party.name:
+        if name == BankNames[0]:
             self.seller = node
-        elif name == self.buyer.party.name:
+        elif name == BankNames[1]:
             self.buyer = node
         return node
+
+    def step(self, *, max_wait: float = 1.0) -> bool:
+        """Do the next event (a due timer or one message; when only timers are left, wait up to
+        ``max_wait`` seconds for the earliest); False when nothing can move."""
+        return self.driver.step(self.now, time.sleep, max_wait=max_wait)
 
     def run(
         self,
@@ -63,38 +115,25 @@ class EmbeddedNetwork:
         before_delivery: Callable[[InFlightMessage], object] | None = None,
         pace: float = 0.0,
     ) -> int:
-        """The scheduler loop: deliver messages one at a time (firing due timers, and moving
-        the clock to the next deadline when only timers are left) until ``until()``; call
-        ``on_tick`` after each delivery; wait ``pace`` seconds between deliveries so a person
-        can follow. Returns how many messages were delivered."""
-        delivered = 0
+        """Move the network one event at a time until ``until()``; call ``before_delivery``
+        with the message about to be delivered, ``on_tick`` after each event; wait ``pace``
+        seconds between events so a person can follow. Returns how many events it took."""
+        events = 0
         while not until():
-            pending = self.network.pending_messages()
-            if not pending:
-                if self._advance_to_next_deadline():
-                    continue
-                raise NetworkWentQuiet("no message or timer is left, and the goal is not reached")
-            if before_delivery is not None:
+            pending = self.driver.pending()
+            if pending and before_delivery is not None:
                 before_delivery(pending[0])
                 if until():
                     break
-            if self.network.deliver_next() is not None:
-                delivered += 1
+            if not self.step(max_wait=_LONGEST_TIMER_WAIT):
+                raise NetworkWentQuiet("no message or timer is left, and the goal is not reached")
+            events += 1
             on_tick()
             if pace:
                 time.sleep(pace)
-        return delivered
-
-    def _advance_to_next_deadline(self) -> bool:
-        deadlines = [d for n in self.nodes if (d := n.next_deadline()) is not None]
-        if not deadlines:
-            return False
-        step = (min(deadlines) - self.network.clock.now()).total_seconds()
-        self.network.advance_time(max(step, 0.0))
-        return True
+        return events
 
     def close(self) -> None:
         """Stop every node (their storage stays under ``base_dir``)."""
-        for node in self.network.nodes:
-            if node.party.name not in self.down:
-                node.stop()
+        for runtime in self.driver.runtimes:
+            runtime.stop()

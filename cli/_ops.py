@@ -31,7 +31,6 @@ from cli._convert_flows import (
 )
 from cli._ops_feeds import (
     FeedSubscription,
-    MockNetworkDriver,
     NetworkDriver,
     TrackedStart,
 )
@@ -50,13 +49,11 @@ from cli._ops_values import (
     VaultRow,
     vault_row,
 )
-from fibers import FlowLogic, StateMachineRunId
-from fibers._node import Node
+from fibers import FlowLogic, Node, StateMachineRunId
 from ledger import ContractState, StateAndRef
 
 __all__ = [
     "FeedSubscription",
-    "MockNetworkDriver",
     "NetworkDriver",
     "NodeDownError",
     "NodeOps",

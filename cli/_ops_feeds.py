@@ -8,39 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from ledger.testing import MockNetwork
-
-__all__ = ["FeedSubscription", "Listeners", "MockNetworkDriver", "NetworkDriver", "TrackedStart"]
+__all__ = ["FeedSubscription", "Listeners", "NetworkDriver", "TrackedStart"]
 
 T = TypeVar("T")
 log = logging.getLogger("cli.ops")
 
 
 class NetworkDriver(Protocol):
-    """Moves the network the node runs on by one event."""
+    """Moves the network the node runs on by one event (e.g. ``EmbeddedNetwork`` or
+    ``MockNetwork``, both on ``fibers.runtime.ManualDriver``)."""
 
     def step(self) -> bool:
         """Deliver one message or fire the next timer; False when nothing can move."""
-
-
-class MockNetworkDriver:
-    """Drives an in-process ``MockNetwork``: delivers one deliverable message per step; when
-    only timers are left, moves the network's clock to the earliest deadline of a running node
-    (simulated time, as the demo's scheduler loop does)."""
-
-    def __init__(self, network: MockNetwork) -> None:
-        self.network = network
-
-    def step(self) -> bool:
-        if self.network.deliver_next() is not None:
-            return True
-        running = [node for node in self.network.nodes if not node.stopped]
-        deadlines = [d for node in running if (d := node.next_deadline()) is not None]
-        if not deadlines:
-            return False
-        wait = (min(deadlines) - self.network.clock.now()).total_seconds()
-        self.network.advance_time(max(wait, 0.0))
-        return True
 
 
 class FeedSubscription:

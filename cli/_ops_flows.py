@@ -25,8 +25,7 @@ from cli._ops_values import (
     outcome_of,
     progress_of,
 )
-from fibers import ProgressTracker, StateMachineRunId
-from fibers._node import Node
+from fibers import Node, ProgressTracker, StateMachineRunId
 
 __all__ = ["FlowBook", "hospital_rows"]
 

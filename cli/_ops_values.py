@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from cli._convert_flows import ParamSpec
 from fibers import KilledFlowException, Party, ProgressTracker
-from fibers._progress_view import describe_error
+from fibers.progress_view import describe_error
 from ledger import SignedTransaction, StateAndRef
 
 __all__ = [

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cli._embedded import EmbeddedNetwork
-from cli._ops import MockNetworkDriver, NodeOps
-from fibers._node import Node
+from cli._ops import NodeOps
+from fibers import Node
 from finance import Amount, CommercialPaper, SellerStarter, TwoPartyTradeFlow
 
 __all__ = ["ACCEPTABLE_PRICE", "EmbeddedShellNetwork"]
@@ -25,11 +25,10 @@ class EmbeddedShellNetwork:
 
     def __init__(self, base_dir: Path) -> None:
         self.net = EmbeddedNetwork(base_dir)
-        self.driver = MockNetworkDriver(self.net.network)
         self.ops: dict[str, NodeOps] = {
             node.party.name: NodeOps(functools.partial(self.net.node, node.party.name),
-                                     driver=self.driver)
-            for node in self.net.network.nodes
+                                     driver=self.net)
+            for node in self.net.nodes
         }
         for node in (self.net.seller, self.net.buyer):
             self._register_buyer(node)
@@ -38,7 +37,7 @@ class EmbeddedShellNetwork:
         """A bank buys the commercial paper another sells it (SellerStarter) for up to
         ``ACCEPTABLE_PRICE``. Registrations live in the node object: a restarted node needs
         them again."""
-        notary = self.net.network.notary
+        notary = self.net.notary
         node.register_initiated_flow(
             SellerStarter,
             lambda party: TwoPartyTradeFlow.Buyer(party, notary, ACCEPTABLE_PRICE,
@@ -48,7 +47,7 @@ class EmbeddedShellNetwork:
         """Issue BuyerBank two cash states of 1,000.00 USD and SellerBank a commercial paper
         of 1,000.00 USD maturing in 30 days, as the demo does, by starting the flows through
         ``NodeOps``. Returns a line describing each; raises if a flow fails."""
-        notary = self.net.network.notary.name
+        notary = self.net.notary.name
         seller, buyer = self.net.seller.party.name, self.net.buyer.party.name
         done = []
         for reference in ("01", "02"):
@@ -83,7 +82,7 @@ class EmbeddedShellNetwork:
     def restart(self, name: str) -> int:
         """Start the node again from its storage; returns how many flows it restored."""
         node = self.net.restart(name)
-        if name != self.net.network.notary.name:
+        if name != self.net.notary.name:
             self._register_buyer(node)
         return len(node.flows()) + len(node.hospital())
 

@@ -22,8 +22,7 @@ from rich.console import Console
 
 from cli._demo_view import DemoView, PlainReporter, vault_table
 from cli._embedded import EmbeddedNetwork
-from fibers import StateMachineRunId
-from fibers._node import Node
+from fibers import Node, StateMachineRunId
 from finance import (
     Amount,
     CashIssueFlow,
@@ -133,8 +132,8 @@ def _story(console: Console, options: DemoOptions, net: EmbeddedNetwork) -> int:
 def _prepare(net: EmbeddedNetwork, trades: int) -> None:
     """Cash for the buyer (one state per trade, so concurrent trades do not contend for one
     state) and one commercial paper per trade for the seller."""
-    notary = net.network.notary
-    maturity = net.network.clock.now() + timedelta(days=30)
+    notary = net.notary
+    maturity = net.now() + timedelta(days=30)
     for i in range(trades):
         _run_flow(net, net.buyer, CashIssueFlow(FACE_VALUE, bytes([1 + i % 200]), notary))
         _run_flow(net, net.seller, CommercialPaperIssueFlow(FACE_VALUE, maturity, notary))

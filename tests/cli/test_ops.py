@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 
 from cli._convert import FlowArgumentError, UnknownNameError
-from cli._ops import MockNetworkDriver, NodeDownError, NodeOps, RunIdError
+from cli._ops import NodeDownError, NodeOps, RunIdError
 from cli._ops_values import ProgressSnapshot, StateMachineUpdate, VaultChange
 from fibers import (
     FlowLogic,
@@ -90,7 +90,7 @@ def network(tmp_path: Path) -> Iterator[MockNetwork]:
 
 
 def ops_of(network: MockNetwork, name: str) -> NodeOps:
-    return NodeOps(lambda: network.node(name), driver=MockNetworkDriver(network))
+    return NodeOps(lambda: network.node(name), driver=network)
 
 
 @pytest.fixture
