@@ -76,7 +76,7 @@ class ManualDriver:
         order = list(dict.fromkeys(m.recipient.name for m in self.network.pending()))
         delivered = self.network.deliver_all()
         for name in order:
-            self._runtimes[name].pump()
+            self._runtimes[name].run_until_quiet()
         return delivered
 
     def fire_timers(self) -> int:

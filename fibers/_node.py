@@ -95,6 +95,9 @@ class Node:
         max_transient_retries: int = 3,
         retry_backoff: float = 1.0,
     ) -> None:
+        if transport.party != identity.party:
+            raise ValueError(f"the transport speaks for {transport.party} but the node is "
+                             f"{identity.party}: give the node its own party's endpoint")
         self.identity = identity
         self.info = NodeInfo(identity.party)
         self.clock: Clock = clock or SystemClock()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Final, TypeVar
 
@@ -148,7 +148,7 @@ class NodeRuntime:
 
     # ----- work from other threads --------------------------------------------------------------
 
-    def deliver(self, sender: Party, frames: Any) -> None:
+    def deliver(self, sender: Party, frames: Iterable[bytes]) -> None:
         """The transport's inbound entry: queue ``frames`` from ``sender`` for the node thread.
         Thread-safe; never blocks on the node."""
         with self._cond:

@@ -1,10 +1,15 @@
-"""The public surface of `fibers` is exactly the names fixed by DESIGN.md section 2."""
+"""The public surface of `fibers`: the names fixed by DESIGN.md section 2, the node and its
+errors, and the seams (transport, runtime, storage) another implementation plugs into."""
 
 import fibers
+import fibers.progress_view
+import fibers.runtime
+import fibers.storage
 import fibers.testing
+import fibers.transport
 
 
-def test_fibers_exports_exactly_the_design_names() -> None:
+def test_fibers_exports_exactly_the_design_names_and_the_node() -> None:
     assert sorted(fibers.__all__) == sorted([
         "FlowLogic", "suspendable", "initiating_flow", "initiated_by", "startable_by_rpc",
         "schedulable_flow", "FlowException", "UnexpectedFlowEndException",
@@ -12,9 +17,24 @@ def test_fibers_exports_exactly_the_design_names() -> None:
         "SuspendableError", "UntrustworthyData", "FlowInfo", "StateMachineRunId", "FlowHandle",
         "FlowProgressHandle", "ProgressTracker", "Step", "Party", "serializable",
         "SerializationError", "SerializeAsToken",
+        # the node, what it is built from, and the errors its users meet
+        "Node", "NodeInfo", "NodeIdentity", "NetworkMap", "FlowConfigurationError",
+        "is_startable_by_rpc",
     ])
     for name in fibers.__all__:
         assert getattr(fibers, name) is not None
+
+
+def test_the_seams_export_exactly_their_interfaces() -> None:
+    assert sorted(fibers.transport.__all__) == [
+        "Deliver", "InFlightMessage", "InMemoryNetwork", "InMemoryTransport", "Transport"]
+    assert sorted(fibers.runtime.__all__) == ["ManualDriver", "NodeRuntime", "NodeStoppedError"]
+    assert sorted(fibers.storage.__all__) == ["CorruptRecordError", "NodeStorage"]
+    assert sorted(fibers.progress_view.__all__) == [
+        "FlowTreesView", "STATIC_MARKER", "describe_error", "render_tracker", "summary_line"]
+    for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
 
 
 def test_testing_exports_mock_network() -> None:
