@@ -1,4 +1,4 @@
-"""``NodeRuntime``: the one thread that runs a node (docs/architecture.md).
+"""``NodeRuntime``: the one thread that runs a node (see docs/transport-and-runtime.md).
 
 A node's flows are greenlets, and a greenlet can only be switched to on the thread that made
 it; the node's services and its write transaction are single-threaded too. So everything
@@ -272,19 +272,27 @@ class NodeRuntime:
         return done + len(frames)
 
     def _close(self) -> None:
-        """On the node thread: stop the transport, then the node; fail what still waits."""
+        """On the node thread: stop the transport, hand the node the frames that had already
+        arrived (so they are stored and acknowledged rather than lost), then stop the node as
+        a crash would; fail the calls that still wait."""
         self.transport.stop()
-        if self._node is not None:
-            self._node.stop()
+        node = self._node
+        with self._cond:
+            frames = list(self._inbound)
+            self._inbound.clear()
+        if node is not None and frames and not node.stopped:
+            try:
+                node.deliver_batch(frames)
+            except Exception:
+                # Not acknowledged, so their senders send them again to the next start.
+                log.exception("%s stopped before it could handle %d frame(s)", self.party,
+                              len(frames))
+        if node is not None:
+            node.stop()
         with self._cond:
             self._state = "stopped"
             calls = list(self._calls)
             self._calls.clear()
-            dropped = len(self._inbound)
-            self._inbound.clear()
-        if dropped:
-            # As in a crash: the senders re-send what this node never acknowledged.
-            log.info("%s stopped with %d inbound frame(s) not handled", self.party, dropped)
         for _, future in calls:
             if future.set_running_or_notify_cancel():
                 future.set_exception(NodeStoppedError(f"the node of {self.party} stopped"))

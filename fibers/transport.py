@@ -1,4 +1,5 @@
-"""The seam between a node and the network that carries its frames (docs/architecture.md).
+"""The seam between a node and the network that carries its frames (see
+docs/transport-and-runtime.md).
 
 A ``Transport`` is one node's endpoint on a network. The node hands it outbound frames
 (already-encoded bytes) with ``send(recipient, frame)``; whoever runs the node (its

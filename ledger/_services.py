@@ -123,9 +123,12 @@ def notary_identities(network_map: object) -> list[Party]:
 
 
 def install_ledger_services(node: Node, *, notary: bool = False, validating: bool = True) -> None:
-    """Install the ledger's services on ``node``; call it before the node runs any flow (a
-    node with storage runs its restored flows as soon as it is built: see how
-    ``ledger.testing.MockNetwork`` installs them first).
+    """Install the ledger's services on ``node``; call it before the node runs any flow. A
+    node with storage runs its restored flows as soon as it is built, so pass it as the node's
+    ``setup``, which the constructor runs before the restore::
+
+        Node(identity, transport, storage=storage,
+             setup=functools.partial(install_ledger_services, notary=True))
 
     Installs ``service_hub.key_management``, ``.vault`` and ``.validated_transactions`` (and
     ``.uniqueness`` on a notary), sets ``service_hub.is_notary`` and

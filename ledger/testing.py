@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fibers import Party, serializable
-from fibers._identity import NodeIdentity
-from fibers._node import Node
+from fibers import Node, NodeIdentity, Party, serializable
 from fibers.testing import MockNetwork as EngineMockNetwork
 from ledger._builder import TransactionBuilder
 from ledger._contracts import Contract, contract, require

@@ -265,3 +265,22 @@ def test_the_mock_networks_step_moves_its_clock_to_the_next_deadline() -> None:
         assert handle.result.result(timeout=0) == timedelta(seconds=30)
         assert network.clock.now() - before == timedelta(seconds=30)
         assert network.step() is False
+
+
+def test_stopping_a_runtime_first_handles_the_frames_that_already_reached_it(
+    tmp_path: Path,
+) -> None:
+    hub, network_map = InMemoryNetwork(), NetworkMap()
+    driver = ManualDriver(hub)
+    alice = _runtime(hub, NodeIdentity("Alice"), network_map, directory=tmp_path / "Alice")
+    bob = _runtime(hub, NodeIdentity("Bob"), network_map, directory=tmp_path / "Bob")
+    for runtime in (alice, bob):
+        driver.add(runtime)
+        runtime.start(threaded=False)
+    handle = alice.node.start_flow(Ping(bob.party, 9))
+    assert hub.deliver_all() == 1 and bob.waiting == 1  # in Bob's queue, not handled yet
+    bob.stop()
+    assert not hub.is_started(bob.party)
+    driver.run()  # Bob's answer, sent while it stopped, reaches Alice
+    assert handle.result.result(timeout=0) == 10
+    alice.stop()
