@@ -113,7 +113,12 @@ class NodeRuntime:
             self._state = "starting"
         if not threaded:
             self._owner = threading.current_thread()
-            self._open()
+            try:
+                self._open()
+            except BaseException:
+                with self._cond:
+                    self._state = "stopped"
+                raise
             return self.node
         built: Future[None] = Future()
         self._thread = threading.Thread(target=self._main, args=(built,),
@@ -213,8 +218,12 @@ class NodeRuntime:
             node.stop()
             raise ValueError(f"the runtime's transport speaks for {self.party} but the node "
                              f"built is {node.party}: pass the runtime's transport to the node")
+        try:
+            self.transport.start(self.deliver)
+        except BaseException:
+            node.stop()
+            raise
         self._node = node
-        self.transport.start(self.deliver)
         with self._cond:
             self._state = "running"
 

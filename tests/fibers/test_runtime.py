@@ -179,6 +179,9 @@ def test_a_node_built_for_another_party_than_the_runtimes_is_refused() -> None:
                           lambda _: Node(bob, hub.endpoint(bob.party)))
     with pytest.raises(ValueError, match="transport speaks for Alice but the node built is Bob"):
         runtime.start(threaded=False)
+    assert not runtime.is_running and not hub.is_started(alice.party)
+    with pytest.raises(NodeStoppedError):
+        runtime.call(lambda node: None).result(timeout=0)
 
 
 # ----- manual ------------------------------------------------------------------------------------
