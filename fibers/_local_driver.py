@@ -65,7 +65,7 @@ class ManualDriver:
         message = self.network.deliver_next()
         if message is None:
             return None
-        self.runtime(message.recipient).pump()
+        self._runtimes[message.recipient.name].pump()
         if self.observe is not None:
             self.observe(message)
         return message

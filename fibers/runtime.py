@@ -266,11 +266,17 @@ class NodeRuntime:
     def _step(self) -> int:
         """One round on the node thread: calls, due timers, one batch of frames."""
         node = self.node
-        with self._cond:
-            calls = list(self._calls)
-            self._calls.clear()
-            count = min(len(self._inbound), self.max_batch)
-            frames = [self._inbound.popleft() for _ in range(count)]
+        calls: list[tuple[Callable[[Node], Any], Future[Any]]] = []
+        frames: list[tuple[Party, bytes]] = []
+        # Unlocked peek: the common manual-mode round has nothing queued (deque truthiness is
+        # atomic); something queued meanwhile is seen by the next round, which the queueing
+        # thread's notify guarantees.
+        if self._calls or self._inbound:
+            with self._cond:
+                calls = list(self._calls)
+                self._calls.clear()
+                count = min(len(self._inbound), self.max_batch)
+                frames = [self._inbound.popleft() for _ in range(count)]
         for fn, future in calls:
             _run_call(fn, node, future)
         if node.stopped:  # a call stopped it
