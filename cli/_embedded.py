@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fibers import NetworkMap, Node, NodeIdentity, Party
@@ -68,18 +68,13 @@ class EmbeddedNetwork:
         return self._identities[NOTARY_NAME].party
 
     def now(self) -> datetime:
-        """The time on the nodes' clock (the real one)."""
-        return self.notary_node.clock.now()
+        """The time on the nodes' clock: the system clock, a node's default."""
+        return datetime.now(UTC)
 
     @property
     def nodes(self) -> list[Node]:
         """The running nodes."""
         return [r.node for r in self.driver.runtimes if r.is_running]
-
-    @property
-    def all_nodes(self) -> list[Node]:
-        """Every node, the stopped ones included (their last node object)."""
-        return [self.node(name) for name in self._identities]
 
     def node(self, name: str) -> Node:
         """The current node called ``name`` (restarts replace node objects)."""
@@ -96,7 +91,9 @@ class EmbeddedNetwork:
             self.crash(name)
         node = self._start(self._identities[name])
         self.down.discard(name)
-        if name == BankNames[0]:
+        if name == NOTARY_NAME:
+            self.notary_node = node
+        elif name == BankNames[0]:
             self.seller = node
         elif name == BankNames[1]:
             self.buyer = node
