@@ -14,11 +14,12 @@ that touches a node runs on one thread, its *node thread*, and the runtime owns 
 One code path, two ways to drive it:
 
 * **threaded** (``start()``/``stop()``): the runtime's own thread builds the node, starts its
-  transport and then waits for frames, calls and deadlines (the real clock), for the demo,
-  the shell and a node process;
+  transport and then waits for frames, calls and deadlines (the real clock), for a node
+  process and for nodes that share a process but not a thread;
 * **manual** (``start(threaded=False)``, then ``pump()``/``run_until_quiet()``): the calling
   thread is the node thread and nothing moves until it pumps, for deterministic tests
-  (``MockNetwork``) and simulations. ``ManualDriver`` moves a set of such runtimes on an
+  (``MockNetwork``), simulations, and the embedded demo and shell, whose views read the
+  nodes between steps. ``ManualDriver`` moves a set of such runtimes on an
   ``InMemoryNetwork`` one event at a time.
 """
 
