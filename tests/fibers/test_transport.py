@@ -178,3 +178,17 @@ def test_the_network_map_carries_peer_addresses() -> None:
     network_map.add(impostor)  # a new key under the name: the old address is not its
     assert network_map.address(impostor) is None
     assert network_map.party("Alice") == impostor
+
+
+def test_network_map_listeners_get_the_party_of_an_added_node_info_until_removed() -> None:
+    network_map = NetworkMap()
+    alice, bob = NodeIdentity("Alice").party, NodeIdentity("Bob").party
+    heard: list[object] = []
+    remove = network_map.on_add(heard.append)
+    network_map.add(NodeInfo(alice, "127.0.0.1:10002"))
+    network_map.add(alice)
+    assert heard == [alice, alice]  # the party, whether added with an address or without
+    remove()
+    network_map.add(NodeInfo(bob, "127.0.0.1:10003"))
+    assert heard == [alice, alice]
+    assert network_map.address(bob) == "127.0.0.1:10003"
