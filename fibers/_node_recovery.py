@@ -406,7 +406,7 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
 
     def after() -> None:
         for peer, _, frame in frames:
-            node._transport.send(node.party, peer, frame)
+            node._transport.send(peer, frame)
         for callback in node._flow_end_callbacks:
             callback(run_id)
         if old is not None and old._result is not None and not old._result.done():
