@@ -274,11 +274,10 @@ class TwoPartyTradeFlow:
             if stx.tx.notary != self.notary:
                 raise FlowException(f"the proposed transaction {stx.id} names notary "
                                     f"{stx.tx.notary}, not {self.notary}")
-            resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
+            self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
             storage = self.service_hub.validated_transactions
             # Signatures were checked on receipt: only the contracts are left to run.
-            ltx = stx.to_ledger_transaction(
-                state_resolver(storage, {dep.id: dep for dep in resolved}))
+            ltx = stx.to_ledger_transaction(state_resolver(storage))
             ltx.verify()
             _check_proposal(ltx, self.asset_to_sell, self.price, self.my_key)
 
@@ -386,9 +385,9 @@ class TwoPartyTradeFlow:
                 lambda received: _check_source(received, asset))
             storage = self.service_hub.validated_transactions
             # The seller serves the history only when there is some: both sides know.
-            resolved = (self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
-                        if stx.tx.inputs else [])
-            stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}))
+            if stx.tx.inputs:
+                self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
+            stx.verify(state_resolver(storage))
             storage.record(stx)  # a no-op if we had it already
 
         def _propose(self, offer: SellerTradeInfo) -> SignedTransaction:

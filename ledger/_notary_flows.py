@@ -230,9 +230,9 @@ class NotaryServiceFlow(FlowLogic[None]):
         self._check_time_window(tx_id, stx.tx.time_window)
         storage: TransactionStorage = self.service_hub.validated_transactions
         try:
-            resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
+            self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
             # The signatures were all verified above: only resolution and contracts are left.
-            stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), own,
+            stx.verify(state_resolver(storage), own,
                        already_checked=stx.sigs)
         except (TransactionVerificationException, ResolutionException) as exc:
             _invalid(tx_id, str(exc), exc)

@@ -7,8 +7,11 @@ sub-flows, never initiating):
 resolving side (``ResolveTransactionsFlow``)    vending side (``DataVendingFlow``)
 =============================================  ================================================
 ``FetchTransactions(ids)``                  ->
-                                            <-  ``FetchedTransactions(txs)``: same ids, same order
-(one round per breadth-first layer of the graph, and per ``MAX_FETCH_BATCH`` ids)
+                                            <-  ``FetchedTransactions(txs)``: the first of those
+                                                ids (as many as fit in ``MAX_REPLY_BYTES``, at
+                                                least one), in order
+(one round per breadth-first layer of the graph, per ``MAX_FETCH_BATCH`` ids, and per reply
+that did not hold every id asked for)
 ``FetchDone()``                             ->  the vending flow returns
 =============================================  ================================================
 
@@ -25,7 +28,8 @@ Exceptions (all ``FlowException``, so they reach the counterparty)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,9 +50,15 @@ __all__ = [
 ]
 
 DEFAULT_GRAPH_LIMIT: Final = 5_000
+"""Most transactions one resolution downloads, by default."""
+DEFAULT_GRAPH_BYTES: Final = 256 * 1024 * 1024
+"""Most bytes (wire-encoded transactions) one resolution downloads, by default."""
 MAX_FETCH_BATCH: Final = 100
-"""Most ids in one ``FetchTransactions``: keeps every response well under the wire's size
-limit. The vending side refuses larger requests."""
+"""Most ids in one ``FetchTransactions``. The vending side refuses larger requests."""
+MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
+"""About the most bytes of transactions the vending side puts in one ``FetchedTransactions``
+(it always sends at least one): keeps every reply, and the step that receives it, well under
+the wire's size limit."""
 
 
 # ----- errors -------------------------------------------------------------------------------
@@ -63,13 +73,17 @@ class ResolutionException(FlowException):
 
 
 class ExcessivelyLargeTransactionGraph(ResolutionException):
-    """Resolving would download more than ``limit`` transactions, so the resolver refused."""
+    """Resolving would download more than ``limit`` transactions (``unit="transactions"``) or
+    bytes (``unit="bytes"``), so the resolver refused."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, unit: str = "transactions") -> None:
+        option = "limit" if unit == "transactions" else "max_bytes"
         super().__init__(
-            f"the dependency graph to resolve has more than {limit} transactions: refusing to "
-            "download it (pass a larger limit to ResolveTransactionsFlow if this is expected)")
+            f"the dependency graph to resolve has more than {limit} {unit}: refusing to "
+            f"download it (pass a larger {option} to ResolveTransactionsFlow if this is "
+            "expected)")
         self.limit = limit
+        self.unit = unit
 
 
 class UnauthorisedTransactionRequest(ResolutionException):
@@ -108,7 +122,8 @@ class FetchDone(FetchMessage):
 @serializable
 @dataclass(frozen=True)
 class FetchedTransactions:
-    """The answer to ``FetchTransactions``: one transaction per requested id, in order."""
+    """The answer to ``FetchTransactions``: the transactions of the first requested ids (at
+    least one), in the order requested."""
 
     transactions: tuple[SignedTransaction, ...]
 
@@ -190,18 +205,22 @@ def topological_order(txs: Mapping[SecureHash, SignedTransaction]) -> list[Signe
 # ----- the flows ----------------------------------------------------------------------------
 
 
-class ResolveTransactionsFlow(FlowLogic[list[SignedTransaction]]):
+class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
     """Download, verify and record the dependencies this node lacks, from ``other_side`` only.
 
     ``tx_ids`` is either a set of transaction ids, which are resolved themselves along with
     their dependencies, or a ``SignedTransaction``, whose dependencies (the transactions its
     inputs point at) are resolved but which itself is neither verified nor recorded.
 
-    The graph is walked breadth-first, skipping transactions already in validated storage; more
-    than ``limit`` transactions to download raises ``ExcessivelyLargeTransactionGraph`` before
-    they are fetched. Each received transaction must have the id asked for. Then they are
-    verified (signatures and contracts) dependencies first and recorded. Returns the downloaded
-    transactions in that order (``SignedTransaction`` s: what storage holds).
+    The graph is walked breadth-first, skipping transactions already in validated storage.
+    Each received transaction must have the id asked for; it is staged in transaction storage's
+    scratch area (written with the flow's step, never held in the flow's locals), and verified
+    (signatures and contracts) and recorded as soon as everything it spends from is recorded,
+    so dependencies first. A graph of more than ``limit`` transactions, or whose transactions
+    add up to more than ``max_bytes``, raises ``ExcessivelyLargeTransactionGraph`` as soon as
+    the bound is crossed, before anything more is fetched; what was staged is discarded.
+    Returns the ids of the downloaded transactions in the order they were recorded (each
+    after those it spends from).
 
     Runs over the caller's session with ``other_side``, which must run ``DataVendingFlow`` (or
     ``SendTransactionFlow``). Not initiating.
@@ -210,36 +229,71 @@ class ResolveTransactionsFlow(FlowLogic[list[SignedTransaction]]):
     def __init__(
         self, tx_ids: set[SecureHash] | frozenset[SecureHash] | SignedTransaction,
         other_side: Party, *, limit: int = DEFAULT_GRAPH_LIMIT,
+        max_bytes: int = DEFAULT_GRAPH_BYTES,
     ) -> None:
-        if type(limit) is not int or limit < 0:
-            raise ValueError(f"limit must be an int >= 0, got {limit!r}")
+        for name, value in (("limit", limit), ("max_bytes", max_bytes)):
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         self.other_side = other_side
         self.limit = limit
+        self.max_bytes = max_bytes
         if isinstance(tx_ids, SignedTransaction):
             self.start = sorted(_dependencies([tx_ids]))
         else:
             self.start = sorted(tx_ids)
 
     @suspendable
-    def call(self) -> list[SignedTransaction]:
+    def call(self) -> list[SecureHash]:
         storage: TransactionStorage = self.service_hub.validated_transactions
-        downloaded: dict[SecureHash, SignedTransaction] = {}
+        try:
+            return self._resolve(storage)
+        except FlowException:
+            storage.discard_staged(self.run_id)
+            raise
+
+    @suspendable
+    def _resolve(self, storage: TransactionStorage) -> list[SecureHash]:
+        graph = _Graph()
         layer = list(_unrecorded(storage, self.start))
         while layer:
-            if len(downloaded) + len(layer) > self.limit:
+            if graph.count + len(layer) > self.limit:
                 raise ExcessivelyLargeTransactionGraph(self.limit)
-            fetched: list[SignedTransaction] = []
+            fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
             for first in range(0, len(layer), MAX_FETCH_BATCH):
-                fetched += self._fetch(layer[first:first + MAX_FETCH_BATCH])
-            downloaded.update((stx.id, stx) for stx in fetched)
-            layer = list(_unrecorded(storage, sorted(_dependencies(fetched) - downloaded.keys())))
+                fetched += self._fetch_and_stage(storage, layer[first:first + MAX_FETCH_BATCH],
+                                                 graph)
+            layer = list(_unrecorded(storage, graph.add_layer(fetched)))
+            graph.link(fetched, set(layer))
+            self._record_ready(storage, graph)
         self.send(self.other_side, FetchDone())
-        ordered = topological_order(downloaded)
-        resolve = state_resolver(storage, downloaded)
-        for stx in ordered:
-            stx.verify(resolve)
+        # Invariant: every staged transaction was recorded, since the last layer's spend from
+        # recorded transactions only.
+        assert not graph.waiting, "resolution ended with unverified transactions"
+        return graph.order
+
+    @suspendable
+    def _fetch_and_stage(self, storage: TransactionStorage, tx_ids: list[SecureHash],
+                         graph: _Graph) -> list[tuple[SecureHash, frozenset[SecureHash]]]:
+        """Fetch ``tx_ids`` (several rounds if the peer answers with a prefix), stage each in
+        scratch storage and return each id with what it spends from."""
+        fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
+        while tx_ids:
+            received = self._fetch(tx_ids)
+            for stx in received:
+                graph.add_bytes(storage.stage(self.run_id, stx), self.max_bytes)
+                fetched.append((stx.id, frozenset(_dependencies([stx]))))
+            tx_ids = tx_ids[len(received):]  # the answer is a prefix of what was asked
+        return fetched
+
+    def _record_ready(self, storage: TransactionStorage, graph: _Graph) -> None:
+        """Verify and record, dependencies first, every staged transaction whose inputs are
+        all recorded by now."""
+        for tx_id in graph.ready():
+            stx = storage.staged(self.run_id, tx_id) or storage.get(tx_id)
+            assert stx is not None, f"staged transaction {tx_id} vanished"
+            stx.verify(state_resolver(storage))
             storage.record(stx)
-        return ordered
+            graph.recorded(tx_id)
 
     @suspendable
     def _fetch(self, tx_ids: list[SecureHash]) -> list[SignedTransaction]:
@@ -248,13 +302,72 @@ class ResolveTransactionsFlow(FlowLogic[list[SignedTransaction]]):
         return reply.unwrap(lambda answer: _check_fetched(answer, tx_ids))
 
 
+class _Graph:
+    """What a resolution knows of the graph it downloads: ids only, never transactions."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.fetched: set[SecureHash] = set()
+        # Invariant: waiting[t] are the fetched, unrecorded transactions t spends from; t is
+        # in dependents[d] for each d in waiting[t].
+        self.waiting: dict[SecureHash, set[SecureHash]] = {}
+        self.dependents: dict[SecureHash, set[SecureHash]] = {}
+        self._ready: list[SecureHash] = []
+        self.order: list[SecureHash] = []
+
+    def add_bytes(self, size: int, max_bytes: int) -> None:
+        self.bytes += size
+        if self.bytes > max_bytes:
+            raise ExcessivelyLargeTransactionGraph(max_bytes, unit="bytes")
+
+    def add_layer(
+        self, fetched: list[tuple[SecureHash, frozenset[SecureHash]]]
+    ) -> list[SecureHash]:
+        """Note a fetched layer; return its dependencies not fetched yet, in order."""
+        self.count += len(fetched)
+        self.fetched.update(tx_id for tx_id, _ in fetched)
+        return sorted({dep for _, deps in fetched for dep in deps} - self.fetched)
+
+    def link(self, fetched: list[tuple[SecureHash, frozenset[SecureHash]]],
+             unrecorded: set[SecureHash]) -> None:
+        """Track what each transaction of the layer ``fetched`` waits for; ``unrecorded``: the
+        dependencies storage lacks (the next layer). Any dependency neither fetched by this
+        resolution nor in ``unrecorded`` is recorded already."""
+        pending = self.fetched.union(unrecorded).difference(self.order)
+        for tx_id, deps in fetched:
+            missing = set(deps & pending)
+            self.waiting[tx_id] = missing
+            for dep in missing:
+                self.dependents.setdefault(dep, set()).add(tx_id)
+            if not missing:
+                heapq.heappush(self._ready, tx_id)
+
+    def ready(self) -> Iterator[SecureHash]:
+        """The transactions whose dependencies are all recorded, smallest id first; more
+        become ready as ``recorded`` is called."""
+        while self._ready:
+            yield heapq.heappop(self._ready)
+
+    def recorded(self, tx_id: SecureHash) -> None:
+        del self.waiting[tx_id]
+        self.order.append(tx_id)
+        for dependent in sorted(self.dependents.pop(tx_id, ())):
+            missing = self.waiting[dependent]
+            missing.discard(tx_id)
+            if not missing:
+                heapq.heappush(self._ready, dependent)
+
+
 def _check_fetched(answer: FetchedTransactions, asked: list[SecureHash]) -> list[SignedTransaction]:
+    """The transactions of ``answer``: at least the first of ``asked``, each with the id asked
+    for, in order (a vending peer may answer a prefix to keep its reply small)."""
     txs = answer.transactions
-    if type(txs) is not tuple or len(txs) != len(asked):
+    if type(txs) is not tuple or not 0 < len(txs) <= len(asked):
         raise ResolutionException(f"asked for {len(asked)} transactions, received "
                                   f"{len(txs) if type(txs) is tuple else 'something else'}")
     checked = [checked_transaction(stx) for stx in txs]
-    for stx, tx_id in zip(checked, asked, strict=True):
+    for stx, tx_id in zip(checked, asked, strict=False):
         if stx.id != tx_id:
             raise ResolutionException(f"asked for transaction {tx_id}, received {stx.id}")
     return checked
@@ -286,7 +399,11 @@ class DataVendingFlow(FlowLogic[None]):
                 return
             assert isinstance(request, FetchTransactions)
             sent: list[SignedTransaction] = []
+            size = 0
             for tx_id in request.tx_ids:
+                size += storage.size_of(tx_id)
+                if sent and size > MAX_REPLY_BYTES:
+                    break  # the rest in the next request: the resolver asks again
                 if tx_id not in authorised:
                     raise UnauthorisedTransactionRequest(tx_id, self.sending)
                 stx = storage.get(tx_id)

@@ -118,11 +118,11 @@ class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
     def call(self) -> SignedTransaction:
         storage: TransactionStorage = self.service_hub.validated_transactions
         stx = self.receive(self.other_side, SignedTransaction).unwrap(checked_transaction)
-        resolved = self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
+        self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
         unchecked = frozenset() if self.check_sufficient_signatures else stx.missing_signers
         # Signatures equal to ones this node made over this id itself need no verification.
         ours = _own_signatures_over(self, stx.id, forget=self.record)
-        stx.verify(state_resolver(storage, {dep.id: dep for dep in resolved}), unchecked,
+        stx.verify(state_resolver(storage), unchecked,
                    already_checked=ours)
         if self.record:
             storage.record(stx)

@@ -20,6 +20,7 @@ from ledger import (
     UnauthorisedTransactionRequest,
 )
 from ledger._resolution import (
+    DEFAULT_GRAPH_BYTES,
     DEFAULT_GRAPH_LIMIT,
     MAX_FETCH_BATCH,
     FetchedTransactions,
@@ -52,17 +53,18 @@ from tests.ledger.test_flows import (
 
 
 @initiating_flow
-class ResolveFrom(FlowLogic[list[SignedTransaction]]):
+class ResolveFrom(FlowLogic[list[SecureHash]]):
     """Tell ``other`` which transactions to vend, then resolve them from it."""
 
     def __init__(self, other: Party, tx_ids: set[SecureHash],
-                 limit: int = DEFAULT_GRAPH_LIMIT) -> None:
-        self.other, self.tx_ids, self.limit = other, tx_ids, limit
+                 limit: int = DEFAULT_GRAPH_LIMIT, max_bytes: int = DEFAULT_GRAPH_BYTES) -> None:
+        self.other, self.tx_ids, self.limit, self.max_bytes = other, tx_ids, limit, max_bytes
 
     @suspendable
-    def call(self) -> list[SignedTransaction]:
+    def call(self) -> list[SecureHash]:
         self.send(self.other, tuple(sorted(self.tx_ids)))
-        return self.sub_flow(ResolveTransactionsFlow(self.tx_ids, self.other, limit=self.limit))
+        return self.sub_flow(ResolveTransactionsFlow(self.tx_ids, self.other, limit=self.limit,
+                                                     max_bytes=self.max_bytes))
 
 
 @initiated_by(ResolveFrom)
@@ -125,7 +127,7 @@ def test_resolves_one_hash_with_its_whole_chain(tmp_path: Path) -> None:
     txs = chain(3)
     record(network, alice, *txs)
     resolved = run(network, bob, ResolveFrom(alice.party, {txs[2].id}))
-    assert ids(*resolved) == ids(*txs)
+    assert resolved == ids(*txs)
     assert stored(bob, *txs) == [True, True, True]
     assert fetched_ids(network) == [(txs[2].id,), (txs[1].id,), (txs[0].id,)]
     network.stop_nodes()
@@ -137,8 +139,8 @@ def test_resolves_two_hashes_in_one_request_per_layer(tmp_path: Path) -> None:
     first, second = chain(2), chain(2, magic=7)
     record(network, alice, *first, *second)
     resolved = run(network, bob, ResolveFrom(alice.party, {first[1].id, second[1].id}))
-    assert sorted(ids(*resolved)) == sorted(ids(*first, *second))
-    position = {tx.id: i for i, tx in enumerate(resolved)}
+    assert sorted(resolved) == sorted(ids(*first, *second))
+    position = {tx_id: i for i, tx_id in enumerate(resolved)}
     assert position[first[0].id] < position[first[1].id]
     assert position[second[0].id] < position[second[1].id]
     assert [set(request) for request in fetched_ids(network)] == [
@@ -155,7 +157,7 @@ def test_resolves_a_triangle_fetching_each_transaction_once(tmp_path: Path) -> N
         ALICE_KEY, BOB_KEY, NOTARY_KEY)
     record(network, alice, top, left, bottom)
     resolved = run(network, bob, ResolveFrom(alice.party, {bottom.id}))
-    assert ids(*resolved) == ids(top, left, bottom)
+    assert resolved == ids(top, left, bottom)
     assert [set(request) for request in fetched_ids(network)] == [
         {bottom.id}, {top.id, left.id}]
     network.stop_nodes()
@@ -168,7 +170,7 @@ def test_a_partly_resolved_chain_fetches_only_what_is_missing(tmp_path: Path) ->
     record(network, alice, *txs)
     record(network, bob, *txs[:2])
     resolved = run(network, bob, ResolveFrom(alice.party, {txs[3].id}))
-    assert ids(*resolved) == ids(txs[2], txs[3])
+    assert resolved == ids(txs[2], txs[3])
     assert fetched_ids(network) == [(txs[3].id,), (txs[2].id,)]
     assert stored(bob, *txs) == [True] * 4
     network.stop_nodes()
@@ -267,7 +269,7 @@ def test_a_wide_layer_is_fetched_in_batches(tmp_path: Path) -> None:
     merged = move([tx.tx.out_ref(0) for tx in sources], BOB).sign_with(ALICE_KEY, NOTARY_KEY)
     record(network, alice, *sources, merged)
     resolved = run(network, bob, ResolveFrom(alice.party, {merged.id}))
-    assert len(resolved) == len(sources) + 1 and resolved[-1].id == merged.id
+    assert len(resolved) == len(sources) + 1 and resolved[-1] == merged.id
     assert [len(request) for request in fetched_ids(network)] == [1, MAX_FETCH_BATCH, 1]
     network.stop_nodes()
 
