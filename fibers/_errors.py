@@ -5,6 +5,7 @@ Hierarchy::
     Exception
     ├── FlowException                      a flow's business error; crosses to direct counterparties
     │   └── UnexpectedFlowEndException     the counterparty ended, failed or sent the wrong type
+    │       └── ReceiveTimeoutException    nothing came by the deadline of a ``receive``
     ├── KilledFlowException                raised inside a flow killed by the operator
     ├── HospitalizeFlowException           a flow asks to be parked for an operator
     ├── NondeterminismError                replay of a restored flow diverged from its journal
@@ -51,6 +52,12 @@ class FlowException(Exception):
 class UnexpectedFlowEndException(FlowException):
     """The counterparty flow ended, failed without a ``FlowException``, rejected the session or
     sent data of the wrong type, so the data this flow waited for will never arrive."""
+
+
+class ReceiveTimeoutException(UnexpectedFlowEndException):
+    """``receive(..., deadline=...)`` found nothing from the counterparty by its deadline: the
+    flow stopped waiting. Catch ``UnexpectedFlowEndException`` to handle it with the other ways
+    the awaited data can fail to come."""
 
 
 class KilledFlowException(Exception):

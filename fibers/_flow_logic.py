@@ -136,13 +136,23 @@ class FlowLogic(Generic[T]):
         """
         self._state_machine.execute(_io.Send(self, party, payload))
 
-    def receive(self, party: Party, expected_type: type[R]) -> UntrustworthyData[R]:
+    def receive(
+        self, party: Party, expected_type: type[R], *, deadline: datetime | None = None
+    ) -> UntrustworthyData[R]:
         """Wait for the next message from ``party`` and check it is an ``expected_type``.
 
         Raises the counterparty's ``FlowException`` if it failed with one, and
-        ``UnexpectedFlowEndException`` if it ended, failed otherwise or sent another type.
+        ``UnexpectedFlowEndException`` if it ended, failed otherwise or sent another type. With
+        a ``deadline`` (timezone-aware, on the node's clock; e.g. ``self.now() + timedelta``)
+        it raises ``UnexpectedFlowEndException`` (a ``ReceiveTimeoutException``) once the clock
+        passes the deadline with nothing received; the deadline survives a restart.
         """
-        result = self._state_machine.execute(_io.Receive(self, party, expected_type))
+        if deadline is not None and (not isinstance(deadline, datetime)
+                                     or deadline.utcoffset() is None):
+            raise ValueError(f"a receive deadline is a timezone-aware datetime, got "
+                             f"{deadline!r:.60} (use e.g. self.now() + timedelta(minutes=5))")
+        request = _io.Receive(self, party, expected_type, deadline)
+        result = self._state_machine.execute(request)
         return UntrustworthyData(result)
 
     def send_and_receive(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fibers._identity import Party
@@ -28,11 +29,13 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Receive:
-    """Wait for the next payload from ``party`` and check it is an ``expected_type``."""
+    """Wait for the next payload from ``party`` (until ``deadline``, if given) and check it is
+    an ``expected_type``."""
 
     flow: FlowLogic[Any]
     party: Party
     expected_type: type
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

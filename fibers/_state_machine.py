@@ -45,6 +45,7 @@ from fibers._errors import (
     HospitalizeFlowException,
     KilledFlowException,
     NondeterminismError,
+    ReceiveTimeoutException,
     SuspendableError,
     UnexpectedFlowEndException,
 )
@@ -381,8 +382,13 @@ class FlowStateMachine:
             payload = replay_payload(entry)
             session.next_recv_seq = max(session.next_recv_seq, replay_seq(entry) + 1)
         else:
+            deadline = request.deadline
+            if deadline is not None and not session.inbound:
+                self.node.schedule_wakeup(self, deadline)
             while not session.inbound:
                 self._raise_if_peer_gone(session)
+                if deadline is not None and self.node.clock.now() >= deadline:
+                    self._time_out(session, deadline)
                 self._suspend(session)
             seq, payload = session.inbound.pop(0)
             if self.journaling:
@@ -527,6 +533,13 @@ class FlowStateMachine:
         # from there, not produced again.
         if not self.replaying:
             self.outbox.append((recipient, message))
+
+    def _time_out(self, session: FlowSession, deadline: datetime) -> None:
+        error = ReceiveTimeoutException(
+            f"nothing received from {session.peer} by {deadline.isoformat()}: stopped waiting")
+        # Recorded like the counterparty's end: a replay raises it at the same receive.
+        self._record(("recv_end", session.owner_index, session.peer.name, encode_error(error)))
+        raise error
 
     def _raise_if_peer_gone(self, session: FlowSession) -> None:
         error: BaseException | None = None
