@@ -9,7 +9,12 @@ selection in :func:`gather_cash` / :func:`generate_cash_spend`.
 
 from finance._amount import Amount, dollars, euros, pounds, sum_of
 from finance._cash import Cash
-from finance._cash_flows import CashExitFlow, CashIssueFlow, CashPaymentFlow
+from finance._cash_flows import (
+    CashExitFlow,
+    CashIssueFlow,
+    CashPaymentFlow,
+    CashPaymentReceiverFlow,
+)
 from finance._commercial_paper import CommercialPaper
 from finance._cp_flows import CommercialPaperIssueFlow
 from finance._errors import InsufficientBalanceException, TokenMismatchError
@@ -25,6 +30,7 @@ from finance._trade import (
     SellerStarter,
     SellerTradeInfo,
     TwoPartyTradeFlow,
+    UnacceptableIssuerException,
     UnacceptablePriceException,
 )
 
@@ -36,6 +42,7 @@ __all__ = [
     "CashExitFlow",
     "CashIssueFlow",
     "CashPaymentFlow",
+    "CashPaymentReceiverFlow",
     "CommercialPaper",
     "CommercialPaperIssueFlow",
     "InsufficientBalanceException",
@@ -45,6 +52,7 @@ __all__ = [
     "SellerTradeInfo",
     "TokenMismatchError",
     "TwoPartyTradeFlow",
+    "UnacceptableIssuerException",
     "UnacceptablePriceException",
     "currency_decimals",
     "dollars",

@@ -3,9 +3,11 @@
 
 Each flow builds its transaction with the pure functions of ``finance._selection`` and
 finalises it with ``FinalityFlow`` (which notarises it when it spends inputs, records it and
-sends it to the other participants). Spendable cash is chosen by the vault's ``select_states``
-and soft-locked to the flow's run id, so that two flows of one node never spend the same
-states; the node releases the locks when the flow ends.
+sends it to the other participants). Only the payment has another participant: it is the
+initiating flow, and the recipient's ``CashPaymentReceiverFlow`` records the payment with
+``ReceiveFinalityFlow`` (see ``ledger._finality``). Spendable cash is chosen by the vault's
+``select_states`` and soft-locked to the flow's run id, so that two flows of one node never
+spend the same states; the node releases the locks when the flow ends.
 
 The helpers below (coin selection, signing, builders with recorded salt, argument checks) are
 shared with the commercial paper and trade flows.
@@ -17,7 +19,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from fibers import FlowLogic, Party, ProgressTracker, Step, startable_by_rpc, suspendable
+from fibers import (
+    FlowLogic,
+    Party,
+    ProgressTracker,
+    Step,
+    initiated_by,
+    initiating_flow,
+    startable_by_rpc,
+    suspendable,
+)
 from finance._amount import Amount, amount_problem
 from finance._cash import Cash
 from finance._errors import InsufficientBalanceException
@@ -26,6 +37,7 @@ from finance._tokens import MAX_REFERENCE_SIZE, Issued, currency_decimals
 from ledger import (
     FinalityFlow,
     InsufficientStatesException,
+    ReceiveFinalityFlow,
     SignedTransaction,
     StateAndRef,
     TransactionBuilder,
@@ -33,7 +45,8 @@ from ledger import (
 from ledger._transactions import SALT_SIZE
 
 __all__ = [
-    "CashExitFlow", "CashIssueFlow", "CashPaymentFlow", "advance", "checked_reference",
+    "CashExitFlow", "CashIssueFlow", "CashPaymentFlow", "CashPaymentReceiverFlow", "advance",
+    "checked_reference",
     "new_builder", "positive_amount", "select_cash", "sign_as_ours",
 ]
 
@@ -188,6 +201,7 @@ class CashIssueFlow(_FinalisingFlow):
         return builder
 
 
+@initiating_flow
 @startable_by_rpc
 class CashPaymentFlow(_FinalisingFlow):
     """Pay ``amount`` of this node's cash to ``recipient``; return the finalised transaction.
@@ -213,6 +227,19 @@ class CashPaymentFlow(_FinalisingFlow):
 
     def _recipients(self) -> Sequence[Party]:
         return [self.recipient]
+
+
+@initiated_by(CashPaymentFlow)
+class CashPaymentReceiverFlow(FlowLogic[SignedTransaction]):
+    """The recipient's side of ``CashPaymentFlow``: record the payment (``ReceiveFinalityFlow``:
+    resolved, verified, fully signed; the vault keeps the cash it owns) and return it."""
+
+    def __init__(self, other_side: Party) -> None:
+        self.other_side = other_side
+
+    @suspendable
+    def call(self) -> SignedTransaction:
+        return self.sub_flow(ReceiveFinalityFlow(self.other_side))
 
 
 @startable_by_rpc

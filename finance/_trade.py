@@ -16,33 +16,39 @@ when it spends nothing)
                                                     signed by the buyer (``SendTransactionFlow``)
 checks the signatures (all but its own and the
 notary's), resolves the buyer's cash history    <-> serves it
-verifies contracts and that it is paid the price;
-signs; ``FinalityFlow``: notarises, records and
-broadcasts (the buyer's ``ReceiveFinalityFlow``
-records it)
-``TradeCommitted(tx id)``                       ->  waits until the transaction is recorded
+verifies contracts, that it is paid the price
+in cash of an acceptable issuer; signs;
+``FinalityFlow``: notarises, records, then
+sends the transaction                           ->  ``ReceiveFinalityFlow`` for exactly the
+                                                    proposed transaction, until a deadline:
+                                                    verifies and records it
 =================================================  ===============================================
 
 Sending the asset's transaction with the offer (as ``SendTransactionFlow`` does) instead of
 letting the buyer ask for it saves a round trip; a freshly issued asset needs no other.
-The last message is not in the reference document: without it a buyer waiting for the ledger
-commit would never learn that the seller failed after the buyer's last receive (a contract
-rejected the buyer's cash, the notary found a double spend), since a flow waiting for an event
-is not woken by its counterparty's error. Every refusal is a ``FlowException`` and reaches the
-other side: ``UnacceptablePriceException``, ``AssetMismatchException``,
-``InsufficientBalanceException``, the ledger's verification and notary exceptions.
+Finality runs over the trade's own session, as in Corda 4: the buyer records only the
+transaction it proposed, and learns of a seller's failure (a contract rejected the buyer's
+cash, the notary found a double spend) at that receive. A seller that never finalises is
+given up on at the buyer's deadline (``finality_timeout``): the buyer's flow ends with a
+``FlowException`` and its cash is released. Every refusal is a ``FlowException`` and reaches
+the other side: ``UnacceptablePriceException``, ``AssetMismatchException``,
+``InsufficientBalanceException``, ``UnacceptableIssuerException``, the ledger's verification
+and notary exceptions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Final
 
 from fibers import (
     FlowException,
     FlowLogic,
     Party,
     ProgressTracker,
+    ReceiveTimeoutException,
     Step,
     initiating_flow,
     serializable,
@@ -66,6 +72,7 @@ from ledger import (
     FinalityFlow,
     LedgerTransaction,
     OwnableState,
+    ReceiveFinalityFlow,
     ResolveTransactionsFlow,
     SecureHash,
     SendTransactionFlow,
@@ -79,9 +86,13 @@ from ledger._resolution import checked_transaction, state_resolver
 from ledger._tx_flows import remember_own_signatures
 
 __all__ = [
-    "AssetMismatchException", "SellerStarter", "SellerTradeInfo", "TradeCommitted",
-    "TwoPartyTradeFlow", "UnacceptablePriceException",
+    "DEFAULT_FINALITY_TIMEOUT", "AssetMismatchException", "SellerStarter", "SellerTradeInfo",
+    "TwoPartyTradeFlow", "UnacceptableIssuerException", "UnacceptablePriceException",
 ]
+
+DEFAULT_FINALITY_TIMEOUT: Final = timedelta(minutes=10)
+"""How long a buyer waits, by default, from sending its proposal until the seller has sent the
+finalised transaction."""
 
 
 # ----- messages and errors -------------------------------------------------------------------
@@ -98,21 +109,25 @@ class SellerTradeInfo:
     seller_owner_key: bytes
 
 
-@serializable
-@dataclass(frozen=True)
-class TradeCommitted:
-    """The seller's last message: the trade's transaction ``tx_id`` is notarised and recorded,
-    and on its way to the buyer through ``FinalityFlow``."""
-
-    tx_id: SecureHash
-
-
 class UnacceptablePriceException(FlowException):
     """The seller asked ``given_price``, more than the buyer accepts (or in another token)."""
 
     def __init__(self, given_price: Amount[Any]) -> None:
         super().__init__(f"Unacceptable price: {given_price}")
         self.given_price = given_price
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+class UnacceptableIssuerException(FlowException):
+    """The buyer proposed to pay the seller in cash issued by ``issuer``, whom the seller does
+    not accept."""
+
+    def __init__(self, issuer: Party, tx_id: SecureHash) -> None:
+        super().__init__(f"the proposed transaction {tx_id} pays the seller in cash issued by "
+                         f"{issuer}, an issuer the seller does not accept")
+        self.issuer = issuer
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (type(self), self.args, dict(self.__dict__))
@@ -138,6 +153,19 @@ def _pays(state: Cash.State, key: bytes, price: Amount[Any]) -> bool:
     in_price = token == price.token if isinstance(price.token, Issued) else (
         token.product == price.token)
     return in_price and state.owner.owning_key == key
+
+
+def _check_issuers(
+    ltx: LedgerTransaction, my_key: bytes, acceptable: frozenset[Party] | None
+) -> None:
+    """Refuse (``UnacceptableIssuerException``) cash paid to ``my_key`` whose issuer is not in
+    ``acceptable`` (None: any issuer is)."""
+    if acceptable is None:
+        return
+    for state in ltx.outputs_of_type(Cash.State):
+        issuer = state.amount.token.issuer
+        if state.owner.owning_key == my_key and issuer not in acceptable:
+            raise UnacceptableIssuerException(issuer, ltx.id)
 
 
 def _check_proposal(
@@ -201,10 +229,12 @@ class TwoPartyTradeFlow:
         """Sell ``asset_to_sell`` (owned by ``my_key``, one of this node's keys) to
         ``other_party`` for ``price``; return the finalised transaction.
 
-        Raises the buyer's ``FlowException`` (e.g. ``UnacceptablePriceException``), the
-        verification error of a proposal or of its history, a ``FlowException`` for a proposal
-        that does not pay the price or asks for more than the asset, and the notary's
-        ``NotaryException``. The constructor refuses a zero or malformed price.
+        ``acceptable_issuers``: the parties whose cash the seller takes as payment (None: any
+        issuer's). Raises the buyer's ``FlowException`` (e.g. ``UnacceptablePriceException``),
+        the verification error of a proposal or of its history, a ``FlowException`` for a
+        proposal that does not pay the price or asks for more than the asset,
+        ``UnacceptableIssuerException`` for one that pays in cash of another issuer, and the
+        notary's ``NotaryException``. The constructor refuses a zero or malformed price.
         """
 
         RECEIVING = Step("Offering the asset and awaiting the buyer's proposal")
@@ -214,23 +244,24 @@ class TwoPartyTradeFlow:
 
         def __init__(
             self, other_party: Party, notary: Party, asset_to_sell: StateAndRef[OwnableState],
-            price: Amount[Any], my_key: bytes,
+            price: Amount[Any], my_key: bytes, *,
+            acceptable_issuers: Iterable[Party] | None = None,
         ) -> None:
             self.other_party = other_party
             self.notary = notary
             self.asset_to_sell = asset_to_sell
             self.price = positive_amount(price, "sell for")
             self.my_key = my_key
+            self.acceptable_issuers = _issuers(acceptable_issuers)
             self.progress_tracker = ProgressTracker(
                 self.RECEIVING, self.VERIFYING, self.SIGNING, self.COMMITTING)
 
         @suspendable
         def call(self) -> SignedTransaction:
             # Nested calls instead of locals: every local of a suspended frame is checkpointed
-            # again at each suspension, and finality suspends several times.
-            final = self.sub_flow(_finality(self._signed_proposal()))
-            self.send(self.other_party, TradeCommitted(final.id))
-            return final
+            # again at each suspension, and finality suspends several times. Finality sends the
+            # transaction to the buyer over this flow's session.
+            return self.sub_flow(_finality(self._signed_proposal()))
 
         @suspendable
         def _signed_proposal(self) -> SignedTransaction:
@@ -280,6 +311,7 @@ class TwoPartyTradeFlow:
             ltx = stx.to_ledger_transaction(state_resolver(storage))
             ltx.verify()
             _check_proposal(ltx, self.asset_to_sell, self.price, self.my_key)
+            _check_issuers(ltx, self.my_key, self.acceptable_issuers)
 
     class Buyer(FlowLogic[SignedTransaction]):
         """Buy from ``other_party`` an asset of ``type_to_buy`` for at most
@@ -289,8 +321,12 @@ class TwoPartyTradeFlow:
         Raises ``UnacceptablePriceException`` / ``AssetMismatchException`` for an offer it
         does not accept, a ``FlowException`` for an asset that does not match its history or
         is not under ``notary``, ``InsufficientBalanceException`` when its spendable cash (not
-        soft-locked by other flows) does not cover the price, and the seller's
-        ``FlowException`` if the seller refuses or fails to finalise.
+        soft-locked by other flows) does not cover the price, the seller's ``FlowException`` if
+        the seller refuses or fails to finalise, and a ``FlowException`` if the seller has not
+        sent the finalised transaction ``finality_timeout`` after the proposal. Ending frees
+        the cash it soft-locked. A seller may still finalise the proposal after the buyer gave
+        up on it (it holds the buyer's signature): the error says so, and which transaction to
+        look out for.
         """
 
         RECEIVING = Step("Waiting for the seller's offer")
@@ -303,12 +339,16 @@ class TwoPartyTradeFlow:
 
         def __init__(
             self, other_party: Party, notary: Party, acceptable_price: Amount[Any],
-            type_to_buy: type,
+            type_to_buy: type, *, finality_timeout: timedelta = DEFAULT_FINALITY_TIMEOUT,
         ) -> None:
+            if not isinstance(finality_timeout, timedelta) or finality_timeout <= timedelta(0):
+                raise ValueError(f"finality_timeout must be a positive timedelta, got "
+                                 f"{finality_timeout!r:.60}")
             self.other_party = other_party
             self.notary = notary
             self.acceptable_price = positive_amount(acceptable_price, "buy for")
             self.type_to_buy = type_to_buy
+            self.finality_timeout = finality_timeout
             tracker = ProgressTracker(
                 self.RECEIVING, self.VERIFYING, self.SIGNING, self.SENDING, self.COMMITTING)
             # Declared up front so that observers see the whole plan from the start.
@@ -327,11 +367,24 @@ class TwoPartyTradeFlow:
             tx_id = self._send_proposal(self._accepted_offer())
             advance(self, self.COMMITTING)
             self._finality_step(self.AWAITING_FINALITY)
-            self.receive(self.other_party, TradeCommitted).unwrap(
-                lambda done: self._check_committed(done, tx_id))
+            final = self._receive_final(tx_id)
             self._finality_step(self.RECORDING)
-            final: SignedTransaction = self.wait_for_ledger_commit(tx_id)
             return final
+
+        @suspendable
+        def _receive_final(self, tx_id: SecureHash) -> SignedTransaction:
+            """The finalised ``tx_id`` from the seller, recorded; a ``FlowException`` if it has
+            not come by the deadline."""
+            deadline = self.now() + self.finality_timeout
+            try:
+                return self.sub_flow(
+                    ReceiveFinalityFlow(self.other_party, tx_id, deadline=deadline))
+            except ReceiveTimeoutException:
+                raise FlowException(
+                    f"{self.other_party} did not finalise the trade's transaction {tx_id} by "
+                    f"{deadline.isoformat()}: the buyer stopped waiting and released its cash. "
+                    "The seller holds the buyer's signature and may still notarise it: if "
+                    f"{tx_id} turns up on the ledger, that cash is spent") from None
 
         @suspendable
         def _accepted_offer(self) -> SellerTradeInfo:
@@ -414,11 +467,6 @@ class TwoPartyTradeFlow:
             builder.add_command(command, seller_key)
             return builder
 
-        @staticmethod
-        def _check_committed(done: TradeCommitted, tx_id: SecureHash) -> None:
-            if done.tx_id != tx_id:
-                raise FlowException(f"the seller committed transaction {done.tx_id}, not the "
-                                    f"proposed {tx_id}")
 
 
 @initiating_flow
@@ -427,18 +475,21 @@ class SellerStarter(FlowLogic[SignedTransaction]):
     """Sell ``asset_to_sell`` (a state in this node's vault) to ``other_party`` for ``price``:
     runs ``TwoPartyTradeFlow.Seller`` over this flow's session, under the asset's notary and
     signing with the key that owns the asset (this node's identity key unless the asset is
-    owned by another of its keys). Returns the finalised transaction. The buyer's node
+    owned by another of its keys). ``acceptable_issuers``: the parties whose cash it takes as
+    payment (None: any issuer's). Returns the finalised transaction. The buyer's node
     registers ``TwoPartyTradeFlow.Buyer`` as this flow's responder.
     """
 
     SELLING = Step("Selling the asset")
 
     def __init__(
-        self, other_party: Party, asset_to_sell: StateAndRef[OwnableState], price: Amount[Any]
+        self, other_party: Party, asset_to_sell: StateAndRef[OwnableState], price: Amount[Any],
+        *, acceptable_issuers: Iterable[Party] | None = None,
     ) -> None:
         self.other_party = other_party
         self.asset_to_sell = asset_to_sell
         self.price = positive_amount(price, "sell for")
+        self.acceptable_issuers = _issuers(acceptable_issuers)
         self.progress_tracker = ProgressTracker(self.SELLING)
 
     @suspendable
@@ -452,4 +503,16 @@ class SellerStarter(FlowLogic[SignedTransaction]):
         ours: set[bytes] = self.service_hub.key_management.keys()
         my_key = owner if owner in ours else self.our_identity.owning_key
         return TwoPartyTradeFlow.Seller(
-            self.other_party, asset.state.notary, asset, self.price, my_key)
+            self.other_party, asset.state.notary, asset, self.price, my_key,
+            acceptable_issuers=self.acceptable_issuers)
+
+
+def _issuers(parties: Iterable[Party] | None) -> frozenset[Party] | None:
+    """``parties`` as a set of issuers (None stays None: any issuer)."""
+    if parties is None:
+        return None
+    issuers = frozenset(parties)
+    wrong = [party for party in issuers if not isinstance(party, Party)]
+    if wrong:
+        raise TypeError(f"acceptable_issuers takes parties, got {wrong[0]!r:.60}")
+    return issuers

@@ -1,20 +1,22 @@
 """``FinalityFlow``: notarise a fully signed transaction, record it, and send it to the other
-participants, whose ``ReceiveFinalityFlow`` verifies and records it too."""
+participants, whose ``ReceiveFinalityFlow`` verifies and records it too.
+
+As in Corda 4, neither flow opens sessions or answers them on its own: ``FinalityFlow`` runs
+inside an application's initiating flow and sends over that flow's sessions, and the
+application's responder on each recipient's node calls ``ReceiveFinalityFlow`` when it expects
+a transaction (naming it when it can). No responder is registered for every initiator, so a
+peer cannot push a transaction into a node's storage or vault: a node records only what one of
+its own flows asked for, and its vault keeps only the states relevant to it (see
+``ledger._vault``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
-from fibers import (
-    FlowLogic,
-    Party,
-    ProgressTracker,
-    Step,
-    initiated_by,
-    initiating_flow,
-    suspendable,
-)
-from ledger._crypto import DigitalSignature
+from fibers import FlowLogic, Party, ProgressTracker, Step, suspendable
+from ledger._crypto import DigitalSignature, SecureHash
 from ledger._notary_flows import NotaryFlow
 from ledger._resolution import state_resolver
 from ledger._transactions import LedgerTransaction, SignedTransaction
@@ -24,7 +26,6 @@ from ledger._tx_storage import TransactionStorage
 __all__ = ["FinalityFlow", "ReceiveFinalityFlow"]
 
 
-@initiating_flow
 class FinalityFlow(FlowLogic[SignedTransaction]):
     """Finalise ``stx``, which must carry every signature but the notary's, and return it with
     the notary's signature.
@@ -39,6 +40,11 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
     (which updates the vault), then sends it, with whatever history they lack, to every
     participant of its inputs and outputs that is not this node, and to ``extra_recipients``,
     one after the other in name order. Each of them records it in ``ReceiveFinalityFlow``.
+
+    Not initiating: it sends over the sessions of the flow that runs it, which must be an
+    ``@initiating_flow`` (or run inside one) when there is anyone to send to, and whose
+    responder on every recipient's node calls ``ReceiveFinalityFlow``. Started on its own it
+    can finalise only a transaction that concerns this node alone.
 
     Raises the ``TransactionVerificationException`` that rejects ``stx`` and the notary's
     ``NotaryException``; in both cases nothing is recorded or sent.
@@ -93,14 +99,26 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
         return sorted(others, key=lambda party: (party.name, party.owning_key))
 
 
-@initiated_by(FinalityFlow)
 class ReceiveFinalityFlow(FlowLogic[SignedTransaction]):
-    """The participants' side of ``FinalityFlow``: receive the transaction from
-    ``other_side``, resolve its history, verify it fully signed and record it; return it."""
+    """The recipients' side of ``FinalityFlow``, for an application's responder to call when it
+    expects a finalised transaction from ``other_side``: receive it, resolve its history from
+    that peer, verify it fully signed and record it (the vault keeps the states relevant to
+    this node); return it.
 
-    def __init__(self, other_side: Party) -> None:
+    ``expected_tx_id``: the transaction the responder expects, when it knows it; any other is
+    refused with a ``FlowException`` before anything is downloaded or recorded. ``deadline``:
+    stop waiting for the transaction then (``UnexpectedFlowEndException``). Not initiating,
+    and registered for no initiator: it runs over the caller's session with ``other_side``.
+    """
+
+    def __init__(self, other_side: Party, expected_tx_id: SecureHash | None = None, *,
+                 deadline: datetime | None = None) -> None:
         self.other_side = other_side
+        self.expected_tx_id = expected_tx_id
+        self.deadline = deadline
 
     @suspendable
     def call(self) -> SignedTransaction:
-        return self.sub_flow(ReceiveTransactionFlow(self.other_side, record=True))
+        return self.sub_flow(ReceiveTransactionFlow(
+            self.other_side, record=True, expected_tx_id=self.expected_tx_id,
+            deadline=self.deadline))

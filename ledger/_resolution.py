@@ -32,6 +32,7 @@ import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from fibers import FlowException, FlowLogic, Party, serializable, suspendable
@@ -219,6 +220,7 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
     so dependencies first. A graph of more than ``limit`` transactions, or whose transactions
     add up to more than ``max_bytes``, raises ``ExcessivelyLargeTransactionGraph`` as soon as
     the bound is crossed, before anything more is fetched; what was staged is discarded.
+    ``deadline``: stop waiting for the peer's answers then (``UnexpectedFlowEndException``).
     Returns the ids of the downloaded transactions in the order they were recorded (each
     after those it spends from).
 
@@ -229,7 +231,7 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
     def __init__(
         self, tx_ids: set[SecureHash] | frozenset[SecureHash] | SignedTransaction,
         other_side: Party, *, limit: int = DEFAULT_GRAPH_LIMIT,
-        max_bytes: int = DEFAULT_GRAPH_BYTES,
+        max_bytes: int = DEFAULT_GRAPH_BYTES, deadline: datetime | None = None,
     ) -> None:
         for name, value in (("limit", limit), ("max_bytes", max_bytes)):
             if type(value) is not int or value < 0:
@@ -237,6 +239,7 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
         self.other_side = other_side
         self.limit = limit
         self.max_bytes = max_bytes
+        self.deadline = deadline
         if isinstance(tx_ids, SignedTransaction):
             self.start = sorted(_dependencies([tx_ids]))
         else:
@@ -297,8 +300,8 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
 
     @suspendable
     def _fetch(self, tx_ids: list[SecureHash]) -> list[SignedTransaction]:
-        reply = self.send_and_receive(
-            self.other_side, FetchTransactions(tuple(tx_ids)), FetchedTransactions)
+        self.send(self.other_side, FetchTransactions(tuple(tx_ids)))
+        reply = self.receive(self.other_side, FetchedTransactions, deadline=self.deadline)
         return reply.unwrap(lambda answer: _check_fetched(answer, tx_ids))
 
 

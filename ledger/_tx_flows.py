@@ -11,9 +11,10 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Final
 
-from fibers import FlowLogic, Party, suspendable
+from fibers import FlowException, FlowLogic, Party, suspendable
 from ledger._crypto import DigitalSignature, SecureHash
 from ledger._resolution import (
     DataVendingFlow,
@@ -97,13 +98,17 @@ class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
     itself over the transaction (see ``remember_own_signatures``) is recognised by value and
     not verified again; every other signature is.
 
+    ``expected_tx_id``: refuse (``FlowException``) any other transaction, before resolving it.
+    ``deadline``: stop waiting for the peer then (``UnexpectedFlowEndException``).
+
     Raises the ``TransactionVerificationException`` or ``ResolutionException`` that rejects the
     transaction; it reaches the sender. Inlined: uses the caller's session with ``other_side``.
     """
 
     def __init__(
         self, other_side: Party, check_sufficient_signatures: bool = True, *,
-        record: bool | None = None,
+        record: bool | None = None, expected_tx_id: SecureHash | None = None,
+        deadline: datetime | None = None,
     ) -> None:
         if record is None:
             record = check_sufficient_signatures
@@ -113,12 +118,15 @@ class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
         self.other_side = other_side
         self.check_sufficient_signatures = check_sufficient_signatures
         self.record = record
+        self.expected_tx_id = expected_tx_id
+        self.deadline = deadline
 
     @suspendable
     def call(self) -> SignedTransaction:
         storage: TransactionStorage = self.service_hub.validated_transactions
-        stx = self.receive(self.other_side, SignedTransaction).unwrap(checked_transaction)
-        self.sub_flow(ResolveTransactionsFlow(stx, self.other_side))
+        stx = self.receive(self.other_side, SignedTransaction, deadline=self.deadline).unwrap(
+            self._check_received)
+        self.sub_flow(ResolveTransactionsFlow(stx, self.other_side, deadline=self.deadline))
         unchecked = frozenset() if self.check_sufficient_signatures else stx.missing_signers
         # Signatures equal to ones this node made over this id itself need no verification.
         ours = _own_signatures_over(self, stx.id, forget=self.record)
@@ -126,4 +134,13 @@ class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
                    already_checked=ours)
         if self.record:
             storage.record(stx)
+        return stx
+
+    def _check_received(self, received: SignedTransaction) -> SignedTransaction:
+        stx = checked_transaction(received)
+        expected = self.expected_tx_id
+        if expected is not None and stx.id != expected:
+            raise FlowException(f"{self.other_side} sent transaction {stx.id}, but "
+                                f"{self.our_identity} expects transaction {expected}: refusing "
+                                "to resolve or record it")
         return stx

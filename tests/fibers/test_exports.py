@@ -20,6 +20,7 @@ def test_fibers_exports_exactly_the_design_names_and_the_node() -> None:
         # the node, what it is built from, and the errors its users meet
         "Node", "NodeInfo", "NodeIdentity", "NetworkMap", "FlowConfigurationError",
         "is_startable_by_rpc",
+        "ReceiveTimeoutException",  # receive(..., deadline=): added for the ledger (issue 15)
     ])
     for name in fibers.__all__:
         assert getattr(fibers, name) is not None

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from fibers import FlowLogic, Party, UnexpectedFlowEndException, initiating_flow, suspendable
-from fibers._errors import ReceiveTimeoutException
+from fibers import (
+    FlowLogic,
+    Party,
+    ReceiveTimeoutException,
+    UnexpectedFlowEndException,
+    initiating_flow,
+    suspendable,
+)
 from fibers.testing import MockNetwork
 
 

@@ -17,7 +17,16 @@ from ledger import (
     VaultUpdate,
 )
 from ledger.testing import DummyState, MockNetwork
-from tests.ledger.test_flows import Pay, SelfIssue, build, failure, payloads, run, stored
+from tests.ledger.test_flows import (
+    Finalise,
+    Pay,
+    SelfIssue,
+    build,
+    failure,
+    payloads,
+    run,
+    stored,
+)
 
 
 def network_of(tmp_path: Path, *names: str) -> tuple[MockNetwork, list[Node]]:
@@ -93,7 +102,7 @@ def test_progress_of_finality(tmp_path: Path) -> None:
     network, [alice, bob] = network_of(tmp_path, "Alice", "Bob")
     issued = issued_to(network, alice, 1)
     stx = build(alice, [issued.tx.out_ref(0)], [DummyState(bob.party, 1)])
-    handle = alice.start_tracked_flow(FinalityFlow(stx))
+    handle = alice.start_tracked_flow(Finalise(stx))
     labels: list[str] = []
     handle.progress.subscribe(labels.append)
     network.run_network()
@@ -112,7 +121,7 @@ def test_an_insufficiently_signed_transaction_is_refused_before_anything_is_sent
     network, [alice, bob] = network_of(tmp_path, "Alice", "Bob")
     issued = issued_to(network, alice, 1)
     signed = build(alice, [issued.tx.out_ref(0)], [DummyState(bob.party, 1)])
-    error = failure(network, alice, FinalityFlow(SignedTransaction(signed.tx, ())))
+    error = failure(network, alice, Finalise(SignedTransaction(signed.tx, ())))
     assert isinstance(error, SignaturesMissingException)
     assert network.transcript == []
     assert stored(alice, signed) == [False]
@@ -149,7 +158,7 @@ def test_a_participant_waiting_for_the_commit_is_woken(tmp_path: Path) -> None:
     stx = build(alice, [issued.tx.out_ref(0)], [DummyState(bob.party, 2)])
     waiting = bob.start_flow(WaitForCommit(stx.id))
     assert not waiting.result.done()
-    run(network, alice, FinalityFlow(stx))
+    run(network, alice, Finalise(stx))
     assert waiting.result.result(timeout=0) == stx.id
     assert any(isinstance(p, SignedTransaction) for p in payloads(network, recipient="Bob"))
     network.stop_nodes()

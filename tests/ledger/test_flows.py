@@ -9,12 +9,22 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from fibers import FlowException, FlowLogic, Party, initiating_flow, suspendable
+from fibers import (
+    FlowException,
+    FlowLogic,
+    Party,
+    ProgressTracker,
+    Step,
+    initiated_by,
+    initiating_flow,
+    suspendable,
+)
 from fibers._messages import Data, ExistingSessionMessage, InitialSessionMessage
 from fibers._node import Node
 from fibers._wire import decode
 from ledger import (
     FinalityFlow,
+    ReceiveFinalityFlow,
     ReceiveTransactionFlow,
     SecureHash,
     SendTransactionFlow,
@@ -199,6 +209,38 @@ class SelfIssue(FlowLogic[SignedTransaction]):
         return self.sub_flow(FinalityFlow(stx))
 
 
+@initiating_flow
+class Finalise(FlowLogic[SignedTransaction]):
+    """Run FinalityFlow on ``stx`` (as an application's initiating flow must: FinalityFlow
+    opens no sessions of its own); the recipients answer with ``ReceiveFinal``."""
+
+    FINALISING = Step("Finalising")
+
+    def __init__(self, stx: SignedTransaction) -> None:
+        self.stx = stx
+        self.progress_tracker = ProgressTracker(self.FINALISING)
+
+    @suspendable
+    def call(self) -> SignedTransaction:
+        tracker = self.progress_tracker
+        assert tracker is not None
+        tracker.current_step = self.FINALISING
+        return self.sub_flow(FinalityFlow(self.stx))
+
+
+@initiated_by(Finalise)
+class ReceiveFinal(FlowLogic[SignedTransaction]):
+    """The recipients' side of ``Finalise`` and ``Pay``: ReceiveFinalityFlow."""
+
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> SignedTransaction:
+        return self.sub_flow(ReceiveFinalityFlow(self.other))
+
+
+@initiating_flow
 class Pay(FlowLogic[SignedTransaction]):
     """Spend ``inputs`` (this node's) into ``payments`` ((owner, magic) pairs) and finalise."""
 
@@ -217,6 +259,11 @@ class Pay(FlowLogic[SignedTransaction]):
         builder.add_command(DummyContract.Move(), self.our_identity.owning_key)
         stx = self.service_hub.key_management.sign_transaction(builder.to_signed_transaction([]))
         return self.sub_flow(FinalityFlow(stx, self.extra))
+
+
+@initiated_by(Pay)
+class ReceivePayment(ReceiveFinal):
+    """The recipients' side of ``Pay``."""
 
 
 # ----- SendTransactionFlow / ReceiveTransactionFlow -------------------------------------------

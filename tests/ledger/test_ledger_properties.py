@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fibers import FlowLogic, Party, serializable, suspendable
+from fibers import FlowLogic, Party, initiated_by, initiating_flow, serializable, suspendable
 from fibers._node import Node
 from ledger import (
     CommandData,
@@ -19,6 +19,7 @@ from ledger import (
     LedgerTransaction,
     NotaryError,
     NotaryException,
+    ReceiveFinalityFlow,
     SecureHash,
     SignedTransaction,
     StateAndRef,
@@ -85,6 +86,7 @@ class TokenContract(Contract):
                 require(False, "a Token command")
 
 
+@initiating_flow
 class Finalise(FlowLogic[SignedTransaction]):
     """Build a Token transaction signed by this node and run FinalityFlow on it."""
 
@@ -102,6 +104,16 @@ class Finalise(FlowLogic[SignedTransaction]):
         builder.add_command(self.command, self.our_identity.owning_key)
         stx = self.service_hub.key_management.sign_transaction(builder.to_signed_transaction([]))
         return self.sub_flow(FinalityFlow(stx))
+
+
+@initiated_by(Finalise)
+class ReceiveFinalised(FlowLogic[SignedTransaction]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> SignedTransaction:
+        return self.sub_flow(ReceiveFinalityFlow(self.other))
 
 
 # ----- the model --------------------------------------------------------------------------------
