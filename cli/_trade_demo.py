@@ -154,7 +154,9 @@ def _start_trades(net: EmbeddedNetwork, count: int) -> _Trades:
     papers = net.seller.services.vault.query(CommercialPaper.State)
     trades = _Trades()
     for paper in papers[:count]:
-        handle = net.seller.start_flow(SellerStarter(net.buyer.party, paper, PRICE))
+        # The buyer bank pays in cash it issued itself: the seller accepts that issuer only.
+        handle = net.seller.start_flow(SellerStarter(net.buyer.party, paper, PRICE,
+                                                     acceptable_issuers=[net.buyer.party]))
         trades.run_ids.append(handle.id)
         handle.result.add_done_callback(_recorder(trades, handle.id))
     return trades

@@ -145,7 +145,8 @@ def test_amounts_parties_states_and_types_come_from_their_own_parsers() -> None:
 def test_signatures_show_short_type_names() -> None:
     assert signature_text(CashPaymentFlow) == "CashPaymentFlow(amount: Amount, recipient: Party)"
     assert signature_text(SellerStarter) == (
-        "SellerStarter(other_party: Party, asset_to_sell: StateAndRef, price: Amount)")
+        "SellerStarter(other_party: Party, asset_to_sell: StateAndRef, price: Amount, "
+        "acceptable_issuers: Iterable[Party] | None = None)")
     assert type_name(list[Party]) == "list[Party]"
     assert type_name(int | None) == "int | None"
 

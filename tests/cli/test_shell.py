@@ -183,8 +183,12 @@ def test_commercial_paper_is_sold_by_its_vault_reference(harness: Harness) -> No
     vault = harness.run("vault CommercialPaper")
     match = re.search(r"([0-9a-f]{12})\(0\)\s+CommercialPaper.State", vault)
     assert match is not None, vault
-    output = harness.run(f"flow start SellerStarter other_party: BuyerBank, "
-                         f"asset_to_sell: {match.group(1)[:8]}(0), price: 900 USD")
+    paper = f"{match.group(1)[:8]}(0)"
+    refused = harness.run(f"flow start SellerStarter other_party: BuyerBank, "
+                          f"asset_to_sell: {paper}, price: 900 USD, acceptable_issuers: [Notary]")
+    assert "cash issued by BuyerBank, an issuer the seller does not accept" in refused, refused
+    output = harness.run(f"flow start SellerStarter other_party: BuyerBank, asset_to_sell: "
+                         f"{paper}, price: 900 USD, acceptable_issuers: [BuyerBank]")
     assert re.search(r"✓ SellerStarter \w{8} completed", output), output
     harness.run("use BuyerBank")
     assert "CommercialPaper.State" in harness.run("vault")
