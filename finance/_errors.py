@@ -6,10 +6,13 @@ Hierarchy::
     └── TokenMismatchError               amounts of different tokens were combined or compared
     FlowException (fibers), ValueError
     └── InsufficientBalanceException     not enough spendable cash (.needed, .available)
+    FlowException (fibers)
+    ├── UnacceptablePriceException       a trade's price is above the buyer's (.given_price)
+    ├── AssetMismatchException           a trade offers another asset type than the buyer buys
+    └── UnacceptableIssuerException      a trade pays in cash of an issuer the seller refuses
 
-``InsufficientBalanceException`` is a ``FlowException``, so it crosses to the counterparties of
-the flow that raises it (the wire whitelists every ``FlowException`` subclass), with its
-``needed`` and ``available`` amounts intact.
+Every ``FlowException`` here crosses to the counterparties of the flow that raises it (the wire
+whitelists every ``FlowException`` subclass), with its attributes intact.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from fibers import FlowException
+from fibers import FlowException, Party
 
 if TYPE_CHECKING:
     from finance._amount import Amount
+    from ledger import SecureHash
 
-__all__ = ["InsufficientBalanceException", "TokenMismatchError"]
+__all__ = [
+    "AssetMismatchException", "InsufficientBalanceException", "TokenMismatchError",
+    "UnacceptableIssuerException", "UnacceptablePriceException",
+]
 
 
 def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -63,6 +70,42 @@ class InsufficientBalanceException(FlowException, ValueError):
         super().__init__(f"insufficient balance: {needed} needed but only {available} available "
                          "to spend; issue or receive more cash, or pay less")
         self.needed, self.available = needed, available
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+class UnacceptablePriceException(FlowException):
+    """The seller asked ``given_price``, more than the buyer accepts (or in another token)."""
+
+    def __init__(self, given_price: Amount[Any]) -> None:
+        super().__init__(f"Unacceptable price: {given_price}")
+        self.given_price = given_price
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+class UnacceptableIssuerException(FlowException):
+    """The buyer proposed to pay the seller in cash issued by ``issuer``, whom the seller does
+    not accept."""
+
+    def __init__(self, issuer: Party, tx_id: SecureHash) -> None:
+        super().__init__(f"the proposed transaction {tx_id} pays the seller in cash issued by "
+                         f"{issuer}, an issuer the seller does not accept")
+        self.issuer = issuer
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+class AssetMismatchException(FlowException):
+    """The seller offered a ``type_name`` where the buyer buys only ``expected_type_name``."""
+
+    def __init__(self, expected_type_name: str, type_name: str) -> None:
+        super().__init__(f"The submitted asset didn't match the expected type: "
+                         f"{expected_type_name} vs {type_name}")
+        self.expected_type_name, self.type_name = expected_type_name, type_name
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (type(self), self.args, dict(self.__dict__))

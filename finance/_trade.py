@@ -64,7 +64,11 @@ from finance._cash_flows import (
     select_cash,
     sign_as_ours,
 )
-from finance._errors import _rebuild
+from finance._errors import (
+    AssetMismatchException,
+    UnacceptableIssuerException,
+    UnacceptablePriceException,
+)
 from finance._selection import generate_cash_spend
 from finance._tokens import Issued
 from ledger import (
@@ -95,7 +99,7 @@ DEFAULT_FINALITY_TIMEOUT: Final = timedelta(minutes=10)
 finalised transaction."""
 
 
-# ----- messages and errors -------------------------------------------------------------------
+# ----- the message that opens the trade (errors: finance._errors) ---------------------------
 
 
 @serializable
@@ -107,42 +111,6 @@ class SellerTradeInfo:
     asset_for_sale: StateAndRef[OwnableState]
     price: Amount[Any]
     seller_owner_key: bytes
-
-
-class UnacceptablePriceException(FlowException):
-    """The seller asked ``given_price``, more than the buyer accepts (or in another token)."""
-
-    def __init__(self, given_price: Amount[Any]) -> None:
-        super().__init__(f"Unacceptable price: {given_price}")
-        self.given_price = given_price
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self), self.args, dict(self.__dict__))
-
-
-class UnacceptableIssuerException(FlowException):
-    """The buyer proposed to pay the seller in cash issued by ``issuer``, whom the seller does
-    not accept."""
-
-    def __init__(self, issuer: Party, tx_id: SecureHash) -> None:
-        super().__init__(f"the proposed transaction {tx_id} pays the seller in cash issued by "
-                         f"{issuer}, an issuer the seller does not accept")
-        self.issuer = issuer
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self), self.args, dict(self.__dict__))
-
-
-class AssetMismatchException(FlowException):
-    """The seller offered a ``type_name`` where the buyer buys only ``expected_type_name``."""
-
-    def __init__(self, expected_type_name: str, type_name: str) -> None:
-        super().__init__(f"The submitted asset didn't match the expected type: "
-                         f"{expected_type_name} vs {type_name}")
-        self.expected_type_name, self.type_name = expected_type_name, type_name
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 # ----- checks on what the counterparty sent (pure functions) ---------------------------------

@@ -182,27 +182,6 @@ def _dependencies(txs: Iterable[SignedTransaction]) -> set[SecureHash]:
     return {ref.txhash for stx in txs for ref in stx.tx.inputs}
 
 
-def topological_order(txs: Mapping[SecureHash, SignedTransaction]) -> list[SignedTransaction]:
-    """``txs`` with every transaction after those of ``txs`` it spends from (deterministic)."""
-    ordered: list[SignedTransaction] = []
-    done: set[SecureHash] = set()
-    for root in sorted(txs):
-        stack: list[tuple[SecureHash, bool]] = [(root, False)]
-        while stack:
-            tx_id, expanded = stack.pop()
-            if tx_id in done:
-                continue
-            if expanded:
-                done.add(tx_id)
-                ordered.append(txs[tx_id])
-                continue
-            stack.append((tx_id, True))
-            # No cycle can make this loop: an id hashes the content that names its inputs.
-            deps = sorted({r.txhash for r in txs[tx_id].tx.inputs} & (txs.keys() - done))
-            stack.extend((dep, False) for dep in reversed(deps))  # popped in sorted order
-    return ordered
-
-
 # ----- the flows ----------------------------------------------------------------------------
 
 
@@ -281,12 +260,20 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
         scratch storage and return each id with what it spends from."""
         fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
         while tx_ids:
-            received = self._fetch(tx_ids)
-            for stx in received:
-                graph.add_bytes(storage.stage(self.run_id, stx), self.max_bytes)
-                fetched.append((stx.id, frozenset(_dependencies([stx]))))
-            tx_ids = tx_ids[len(received):]  # the answer is a prefix of what was asked
+            # No local holds a received transaction when _fetch suspends: locals are
+            # checkpointed, and a reply may be megabytes.
+            staged = self._stage(storage, self._fetch(tx_ids), graph)
+            fetched += staged
+            tx_ids = tx_ids[len(staged):]  # the answer is a prefix of what was asked
         return fetched
+
+    def _stage(self, storage: TransactionStorage, received: list[SignedTransaction],
+               graph: _Graph) -> list[tuple[SecureHash, frozenset[SecureHash]]]:
+        staged = []
+        for stx in received:
+            graph.add_bytes(storage.stage(self.run_id, stx), self.max_bytes)
+            staged.append((stx.id, frozenset(_dependencies([stx]))))
+        return staged
 
     def _record_ready(self, storage: TransactionStorage, graph: _Graph) -> None:
         """Verify and record, dependencies first, every staged transaction whose inputs are
@@ -317,7 +304,9 @@ class _Graph:
         self.waiting: dict[SecureHash, set[SecureHash]] = {}
         self.dependents: dict[SecureHash, set[SecureHash]] = {}
         self._ready: list[SecureHash] = []
+        # Invariant: done holds the ids of order.
         self.order: list[SecureHash] = []
+        self.done: set[SecureHash] = set()
 
     def add_bytes(self, size: int, max_bytes: int) -> None:
         self.bytes += size
@@ -337,9 +326,9 @@ class _Graph:
         """Track what each transaction of the layer ``fetched`` waits for; ``unrecorded``: the
         dependencies storage lacks (the next layer). Any dependency neither fetched by this
         resolution nor in ``unrecorded`` is recorded already."""
-        pending = self.fetched.union(unrecorded).difference(self.order)
         for tx_id, deps in fetched:
-            missing = set(deps & pending)
+            missing = {dep for dep in deps if (dep in self.fetched or dep in unrecorded)
+                       and dep not in self.done}
             self.waiting[tx_id] = missing
             for dep in missing:
                 self.dependents.setdefault(dep, set()).add(tx_id)
@@ -355,6 +344,7 @@ class _Graph:
     def recorded(self, tx_id: SecureHash) -> None:
         del self.waiting[tx_id]
         self.order.append(tx_id)
+        self.done.add(tx_id)
         for dependent in sorted(self.dependents.pop(tx_id, ())):
             missing = self.waiting[dependent]
             missing.discard(tx_id)

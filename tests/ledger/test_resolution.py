@@ -26,7 +26,6 @@ from ledger._resolution import (
     FetchedTransactions,
     FetchMessage,
     FetchTransactions,
-    topological_order,
 )
 from tests.ledger._helpers import (
     ALICE,
@@ -289,12 +288,6 @@ def test_an_oversized_fetch_request_is_refused(tmp_path: Path) -> None:
 def test_the_limit_must_be_a_count() -> None:
     with pytest.raises(ValueError, match="limit"):
         ResolveTransactionsFlow(set(), ALICE, limit=-1)
-
-
-def test_topological_order_puts_dependencies_first() -> None:
-    txs = chain(4)
-    shuffled = {tx.id: tx for tx in reversed(txs)}
-    assert ids(*topological_order(shuffled)) == ids(*txs)
 
 
 def test_resolution_errors_are_flow_exceptions() -> None:
