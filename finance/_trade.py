@@ -136,6 +136,16 @@ def _check_issuers(
             raise UnacceptableIssuerException(issuer, ltx.id)
 
 
+def _check_parties(ltx: LedgerTransaction, buyer: Party, ours: set[bytes]) -> None:
+    """Refuse (``FlowException``) a proposal whose states involve anyone but the buyer's node
+    and this one: finality would send the transaction to them over the trade's session."""
+    states = [sar.state.data for sar in ltx.inputs] + [state.data for state in ltx.outputs]
+    for party in (party for state in states for party in state.participants):
+        if party.name != buyer.name and party.owning_key not in ours:
+            raise FlowException(f"the proposed transaction {ltx.id} involves {party}, who is "
+                                f"neither the seller nor the buyer {buyer}")
+
+
 def _check_proposal(
     ltx: LedgerTransaction, asset: StateAndRef[OwnableState], price: Amount[Any], my_key: bytes
 ) -> None:
@@ -280,6 +290,7 @@ class TwoPartyTradeFlow:
             ltx.verify()
             _check_proposal(ltx, self.asset_to_sell, self.price, self.my_key)
             _check_issuers(ltx, self.my_key, self.acceptable_issuers)
+            _check_parties(ltx, self.other_party, self.service_hub.key_management.keys())
 
     class Buyer(FlowLogic[SignedTransaction]):
         """Buy from ``other_party`` an asset of ``type_to_buy`` for at most

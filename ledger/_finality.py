@@ -47,7 +47,10 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
     can finalise only a transaction that concerns this node alone.
 
     Raises the ``TransactionVerificationException`` that rejects ``stx`` and the notary's
-    ``NotaryException``; in both cases nothing is recorded or sent.
+    ``NotaryException``; in both cases nothing is recorded or sent. Every recipient's node
+    must confirm its session before the transaction is notarised: one that runs no responder
+    for the calling flow fails this flow (``UnexpectedFlowEndException``) with nothing
+    notarised or recorded.
     """
 
     VERIFYING = Step("Verifying the transaction")
@@ -74,6 +77,11 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
         notary_keys = frozenset() if notary is None else {notary.owning_key}
         ltx = stx.verify(state_resolver(storage), notary_keys,
                          already_checked=self.verified_signatures)
+        recipients = self._recipients(ltx)
+        for party in recipients:
+            # Before the notary consumes anything: a recipient whose node runs no responder
+            # for the calling flow refuses the session here, not after notarisation.
+            self.get_flow_info(party)
         if notary is not None and notary.owning_key in stx.missing_signers:
             tracker.current_step = self.NOTARISING
             # NotaryFlow.Client returns only signatures it checked: the notary's, valid.
@@ -85,7 +93,7 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
         stx.verify_signatures(already_checked=stx.sigs)
         storage.record(stx)
         tracker.current_step = self.BROADCASTING
-        for party in self._recipients(ltx):
+        for party in recipients:
             self.sub_flow(SendTransactionFlow(party, stx))
         return stx
 
@@ -95,8 +103,10 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
         parties |= self.extra_recipients
         ours: set[bytes] = set(self.service_hub.key_management.keys())
         ours.add(self.our_identity.owning_key)
-        others = {party for party in parties if party.owning_key not in ours}
-        return sorted(others, key=lambda party: (party.name, party.owning_key))
+        others = sorted((party for party in parties if party.owning_key not in ours),
+                        key=lambda party: (party.name, party.owning_key))
+        # One per node: a session is with a node (by name), whichever of its keys a state names.
+        return list({party.name: party for party in reversed(others)}.values())[::-1]
 
 
 class ReceiveFinalityFlow(FlowLogic[SignedTransaction]):

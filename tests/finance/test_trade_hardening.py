@@ -17,11 +17,14 @@ from finance import (
     CashIssueFlow,
     CashPaymentFlow,
     SellerStarter,
+    SellerTradeInfo,
     TwoPartyTradeFlow,
     UnacceptableIssuerException,
+    generate_cash_spend,
 )
+from finance._cash_flows import new_builder, select_cash
 from finance._trade import DEFAULT_FINALITY_TIMEOUT
-from ledger import SecureHash, SignedTransaction
+from ledger import SecureHash, SignedTransaction, TransactionBuilder
 from tests.finance.test_trade import (
     PRICE,
     assert_clean,
@@ -70,6 +73,35 @@ def test_cash_of_an_accepted_issuer_pays_for_the_paper(tmp_path: Path) -> None:
     assert cash_of(trade.seller) == [(PRICE.quantity, "Seller")]
     [received] = trade.seller.services.vault.query(Cash.State)
     assert received.state.data.amount.token.issuer == bank.party
+    assert_clean(trade.seller, trade.buyer)
+    trade.network.stop_nodes()
+
+
+class MeddlingBuyer(TwoPartyTradeFlow.Buyer):
+    """Sends its change to a third party, whom the seller's finality would then have to send
+    the transaction to over the trade's session."""
+
+    GHOST = Party("Ghost", bytes(range(32)))
+
+    def _build_proposal(self, offer: SellerTradeInfo) -> TransactionBuilder:
+        asset, price, seller_key = offer.asset_for_sale, offer.price, offer.seller_owner_key
+        builder = new_builder(self, self.notary)
+        builder.add_input_state(asset)
+        cash = select_cash(self, price, notary=self.notary)
+        generate_cash_spend(builder, cash, price, Party(self.other_party.name, seller_key),
+                            self.GHOST)
+        command, bought = asset.state.data.with_new_owner(self.our_identity)
+        builder.add_output_state(bought, asset.state.contract)
+        builder.add_command(command, seller_key)
+        return builder
+
+
+def test_a_proposal_involving_a_third_party_is_refused(tmp_path: Path) -> None:
+    trade = trade_network(tmp_path / "n", buyer_class=MeddlingBuyer)
+    error = seller_failure(trade, trade.start())
+    assert type(error) is FlowException
+    assert "involves Ghost" in str(error) and "neither the seller nor the buyer" in str(error)
+    assert_nothing_traded(trade)
     assert_clean(trade.seller, trade.buyer)
     trade.network.stop_nodes()
 

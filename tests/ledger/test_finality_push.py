@@ -80,6 +80,10 @@ def test_an_unsolicited_push_is_refused_and_records_nothing(tmp_path: Path) -> N
     assert magics(bob) == [] and len(bob.services.validated_transactions) == 0
     assert bob.services.vault.query(DummyState) == []
     assert payloads(network, sender="Bob") == []  # Bob asked for no history either
+    # Refused before notarisation: the pusher's input is not consumed, nothing recorded.
+    assert stored(mallory, gift) == [False]
+    notary = network.node("Notary")
+    assert notary.services.uniqueness.consumed_by(issued.tx.out_ref(0).ref) is None
     network.stop_nodes()
 
 
