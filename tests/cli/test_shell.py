@@ -164,7 +164,8 @@ def test_watching_every_flow_ends_when_a_key_is_pressed(network: EmbeddedShellNe
     harness.shell.keys = PressAfter(polls=3)
     output = harness.run("flow watch")
     assert f"CashPaymentFlow  {stuck}" in output
-    assert "▶ Broadcasting the transaction to participants" in output
+    # Finality has the recipient's node confirm its session before notarising anything.
+    assert "▶ Verifying the transaction" in output
     assert "it keeps running; 'flow watch" in output
 
 
