@@ -3,7 +3,6 @@ the flow), verified as they become verifiable, bounded by count and by bytes, re
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +131,6 @@ def test_an_honest_50_mb_history_resolves(tmp_path: Path) -> None:
     txs = padded_chain(10, 5 * 1024 * 1024)
     for tx in txs:
         record_for_test(tx, alice)
-    started = time.monotonic()
     handle = bob.start_flow(ResolveFrom(alice.party, {txs[-1].id}))
     network.run_network()
     assert handle.result.result(timeout=0) == [tx.id for tx in txs]
@@ -141,7 +139,6 @@ def test_an_honest_50_mb_history_resolves(tmp_path: Path) -> None:
     assert bob.services.validated_transactions.staged_count() == 0
     # One fetch per transaction: a 5 MB reply is as large as a reply gets, nothing retried.
     assert [len(request) for request in fetched_ids(network)] == [1] * 10
-    assert time.monotonic() - started < 30
     network.stop_nodes()
 
 
@@ -192,8 +189,9 @@ def test_downloads_are_staged_in_storage_not_in_the_flow(tmp_path: Path) -> None
     storage = bob.services.validated_transactions
     deliver_until(network, lambda: storage.staged_count(handle.id) == 3)
     assert stored(bob, *txs) == [False] * 6
-    [frames] = [flow for flow in bob.dump_checkpoints() if flow["run_id"] == str(handle.id)]
-    assert len(repr(frames)) < 64 * 1024, "the downloaded transactions are in the checkpoint"
+    held = [(frame["function"], name) for frame in bob.inspect_flow(handle.id)["stack"]
+            for name, value in frame["locals"].items() if "SignedTransaction(" in value]
+    assert held == [], "downloaded transactions are held in the flow's locals"
     bob = network.restart_node(bob)
     assert bob.services.validated_transactions.staged_count(handle.id) == 3
     network.run_network()
