@@ -259,6 +259,18 @@ class CheckpointStore:
             return [(k, _unseal_or_error(s, "outbox", k, v))
                     for k, v in s.prefix_items(txn, "outbox", b"")]
 
+    def outbox_records(self, keys: list[bytes]) -> list[tuple[bytes, bytes | None]]:
+        """The outbound frames at ``keys`` (None where acknowledged meanwhile, or unreadable:
+        a corrupt record is reported at the next restart's re-send)."""
+        s, found = self.storage, []
+        with s.read() as txn:
+            for key in keys:
+                try:
+                    found.append((key, s.get_sealed(txn, "outbox", key)))
+                except CorruptRecordError:
+                    found.append((key, None))
+        return found
+
     def seen_init(self, sender: str, session_id: int) -> bool:
         """Whether a session init from ``sender`` with this id was already accepted."""
         with self.storage.read() as txn:

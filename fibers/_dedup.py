@@ -52,6 +52,12 @@ def accepted(store: NodeStorage, txn: Txn, key: bytes) -> None:
     store.put(txn, DB, key, _LIVE)
 
 
+def rejected(store: NodeStorage, txn: Txn, key: bytes) -> None:
+    """The session init ``key`` was rejected: no responder ever runs for it. Recorded as a
+    finished responder, so that the record ends once the initiator acknowledged the Reject."""
+    store.put(txn, DB, key, _FINISHED)
+
+
 def seen(store: NodeStorage, txn: Txn, key: bytes) -> bool:
     """Whether the session init ``key`` was accepted before (running, finished or ended)."""
     return store.get(txn, DB, key) is not None

@@ -12,7 +12,7 @@ import secrets
 import types
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from fibers import _node_recovery as recovery
@@ -31,6 +31,7 @@ from fibers._checkpoint_store import (
     session_prefix,
 )
 from fibers._clock import Clock, SystemClock
+from fibers._commit import CommitQueue, Redelivery, commit_units
 from fibers._errors import (
     FlowConfigurationError,
     KilledFlowException,
@@ -94,6 +95,7 @@ class Node:
         setup: Callable[[Node], object] | None = None,
         max_transient_retries: int = 3,
         retry_backoff: float = 1.0,
+        redelivery_interval: float = 1.0,
     ) -> None:
         if transport.party != identity.party:
             raise ValueError(f"the transport speaks for {transport.party} but the node is "
@@ -117,8 +119,8 @@ class Node:
         self._draining = False
         self._warned: set[types.CodeType] = set()
         self.stopped = False
-        # Durability: writes wait in _pending until the group commit at the end of a scheduler
-        # round; _after holds what may only happen once they committed (sending, settling).
+        # Durability: a round's writes wait in _commits, with what may only happen once they
+        # committed (sending, settling, acknowledging), until the group commit ending the round.
         self.storage = storage
         self.durable = storage is not None
         self.tokens = TokenContext()
@@ -126,13 +128,15 @@ class Node:
         self._checkpoints = (
             CheckpointStore(storage, self.tokens) if storage is not None else None
         )
-        self._pending: list[tuple[FlowStateMachine | None, Callable[[Txn], object]]] = []
+        self._commits = CommitQueue()
         # Outbox keys the peers acknowledged (or, for our inits, implied; see fibers._dedup).
         # Invariant: they are deleted in the very commit after which the acknowledgements due
-        # for the frames that put them here are sent; the dedup pruning relies on it.
+        # for the frames that put them here are sent (a commit whose deletions fail sends no
+        # acknowledgement); the dedup pruning relies on it.
         self._acked: list[bytes] = []
-        self._acks_due: dict[str, tuple[Party, list[tuple[int, bool, int]]]] = {}
-        self._after: list[tuple[FlowStateMachine | None, Callable[[], object]]] = []
+        self._acked_later: list[bytes] = []  # ... whose deletion failed: retried with a commit
+        self._acked_later_at: datetime | None = None  # when _acked_later is retried
+        self._unacked = Redelivery(timedelta(seconds=redelivery_interval))
         self._hospital: dict[StateMachineRunId, HospitalEntry] = {}
         self._hospital_fibers: dict[StateMachineRunId, FlowStateMachine] = {}
         self._retries: dict[StateMachineRunId, int] = {}
@@ -142,6 +146,11 @@ class Node:
         self._retry_backoff = retry_backoff
         self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
         self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
+        # Flows waiting for a retry, abandoned: their result futures go to the restored flows.
+        self._retrying: dict[StateMachineRunId, FlowStateMachine] = {}
+        # Sessions of flows waiting for a retry: what arrives for them is neither stored nor
+        # acknowledged (the sender re-sends it), since their memory is behind their storage.
+        self._retrying_routes: dict[tuple[str, int, bool], StateMachineRunId | None] = {}
         self._event_waiters: dict[str, set[FlowStateMachine]] = {}
         # Sessions of flows that were already parked in the hospital when the node started.
         # Invariant: each parked route maps to its flow and the number of the first message
@@ -271,7 +280,7 @@ class Node:
                     fiber = self._runnable.popleft()
                     fiber.scheduled = False
                     self._run_step(fiber)
-                if not (self._pending or self._after or self._acked or self._acks_due):
+                if not (self._commits or self._acked):
                     break
                 self._commit()
         finally:
@@ -291,14 +300,14 @@ class Node:
             self._after_step(fiber, [(r, b"", encode_message(m)) for r, m in fiber.take_outbox()])
             return
         frames = [(r, _message_key(r, m), encode_message(m)) for r, m in fiber.take_outbox()]
-        if not (frames or fiber.new_journal or fiber.consumed or fiber.start_record
-                or fiber.extra_writes or fiber.finished):
-            # Woken without progress (or restored back at its checkpoint): nothing to store.
-            self._after.append((fiber, lambda: self._after_step(fiber, frames)))
-            return
-        write = self._step_write(fiber, frames)
-        self._pending.append((fiber, lambda txn: self.checkpoints.write_step(txn, write)))
-        self._after.append((fiber, lambda: self._after_step(fiber, frames)))
+        unit = self._commits.for_flow(fiber)
+        if frames or fiber.new_journal or fiber.consumed or fiber.start_record \
+                or fiber.extra_writes or fiber.finished:
+            write = self._step_write(fiber, frames)
+            unit.start = unit.start or write.start_record
+            unit.writes.append(lambda txn: self.checkpoints.write_step(txn, write))
+        # else woken without progress (or restored back at its checkpoint): nothing to store.
+        unit.after.append(lambda: self._after_step(fiber, frames))
 
     def _step_write(
         self, fiber: FlowStateMachine, frames: list[tuple[Party, bytes, bytes]]
@@ -306,7 +315,6 @@ class Node:
         journal, fiber.new_journal = fiber.new_journal, []
         consumed, fiber.consumed = fiber.consumed, []
         start, fiber.start_record = fiber.start_record, None
-        fiber.uncommitted_start = start
         extra, fiber.extra_writes = fiber.extra_writes, []
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in fiber.session_history] if fiber.finished else []
@@ -328,9 +336,8 @@ class Node:
     def _after_step(
         self, fiber: FlowStateMachine, frames: list[tuple[Party, bytes, bytes]]
     ) -> None:
-        fiber.uncommitted_start = None
-        for recipient, _, frame in frames:
-            self._transport.send(recipient, frame)
+        for recipient, key, frame in frames:
+            self._send_tracked(recipient, key, frame)
         if fiber.finished:
             self._flows.pop(fiber.run_id, None)
             self._retries.pop(fiber.run_id, None)
@@ -342,40 +349,59 @@ class Node:
             recovery.refeed(self, fiber)
 
     def _commit(self) -> None:
-        """Write every pending step in one (synced) commit, then do what waited for it."""
-        pending, after = self._pending, self._after
-        self._pending, self._after = [], []
-        if self._acked:
-            acked, self._acked = self._acked, []
+        """Write the round's units in one (synced) group commit, then do what waited for the
+        units that committed: send, settle, acknowledge (one Ack per peer). Flows whose unit
+        failed are retried from storage (see ``recovery.step_failed``)."""
+        acked, forgetting = self._acked + self._acked_later, None
+        if acked:
+            self._acked, self._acked_later = [], []
+            forgetting = self._commits.new_unit()
             store = self.checkpoints.storage
-            pending.append((None, lambda txn: recovery.forget_acknowledged(store, txn, acked)))
-        failed: dict[FlowStateMachine, Exception] = {}
-        whole_commit_failed = False
-        if pending and self.storage is not None:
-            try:
-                with self.storage.group() as group:
-                    for fiber, write in pending:
-                        error = group.step(write)
-                        if error is not None:
-                            if fiber is None:
-                                raise error
-                            failed[fiber] = error
-            except Exception as exc:  # the whole commit failed: every step in it is lost
-                log.error("%s: a group commit failed", self.party, exc_info=exc)
-                whole_commit_failed = True
-                failed.update({f: exc for f, _ in pending if f is not None})
-                after = [(f, a) for f, a in after if f is not None]
-                self._acks_due.clear()  # nothing was stored, so nothing may be acknowledged
-        for fiber, action in after:
-            if fiber is None or fiber not in failed:
+            forgetting.writes.append(lambda txn: recovery.forget_acknowledged(store, txn, acked))
+            forgetting.on_failure = lambda _: self._forget_later(acked)
+        result = commit_units(self.storage, self._commits.take(), str(self.party))
+        for unit in result.committed:
+            for action in unit.after:
                 action()
-        acks_due, self._acks_due = self._acks_due, {}
-        for peer, entries in acks_due.values():
-            self._transport.send(peer, encode_message(Ack(entries)))
-        if failed or whole_commit_failed:
+        if forgetting is None or forgetting in result.committed:  # see _acked's invariant
+            for peer, entries in result.acks_by_peer():
+                self._transport.send(peer, encode_message(Ack(entries)))
+        if result.failed:
             self._reload_services()
-        for fiber, error in failed.items():
-            recovery.step_failed(self, fiber, error)
+        for unit, error in result.failed:
+            if unit.on_failure is not None:
+                unit.on_failure(error)
+            if unit.owner is not None and not unit.owner.abandoned:
+                recovery.step_failed(self, unit.owner, error, unit.start)
+            elif unit.on_failure is None:
+                log.error("%s could not store %s: %s", self.party,
+                          "a parked flow's records" if unit.owner else "node records", error)
+
+    def _forget_later(self, acked: list[bytes]) -> None:
+        """Acknowledged messages whose deletion failed: deleted with a later commit, at the
+        latest at the next redelivery tick."""
+        self._acked_later.extend(acked)
+        if self._acked_later_at is None:
+            self._acked_later_at = self.clock.now() + timedelta(seconds=1)
+
+    def _send_tracked(self, recipient: Party, key: bytes, frame: bytes) -> None:
+        """Send a frame that waits in the outbox; it is re-sent until acknowledged."""
+        self._transport.send(recipient, frame)
+        if self.durable:
+            self._unacked.sent(key, self.clock.now())
+
+    def _redeliver(self, now: datetime) -> None:
+        """Re-send the outbox messages unacknowledged for a redelivery interval: a receiver
+        that could not store one did not acknowledge it."""
+        for key, frame in self.checkpoints.outbox_records(self._unacked.due(now)):
+            try:
+                recipient = self.network_map.party(key.partition(b"\0")[0].decode())
+            except KeyError:
+                recipient = None
+            if frame is None or recipient is None:
+                self._unacked.acknowledged(key)  # deleted meanwhile, or re-sent at restart
+                continue
+            self._transport.send(recipient, frame)
 
     def _reload_services(self) -> None:
         """After steps were lost, services whose memory ran ahead of storage start again from
@@ -399,15 +425,23 @@ class Node:
         if fiber is not None and fiber.node is self:
             fiber.extra_writes.append(write)
         else:
-            self._pending.append((None, write))
+            self._commits.loose().writes.append(write)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once the current round's writes are committed (at once when the node
-        keeps nothing on disk); e.g. to signal flows waiting for what was written."""
-        if self.durable:
-            self._after.append((None, action))
-        else:
+        keeps nothing on disk); e.g. to signal flows waiting for what was written. Called in a
+        flow step, it waits for that step's commit; outside flows, for the writes made outside
+        flows (``step_write``) in the same round."""
+        from fibers._state_machine import current_fiber
+
+        if not self.durable:
             action()
+            return
+        fiber = current_fiber()
+        if fiber is not None and fiber.node is self and not fiber.abandoned:
+            self._commits.for_flow(fiber).after.append(action)
+        else:
+            self._commits.loose().after.append(action)
 
     def on_flow_end(self, callback: Callable[[StateMachineRunId], object]) -> None:
         """Call ``callback(run_id)`` whenever a flow ends (completed, failed or killed), after
@@ -432,17 +466,12 @@ class Node:
     def fire_due_timers(self) -> int:
         """Wake every flow whose deadline has passed, and re-run the flows whose retry after a
         transient failure is due; returns how many were woken."""
-        if not self._timers and not self._retry_timers:
+        if not self._timers and not self._retry_timers and self.redelivery_due is None:
             return 0
         now, woken = self.clock.now(), 0
         while self._retry_timers and self._retry_timers[0][0] <= now:
             _, _, run_id = heapq.heappop(self._retry_timers)
-            start = self._unstarted.pop(run_id, None)
-            if start is not None:
-                stored = self.checkpoints.stored_from_start(run_id, start)
-            else:
-                stored = self.checkpoints.load_flow(run_id)
-            recovery.restore(self, stored)
+            recovery.retry_now(self, run_id)
             woken += 1
         while self._timers and self._timers[0][0] <= now:
             _, _, fiber = heapq.heappop(self._timers)
@@ -451,12 +480,28 @@ class Node:
                 woken += 1
         if woken:
             self.run_until_idle()
+        if self._acked_later_at is not None and self._acked_later_at <= now and not self.stopped:
+            self._acked_later_at = None
+            self._acked, self._acked_later = self._acked + self._acked_later, []
+            self.run_until_idle()
+        due = self._unacked.next_due
+        if due is not None and due <= now and not self.stopped:
+            self._redeliver(now)
         return woken
 
     def next_deadline(self) -> datetime | None:
-        """The earliest pending sleep or retry deadline, if any."""
+        """The earliest pending sleep or retry deadline, if any. (Redelivery of unacknowledged
+        messages is not a deadline: it happens at the ``fire_due_timers`` calls once due, see
+        ``redelivery_due``.)"""
         deadlines = [heap[0][0] for heap in (self._timers, self._retry_timers) if heap]
         return min(deadlines, default=None)
+
+    @property
+    def redelivery_due(self) -> datetime | None:
+        """When unacknowledged outbox messages are next re-sent, or acknowledged ones whose
+        deletion failed are deleted (None: nothing waits)."""
+        dues = [d for d in (self._unacked.next_due, self._acked_later_at) if d is not None]
+        return min(dues, default=None)
 
     # ----- sessions -------------------------------------------------------------------------------
 
@@ -466,7 +511,9 @@ class Node:
 
     def register_session(self, fiber: FlowStateMachine, session: FlowSession) -> None:
         """Route ``session``'s inbound messages to ``fiber``."""
-        self._sessions[session.routing_key(self.party.name)] = (fiber, session)
+        key = session.routing_key(self.party.name)
+        self._sessions[key] = (fiber, session)
+        self._retrying_routes.pop(key, None)
 
     def unregister_session(self, session: FlowSession) -> None:
         """Stop routing messages to ``session``."""
@@ -524,7 +571,10 @@ class Node:
             if self.durable:
                 # Forgetting an acknowledged message needs no commit of its own: it rides on
                 # the next one. Lost on a crash, the message is re-sent and dropped as a dup.
-                self._acked.extend(message_key(sender.name, *entry) for entry in message.entries)
+                keys = [message_key(sender.name, *entry) for entry in message.entries]
+                self._acked.extend(keys)
+                for key in keys:
+                    self._unacked.acknowledged(key)
         elif isinstance(message, InitialSessionMessage):
             self._on_session_init(sender, message)
         else:
@@ -532,11 +582,16 @@ class Node:
 
     def _on_session_init(self, sender: Party, init: InitialSessionMessage) -> None:
         key = (sender.name, init.initiator_session_id, False)
-        if key in self._sessions or (
+        routed = self._sessions.get(key)
+        if routed is not None or (
             self.durable and self.checkpoints.seen_init(sender.name, init.initiator_session_id)
         ):
-            recovery.ack_after_commit(self, sender, init.initiator_session_id, False, 0)
-            return  # a re-sent init of a session we already run (or ran)
+            # A re-sent init of a session we run (acknowledged once its responder's first step
+            # is stored), ran or rejected.
+            owner = routed[0] if routed is not None else None
+            recovery.ack_after_commit(self, sender, init.initiator_session_id, False, 0,
+                                      fiber=owner)
+            return
         responder = self._responder_for(init.flow_class)
         if isinstance(responder, str):
             self._reject(sender, init.initiator_session_id, responder)
@@ -606,9 +661,16 @@ class Node:
         return f"{flow_class} is not registered"
 
     def _reject(self, sender: Party, session_id: int, reason: str) -> None:
+        """Refuse a session init: it is recorded (a re-sent copy is acknowledged and never
+        run, even once a responder is registered) and acknowledged, and the initiator gets a
+        Reject that is re-sent until acknowledged."""
         log.info("%s rejected a session from %s: %s", self.party, sender, reason)
         reject = ExistingSessionMessage(session_id, True, 0, Reject(reason))
-        self._transport.send(sender, encode_message(reject))
+        frame = encode_message(reject)
+        if not self.durable:
+            self._transport.send(sender, frame)
+            return
+        recovery.store_rejection(self, sender, session_id, _message_key(sender, reject), frame)
 
     def _on_session_message(self, sender: Party, message: ExistingSessionMessage) -> None:
         initiator = self.party.name if message.to_initiator else sender.name
@@ -620,14 +682,8 @@ class Node:
             # it. Its dedup record may go once we acknowledge (see fibers._dedup). In order,
             # message 0 is processed before any other is acknowledged.
             self._acked.append(message_key(sender.name, message.session_id, False, 0))
-        if routed is None and key in self._parked_routes:
-            recovery.store_for_parked(self, sender, message, *self._parked_routes[key])
-            return
         if routed is None:
-            log.debug("%s dropped a message for an unknown or ended session", self.party)
-            recovery.ack_after_commit(
-                self, sender, message.session_id, message.to_initiator, message.seq
-            )
+            self._on_unrouted(sender, key, message)
             return
         fiber, session = routed
         if session.peer != sender:
@@ -637,7 +693,7 @@ class Node:
             return
         if message.seq < session.next_recv_seq:
             recovery.ack_after_commit(
-                self, sender, message.session_id, message.to_initiator, message.seq
+                self, sender, message.session_id, message.to_initiator, message.seq, fiber=fiber
             )
             return  # already processed: a duplicate
         if message.seq >= session.next_recv_seq + REORDER_WINDOW:
@@ -663,6 +719,20 @@ class Node:
             body = pending.pop(session.next_recv_seq, None) if pending else None
         if fiber.waiting is session:
             self._schedule(fiber)
+
+    def _on_unrouted(
+        self, sender: Party, key: tuple[str, int, bool], message: ExistingSessionMessage
+    ) -> None:
+        """A message for no running flow: kept for a parked flow; held back for a flow waiting
+        for its retry (neither stored nor acknowledged: the sender re-sends it); else its
+        session ended, and it is acknowledged and dropped."""
+        if key in self._parked_routes:
+            recovery.store_for_parked(self, sender, message, *self._parked_routes[key])
+        elif key not in self._retrying_routes:
+            log.debug("%s dropped a message for an unknown or ended session", self.party)
+            recovery.ack_after_commit(
+                self, sender, message.session_id, message.to_initiator, message.seq
+            )
 
     # ----- operations -----------------------------------------------------------------------------
 
@@ -760,8 +830,9 @@ class Node:
 
     @property
     def is_drained(self) -> bool:
-        """Draining and no flow left in flight: safe to stop for an upgrade."""
-        return self._draining and not self._flows
+        """Draining and no flow left in flight (nor waiting for a retry): safe to stop for an
+        upgrade."""
+        return self._draining and not self._flows and not self._retry_timers
 
     def warn_once(self, code: types.CodeType, message: str) -> None:
         """Log ``message`` once per code location."""
@@ -785,8 +856,10 @@ class Node:
         self._timers.clear()
         self._event_waiters.clear()
         self._runnable.clear()
-        self._pending.clear()
-        self._after.clear()
+        self._commits.clear()
+        self._retry_timers.clear()
+        self._retrying.clear()
+        self._unacked.clear()
         if self.storage is not None:
             self.storage.close()
 

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 from fibers import _dedup as dedup
 from fibers import _kill
 from fibers._checkpoint_store import (
+    StartRecord,
     StepWrite,
     StoredFlow,
     message_key,
     session_prefix,
     split_message_key,
 )
+from fibers._commit import Unit
 from fibers._errors import KilledFlowException, SerializationError
 from fibers._flow_logic import FlowInfo, StateMachineRunId
 from fibers._identity import Party
@@ -51,21 +53,33 @@ log = logging.getLogger("fibers.node")
 
 
 def ack_after_commit(
-    node: Node, sender: Party, session_id: int, to_initiator: bool, seq: int
+    node: Node,
+    sender: Party,
+    session_id: int,
+    to_initiator: bool,
+    seq: int,
+    *,
+    fiber: FlowStateMachine | None = None,
 ) -> None:
-    """Acknowledge a stored message to its sender once the current commit is done (acks to
-    the same peer travel together, see ``Node._commit``)."""
+    """Acknowledge a received message to its sender once it is stored: with ``fiber``'s unit
+    of this round (which may be storing it right now), or with a unit of its own (acks to the
+    same peer still travel together, see ``Node._commit``)."""
     if node.durable:
-        due = node._acks_due.get(sender.name)
-        if due is None:
-            due = node._acks_due[sender.name] = (sender, [])
-        due[1].append((session_id, to_initiator, seq))
+        _unit_for(node, fiber).ack(sender, (session_id, to_initiator, seq))
+
+
+def _unit_for(node: Node, fiber: FlowStateMachine | None) -> Unit:
+    """The unit a write for ``fiber`` joins: its own, unless it no longer runs (parked)."""
+    if fiber is None or fiber.abandoned:
+        return node._commits.new_unit()
+    return node._commits.for_flow(fiber)
 
 
 def store_init(
     node: Node, fiber: FlowStateMachine, sender: Party, init: InitialSessionMessage
 ) -> None:
-    """Keep the init's dedup record and first payload with the responder's first step."""
+    """Keep the init's dedup record and first payload with the responder's first step (one
+    unit: the init is acknowledged only once its responder is stored)."""
     sid = init.initiator_session_id
     dedup_key = session_prefix(sender.name, sid, False)
     data = None
@@ -79,19 +93,38 @@ def store_init(
         if data is not None:
             store.put_sealed(txn, "inbox", data[0], data[1])
 
-    node._pending.append((fiber, write))
-    ack_after_commit(node, sender, sid, False, 0)
+    unit = _unit_for(node, fiber)
+    unit.writes.append(write)
+    unit.ack(sender, (sid, False, 0))
+
+
+def store_rejection(node: Node, sender: Party, session_id: int, key: bytes, frame: bytes) -> None:
+    """Record a rejected session init (so that a re-sent copy is never run) with the Reject in
+    the outbox; acknowledge the init and send the Reject once that is stored."""
+    dedup_key = session_prefix(sender.name, session_id, False)
+    store = node.checkpoints.storage
+
+    def write(txn: Txn) -> None:
+        dedup.rejected(store, txn, dedup_key)
+        store.put_sealed(txn, "outbox", key, frame)
+
+    unit = node._commits.new_unit()
+    unit.writes.append(write)
+    unit.ack(sender, (session_id, False, 0))
+    unit.after.append(lambda: node._send_tracked(sender, key, frame))
 
 
 def store_received(
     node: Node, fiber: FlowStateMachine, sender: Party, message: ExistingSessionMessage
 ) -> None:
+    """Keep a received message in the inbox with ``fiber``'s step; acknowledge it once stored."""
     session_id, to_initiator, seq = message.session_id, message.to_initiator, message.seq
     key = message_key(sender.name, session_id, to_initiator, seq)
     frame = encode_message(message)
     store = node.checkpoints.storage
-    node._pending.append((fiber, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
-    ack_after_commit(node, sender, session_id, to_initiator, seq)
+    unit = _unit_for(node, fiber)
+    unit.writes.append(lambda txn: store.put_sealed(txn, "inbox", key, frame))
+    unit.ack(sender, (session_id, to_initiator, seq))
 
 
 def responder_sessions_finished(node: Node, fiber: FlowStateMachine) -> Callable[[Txn], None]:
@@ -136,6 +169,7 @@ def restore_all(node: Node) -> None:
             outbox_record_corrupt(node, key, frame)
         else:
             node.resend(split_message_key(key)[0], frame)
+            node._unacked.sent(key, node.clock.now())  # and again until acknowledged
     node.run_until_idle()
 
 
@@ -226,8 +260,9 @@ def store_for_parked(
     key = message_key(sender.name, message.session_id, message.to_initiator, message.seq)
     frame = encode_message(message)
     store = node.checkpoints.storage
-    node._pending.append((None, lambda txn: store.put_sealed(txn, "inbox", key, frame)))
-    ack_after_commit(node, sender, message.session_id, message.to_initiator, message.seq)
+    unit = node._commits.new_unit()
+    unit.writes.append(lambda txn: store.put_sealed(txn, "inbox", key, frame))
+    unit.ack(sender, (message.session_id, message.to_initiator, message.seq))
 
 
 def forget_parked_routes(node: Node, run_id: StateMachineRunId) -> None:
@@ -294,18 +329,38 @@ def admit(node: Node, fiber: FlowStateMachine, diagnosis: str) -> None:
                 node.checkpoints.storage.put_sealed(txn, "flows", run_id.uuid.bytes, start)
             node.checkpoints.mark_hospitalized(txn, run_id, diagnosis)
 
-        node._pending.append((None, write))
+        node._commits.new_unit().writes.append(write)
 
 
-def step_failed(node: Node, fiber: FlowStateMachine, error: BaseException) -> None:
-    """A step could not be stored: drop the flow's memory and re-run it from storage.
+def step_failed(
+    node: Node, fiber: FlowStateMachine, error: BaseException, start: bytes | None = None
+) -> None:
+    """A step could not be stored: drop the flow's memory and re-run it from storage (from
+    ``start``, its start record, when that was part of the failed step).
 
-    Its session routes stay: messages arriving meanwhile are stored (and only then
-    acknowledged) for the restored flow, which takes the routes over."""
+    Nothing of the step left the node (its messages wait for the commit) and nothing it
+    received in the step was acknowledged. Until the retry, messages for the flow's sessions
+    are neither stored nor acknowledged: their senders re-send them, and the restored flow,
+    which takes the routes over, checks their order against what was stored. A responder
+    whose first step failed is dropped: it never existed durably, and its initiator re-sends
+    the session init, which starts it afresh."""
     fiber.abandon()
-    tries = node._retries[fiber.run_id] = node._retries.get(fiber.run_id, 0) + 1
+    run_id = fiber.run_id
+    if start is not None and StartRecord.decode(start).peer is not None:
+        log.warning("%s dropped responder %s whose first step could not be stored (%s); its "
+                    "initiator re-sends the session init", node.party, run_id, error)
+        _hold_routes(node, fiber, None)
+        node._flows.pop(run_id, None)
+        node._retries.pop(run_id, None)
+        for callback in node._flow_end_callbacks:
+            callback(run_id)
+        return
+    tries = node._retries[run_id] = node._retries.get(run_id, 0) + 1
     diagnosis = f"storing a step failed {tries} times: {type(error).__name__}: {error}"
     if tries > node._max_retries:
+        if start is not None:  # parked in its very first step: keep it retryable
+            fiber.start_record = start
+            node._unstarted[run_id] = start
         admit(node, fiber, diagnosis)
         return
     delay = node._retry_backoff * 2 ** (tries - 1)
@@ -316,11 +371,45 @@ def step_failed(node: Node, fiber: FlowStateMachine, error: BaseException) -> No
         delay,
         diagnosis,
     )
-    node._flows.pop(fiber.run_id, None)
+    node._flows.pop(run_id, None)
+    node._retrying[run_id] = fiber
+    _hold_routes(node, fiber, run_id)
     deadline = node.clock.now() + timedelta(seconds=delay)
-    if fiber.uncommitted_start is not None:  # its first step was lost: retry from memory
-        node._unstarted[fiber.run_id] = fiber.uncommitted_start
-    heapq.heappush(node._retry_timers, (deadline, next(node._timer_seq), fiber.run_id))
+    if start is not None:  # its first step was lost: retry from memory, writing it again
+        node._unstarted[run_id] = start
+    heapq.heappush(node._retry_timers, (deadline, next(node._timer_seq), run_id))
+
+
+def _hold_routes(node: Node, fiber: FlowStateMachine, run_id: StateMachineRunId | None) -> None:
+    """Stop routing to ``fiber``; hold its sessions' messages back until ``run_id`` is retried
+    (or, for a dropped responder, until its re-sent init starts it again)."""
+    # Every session it had, also those it closed in the lost step: a message for one of
+    # those must not be taken for one of an ended session (acknowledged and dropped).
+    keys = {session.routing_key(node.party.name) for session in fiber.session_history}
+    keys.update(key for key, (owner, _) in node._sessions.items() if owner is fiber)
+    for key in keys:
+        routed = node._sessions.get(key)
+        if routed is None or routed[0] is fiber:
+            node._sessions.pop(key, None)
+            node._retrying_routes[key] = run_id
+
+
+def retry_now(node: Node, run_id: StateMachineRunId) -> None:
+    """Re-run a flow whose step could not be stored, from storage or from its start record."""
+    for key in [k for k, owner in node._retrying_routes.items() if owner == run_id]:
+        del node._retrying_routes[key]  # what arrives meanwhile is stored for the restored flow
+    old = node._retrying.pop(run_id, None)
+    start = node._unstarted.pop(run_id, None)
+    if start is None:
+        restore(node, node.checkpoints.load_flow(run_id))
+    else:
+        restore(node, node.checkpoints.stored_from_start(run_id, start))
+    fiber = node._flows.get(run_id) or node._hospital_fibers.get(run_id)
+    if fiber is not None:
+        if start is not None:
+            fiber.start_record = start  # written with its first step this time
+        if old is not None:
+            old.hand_over_result(fiber)
 
 
 def unroute(node: Node, fiber: FlowStateMachine) -> None:
@@ -346,10 +435,25 @@ def retry_flow(node: Node, run_id: StateMachineRunId) -> bool:
         unroute(node, old)
         old.abandon()
     node._retries.pop(run_id, None)
-    stored = node.checkpoints.load_flow(run_id)
-    if stored.status == "HOSPITALIZED" and stored.flow is not None:
-        stored.status = "RUNNABLE"
-    restore(node, stored)
+    if old is not None:
+        node._retrying[run_id] = old  # its result future goes to the restored flow
+    if run_id in node._unstarted:  # parked in its first step, which was never stored
+        retry_now(node, run_id)
+    else:
+        stored = node.checkpoints.load_flow(run_id)
+        if stored.status == "HOSPITALIZED" and stored.flow is not None:
+            stored.status = "RUNNABLE"
+        restore(node, stored)
+        fiber = node._flows.get(run_id)
+        retried = node._retrying.pop(run_id, None)
+        if fiber is not None and retried is not None:
+            retried.hand_over_result(fiber)
+    fiber = node._flows.get(run_id)
+    if fiber is not None:  # running again: a restart must not park it again
+        store = node.checkpoints.storage
+        node._commits.for_flow(fiber).writes.append(
+            lambda txn: store.delete(txn, "flow_status", run_id.uuid.bytes)
+        )
     node.run_until_idle()
     return True
 
@@ -361,6 +465,7 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
     e.g. the vault's soft locks) and its result future, if any, fails with
     ``KilledFlowException``. See fibers._kill for how the sessions are found."""
     del node._hospital[run_id]
+    node._unstarted.pop(run_id, None)
     forget_parked_routes(node, run_id)
     old = node._hospital_fibers.pop(run_id, None)
     if old is not None:
@@ -402,11 +507,10 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
             ],
             extra_writes=[responder_finished],
         )
-        node._pending.append((None, lambda txn: node.checkpoints.write_step(txn, write)))
 
     def after() -> None:
-        for peer, _, frame in frames:
-            node._transport.send(peer, frame)
+        for peer, key, frame in frames:
+            node._send_tracked(peer, key, frame)
         for callback in node._flow_end_callbacks:
             callback(run_id)
         if old is not None and old._result is not None and not old._result.done():
@@ -414,7 +518,9 @@ def kill_hospitalized(node: Node, run_id: StateMachineRunId) -> None:
                                                           "operator in the hospital"))
 
     if node.durable:
-        node._after.append((None, after))
+        unit = node._commits.new_unit()  # nothing is told before the records are gone
+        unit.writes.append(lambda txn: node.checkpoints.write_step(txn, write))
+        unit.after.append(after)
         node.run_until_idle()
     else:
         after()

@@ -150,7 +150,6 @@ class FlowStateMachine:
         self.snapshot: Snapshot | None = None
         self.session_history: list[FlowSession] = []
         self.start_record: bytes | None = None
-        self.uncommitted_start: bytes | None = None  # written by a step not yet committed
         self.needs_refeed = False
         # Exceptions this flow raised because a counterparty ended or failed: they end the flow
         # but are not propagated further (see _error_body_for).
@@ -656,6 +655,13 @@ class FlowStateMachine:
         if self._result is None:
             self._result = Future()
         return self._result
+
+    def hand_over_result(self, successor: FlowStateMachine) -> None:
+        """Give this (abandoned) flow's result future, if anyone asked for it, to
+        ``successor``: the same flow restored for a retry, so that handles taken before the
+        retry see its result."""
+        if self._result is not None:
+            successor._result = self._result
 
     def settle_result(self) -> None:
         """Complete the result future (after the final step committed), if anyone asked for

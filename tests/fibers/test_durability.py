@@ -22,6 +22,7 @@ from fibers import (
 from fibers._checkpoint_store import DATABASES
 from fibers._node import Node
 from fibers._services import journaled
+from fibers._storage import FaultPlan
 from fibers.testing import MockNetwork
 from tests.fibers.test_sessions import Ping, Relay
 
@@ -373,20 +374,13 @@ def test_checkpoint_dump_and_inspect_show_the_suspended_stack(mock_network: Mock
     json.dumps(alice.dump_checkpoints())  # JSON-ready
 
 
-def _fail_next_writes(node: Node, count: int) -> list[int]:
-    """Make the next ``count`` step writes of ``node`` fail as a full disk would."""
-    store = node.checkpoints
-    original = store.write_step
-    failures = [count]
-
-    def write_step(txn: Any, step: Any) -> None:
-        if failures[0] > 0:
-            failures[0] -= 1
-            raise lmdb.MapFullError("simulated: the map is full")
-        original(txn, step)
-
-    store.write_step = write_step  # type: ignore[method-assign]
-    return failures
+def _fail_next_writes(node: Node, count: int, db: str | None = None) -> FaultPlan:
+    """Make the next ``count`` writes of ``node`` (to ``db``, or any) fail as a full disk
+    would."""
+    assert node.storage is not None
+    plan = node.storage.inject_faults(FaultPlan())
+    assert plan is not None
+    return plan.fail_writes_to(db, count) if db else plan.fail_next_writes(count)
 
 
 def test_a_step_that_cannot_be_stored_is_retried_from_its_checkpoint_with_backoff(
@@ -394,10 +388,12 @@ def test_a_step_that_cannot_be_stored_is_retried_from_its_checkpoint_with_backof
 ) -> None:
     alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
     handle = alice.start_flow(Collect(bob.party))
-    _fail_next_writes(alice, 2)
-    mock_network.run_network()  # Alice's step consuming "apple" fails: it will be retried
+    _fail_next_writes(alice, 2, "inbox")
+    mock_network.run_network()  # Alice's step receiving "apple" fails: it will be retried
     assert alice.flows() == [] and not handle.result.done()
-    mock_network.advance_time(1)  # first retry after 1 s: fails again
+    mock_network.advance_time(1)  # first retry after 1 s; Bob re-sends the unstored "apple"
+    assert len(alice.flows()) == 1
+    mock_network.run_network()  # ... whose step fails again
     assert alice.flows() == []
     mock_network.advance_time(1)  # the second retry waits 2 s
     assert alice.flows() == []
@@ -421,7 +417,8 @@ def test_a_step_that_keeps_failing_is_hospitalised_after_three_retries(
         mock_network.run_network()
     [entry] = alice.hospital()
     assert entry.run_id == handle.id
-    assert "storing a step failed 4 times" in entry.diagnosis and "map is full" in entry.diagnosis
+    assert "storing a step failed 4 times" in entry.diagnosis
+    assert "InjectedStorageFault" in entry.diagnosis
 
 
 def test_killing_a_hospitalised_flow_tells_its_counterparty(mock_network: MockNetwork) -> None:
@@ -430,14 +427,14 @@ def test_killing_a_hospitalised_flow_tells_its_counterparty(mock_network: MockNe
     alice.start_flow(Collect(bob.party))
     mock_network.run_network(max_messages=1)  # Bob's responder answers "apple" and waits
     [responder] = bob.flows()
-    failures = _fail_next_writes(alice, 100)
+    plan = _fail_next_writes(alice, 100)
     mock_network.run_network()
     responder_handle = bob.handle(responder.run_id)
     for _ in range(4):
         mock_network.advance_time(10)
         mock_network.run_network()
     [entry] = alice.hospital()
-    failures[0] = 0  # the disk has room again
+    plan.clear()  # the disk has room again
     assert alice.kill_flow(entry.run_id)
     mock_network.run_network()
     assert alice.hospital() == [] and alice.flows() == []

@@ -19,7 +19,14 @@ from fibers import (
     suspendable,
 )
 from fibers._errors import FlowConfigurationError
-from fibers._messages import Data, ExistingSessionMessage, Reject, decode_message, encode_message
+from fibers._messages import (
+    Ack,
+    Data,
+    ExistingSessionMessage,
+    Reject,
+    decode_message,
+    encode_message,
+)
 from fibers._wire import encode
 from fibers.testing import MockNetwork
 
@@ -55,10 +62,10 @@ def test_init_naming_a_non_flow_class_is_rejected(mock_network: MockNetwork) -> 
     alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
     init = InitialSessionMessage(42, f"{__name__}:NotAFlow", 1, "tests", None)
     bob.deliver(alice.party, encode_message(init))
-    [reply] = mock_network.pending_messages()
-    message = decode_message(reply.frame)
-    assert isinstance(message, ExistingSessionMessage)
-    assert message.body == Reject(f"{__name__}:NotAFlow is not a flow class")
+    reject, ack = (decode_message(m.frame) for m in mock_network.pending_messages())
+    assert isinstance(reject, ExistingSessionMessage)
+    assert reject.body == Reject(f"{__name__}:NotAFlow is not a flow class")
+    assert ack == Ack([(42, False, 0)])  # the rejected init is not re-sent
 
 
 @initiating_flow

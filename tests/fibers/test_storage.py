@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from fibers._storage import CorruptRecordError, NodeStorage, Txn, journal_key
+from fibers._storage import (
+    CorruptRecordError,
+    FaultPlan,
+    InjectedStorageFault,
+    NodeStorage,
+    Txn,
+    journal_key,
+)
 
 RUN_A = bytes(range(16))
 RUN_B = bytes(range(1, 17))
@@ -377,3 +384,77 @@ def test_delete_reports_whether_the_key_existed(storage: NodeStorage) -> None:
     with storage.group() as group:
         group.step(lambda txn: results.extend(storage.delete(txn, "outbox", b"m") for _ in "ab"))
     assert results == [True, False]
+
+
+# -- injected failures (FaultPlan) ----------------------------------------------------------------
+
+
+def _put(storage: NodeStorage, db_name: str, key: bytes) -> Callable[[Txn], None]:
+    return lambda txn: storage.put(txn, db_name, key, b"v")
+
+
+def test_the_nth_write_fails_alone_and_is_not_stored(storage: NodeStorage) -> None:
+    plan = storage.inject_faults(FaultPlan().fail_writes(1))
+    assert plan is not None
+    with storage.group() as group:
+        errors = [group.step(_put(storage, "meta", key)) for key in (b"a", b"b", b"c")]
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], InjectedStorageFault)
+    assert "write 1 (put to 'meta')" in str(errors[1])
+    assert [read(storage, "meta", k) for k in (b"a", b"b", b"c")] == [b"v", None, b"v"]
+    assert (plan.writes, plan.injected) == (3, 1)
+
+
+def test_every_kind_of_write_counts_and_can_fail(storage: NodeStorage) -> None:
+    plan = storage.inject_faults(FaultPlan().fail_next_writes(4))
+    assert plan is not None
+    kinds: list[Callable[[Txn], object]] = [
+        lambda txn: storage.put(txn, "meta", b"k", b"v"),
+        lambda txn: storage.put_sealed(txn, "flows", b"k", b"v"),
+        lambda txn: storage.delete(txn, "meta", b"k"),
+        lambda txn: storage.delete_prefix(txn, "journal", b""),
+    ]
+    with storage.group() as group:
+        errors = [group.step(kind) for kind in kinds]
+    assert all(isinstance(e, InjectedStorageFault) for e in errors)
+    assert plan.writes == 4  # put_sealed is one write, not two
+
+
+def test_writes_to_one_database_fail(storage: NodeStorage) -> None:
+    storage.inject_faults(FaultPlan().fail_writes_to("outbox", 1))
+    with storage.group() as group:
+        assert group.step(_put(storage, "meta", b"a")) is None
+        assert isinstance(group.step(_put(storage, "outbox", b"a")), InjectedStorageFault)
+        assert group.step(_put(storage, "outbox", b"b")) is None  # only the next one
+    assert read(storage, "outbox", b"a") is None and read(storage, "outbox", b"b") == b"v"
+
+
+def test_a_failed_group_commit_stores_nothing_and_runs_no_callback(storage: NodeStorage) -> None:
+    events: list[str] = []
+    storage.inject_faults(FaultPlan().fail_commits(1))
+    write(storage, "meta", b"first", b"v")  # commit 0 passes
+    with pytest.raises(InjectedStorageFault, match="group commit 1"), storage.group() as group:
+        group.step(_put(storage, "meta", b"second"))
+        group.after_commit(lambda: events.append("ran"))
+    assert events == [] and read(storage, "meta", b"second") is None
+    write(storage, "meta", b"third", b"v")  # the write lock was released; commit 2 passes
+    assert read(storage, "meta", b"third") == b"v"
+
+
+def test_random_failures_are_reproducible_and_can_be_disarmed(storage: NodeStorage) -> None:
+    def failures(seed: int) -> list[int]:
+        plan = FaultPlan().fail_at_random(0.3, seed=seed)
+        storage.inject_faults(plan)
+        failed = []
+        with storage.group() as group:
+            for n in range(50):
+                if group.step(_put(storage, "meta", b"%d" % n)) is not None:
+                    failed.append(n)
+        plan.clear()
+        with storage.group() as group:
+            assert group.step(_put(storage, "meta", b"x")) is None
+        storage.inject_faults(None)
+        return failed
+
+    first = failures(7)
+    assert 5 < len(first) < 30 and failures(7) == first and failures(8) != first
