@@ -261,7 +261,10 @@ def test_a_reject_that_could_not_be_recorded_is_not_sent(mock_network: MockNetwo
     assert not any(isinstance(e.message, ExistingSessionMessage) for e in mock_network.transcript)
     _settle(mock_network)  # the init is re-sent and rejected for good
     assert type(handle.result.exception(timeout=0)) is UnexpectedFlowEndException
-    assert len(_records(bob, "dedup")) == 1 and _records(alice, "outbox") == []
+    [init] = [e.message for e in mock_network.transcript
+              if isinstance(e.message, InitialSessionMessage)][:1]
+    assert bob.checkpoints.seen_init("Alice", init.initiator_session_id)  # recorded for good
+    assert _records(alice, "outbox") == [] and _records(bob, "outbox") == []
 
 
 # ----- draining ---------------------------------------------------------------------------------
