@@ -362,6 +362,7 @@ def step_failed(
             fiber.start_record = start
             node._unstarted[run_id] = start
         admit(node, fiber, diagnosis)
+        _park_routes_by_storage(node, fiber)
         return
     delay = node._retry_backoff * 2 ** (tries - 1)
     log.warning(
@@ -392,6 +393,16 @@ def _hold_routes(node: Node, fiber: FlowStateMachine, run_id: StateMachineRunId 
         if routed is None or routed[0] is fiber:
             node._sessions.pop(key, None)
             node._retrying_routes[key] = run_id
+
+
+def _park_routes_by_storage(node: Node, fiber: FlowStateMachine) -> None:
+    """Route a flow parked after its steps failed by what was stored, not by its memory:
+    its sessions counted messages whose storing failed, and copies of those must be kept for
+    its retry, not acknowledged as duplicates."""
+    unroute(node, fiber)
+    stored = node.checkpoints.load_flow(fiber.run_id)
+    for key, floor in parked_routes(node, stored).items():
+        node._parked_routes[key] = (fiber.run_id, floor)
 
 
 def retry_now(node: Node, run_id: StateMachineRunId) -> None:

@@ -300,3 +300,24 @@ def test_acks_of_one_commit_travel_in_one_message_per_peer_without_the_failed_un
     assert acks == [Ack([(ids[1], False, 0), (ids[2], False, 0)])]
     _settle(mock_network)
     assert Answer.calls == 7  # the lost responder ran once in memory, then three for real
+
+
+def test_messages_for_a_flow_parked_by_failed_steps_are_kept_until_its_retry(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    handle = alice.start_flow(Collect(bob.party))
+    plan = _faults(alice).fail_writes_to("inbox", 1000)
+    mock_network.run_network()
+    for _ in range(4):  # every retry fails to store Bob's answers: parked after the fourth
+        mock_network.advance_time(10)
+        mock_network.run_network()
+    [entry] = alice.hospital()
+    plan.clear()
+    mock_network.advance_time(60)  # Bob re-sends what Alice never acknowledged
+    mock_network.run_network()
+    assert alice.retry_flow(entry.run_id)
+    _settle(mock_network)
+    assert handle.result.result(timeout=0) == ["apple", "banana"]
+    for node in (alice, bob):
+        assert _records(node, "outbox") == [] and _records(node, "inbox") == []
