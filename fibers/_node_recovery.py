@@ -277,7 +277,7 @@ def refeed(node: Node, fiber: FlowStateMachine) -> None:
     the record; other flows are not affected."""
     for session in list(fiber.sessions.values()):
         prefix = session_prefix(session.peer.name, session.session_id, session.we_initiated)
-        last = session.next_recv_seq - 1
+        expected = session.next_recv_seq
         # Invariant: the inbox holds exactly the messages of this session that were
         # received and not consumed (data), plus its control messages (confirm, end, error).
         applied = False
@@ -294,9 +294,18 @@ def refeed(node: Node, fiber: FlowStateMachine) -> None:
                 # Consumed before the restart, its replay already delivered it. (A responder's
                 # first payload is number 0 although its session starts expecting 1.)
                 continue
+            if message.seq > expected:
+                # After a gap: the message before it was never stored (a step that failed),
+                # so never acknowledged; its sender re-sends it, and this one follows it.
+                if session.out_of_order is None:
+                    session.out_of_order = {}
+                session.out_of_order[message.seq] = message.body
+                continue
             session.apply(message.seq, message.body)
-            last, applied = max(last, message.seq), True
-        session.next_recv_seq = max(session.next_recv_seq, last + 1)
+            applied = True
+            if message.seq == expected:
+                expected += 1
+        session.next_recv_seq = expected
         if applied and fiber.waiting is session:
             node._schedule(fiber)
 
