@@ -7,7 +7,8 @@ that touches a node runs on one thread, its *node thread*, and the runtime owns 
 * an inbound queue, filled by the node's ``Transport`` from any thread (``deliver``) and
   handed to the node in batches (one scheduler round, one group commit per batch);
 * the node's timers: flows sleeping and retries waiting, fired once ``node.next_deadline()``
-  is reached on the node's clock;
+  is reached on the node's clock, and the re-sending of unacknowledged messages
+  (``node.redelivery_due``);
 * ``call(fn)``: run ``fn(node)`` on the node thread (start a flow, kill one, query) from any
   other thread, with its outcome in a ``Future``.
 
@@ -253,7 +254,10 @@ class NodeRuntime:
         with self._cond:
             while not (self._inbound or self._calls or self._stopping or self._woken
                        or node.stopped):
-                deadline = node.next_deadline()
+                # Redelivery of unacknowledged messages wakes the thread too (the manual driver
+                # leaves it out: simulated time is not moved on for it alone).
+                due = [d for d in (node.next_deadline(), node.redelivery_due) if d is not None]
+                deadline = min(due, default=None)
                 if deadline is None:
                     self._cond.wait()
                     continue

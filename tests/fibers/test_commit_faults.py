@@ -293,7 +293,7 @@ def test_acks_of_one_commit_travel_in_one_message_per_peer_without_the_failed_un
     alice.start_flows([Collect(bob.party) for _ in range(3)])
     inits = [decode_message(m.frame) for m in mock_network.pending_messages()]
     _faults(bob).fail_writes_to("dedup", 1)  # the first responder's unit fails alone
-    assert mock_network.network.deliver_all() == 3  # one batch: one round, one commit
+    assert mock_network.deliver_all() == 3  # one batch: one round, one commit
     acks = [decode_message(m.frame) for m in mock_network.pending_messages()
             if m.recipient == alice.party and isinstance(decode_message(m.frame), Ack)]
     ids = [i.initiator_session_id for i in inits if isinstance(i, InitialSessionMessage)]
