@@ -13,6 +13,9 @@ Authenticated records: ``seal`` prefixes a payload with a version byte and an HM
 the node-local secret, bound to the database name and the key; ``unseal`` raises
 ``CorruptRecordError`` before anything is decoded, so checkpoint bytes that were tampered with,
 moved to another key or written by another node are never unpickled.
+
+Injected failures: ``NodeStorage.inject_faults(FaultPlan())`` makes chosen writes or group
+commits raise ``InjectedStorageFault``, to test what the engine does when the disk fails.
 """
 
 from __future__ import annotations

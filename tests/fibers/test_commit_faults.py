@@ -4,11 +4,13 @@ session inits are acknowledged and never run."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from fibers import FlowLogic, Party, UnexpectedFlowEndException, initiating_flow, suspendable
+from fibers._commit import Redelivery
 from fibers._messages import (
     Ack,
     ExistingSessionMessage,
@@ -321,3 +323,18 @@ def test_messages_for_a_flow_parked_by_failed_steps_are_kept_until_its_retry(
     assert handle.result.result(timeout=0) == ["apple", "banana"]
     for node in (alice, bob):
         assert _records(node, "outbox") == [] and _records(node, "inbox") == []
+
+
+def test_redelivery_backs_off_until_acknowledged() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    redelivery = Redelivery(timedelta(seconds=1), max_doublings=2)
+    redelivery.sent(b"a", start)
+    redelivery.sent(b"b", start)
+    assert redelivery.next_due == start + timedelta(seconds=1)
+    assert redelivery.due(start) == []
+    resent = [(s, redelivery.due(start + timedelta(seconds=s))) for s in range(1, 12)]
+    assert [s for s, keys in resent if keys] == [1, 3, 7, 11]  # 1 s, then 2, 4, 4 (capped)
+    assert resent[0][1] == [b"a", b"b"]  # in the order they were sent
+    redelivery.acknowledged(b"a")
+    redelivery.acknowledged(b"b")
+    assert len(redelivery) == 0 and redelivery.next_due is None
