@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     shell.add_argument("--embedded", action="store_true",
                        help="run the demo's network (Notary, SellerBank, BuyerBank) in this "
                        "process and operate it")
+    shell.add_argument("--connect", default=None, metavar="DIR/NAME|URL",
+                       help="operate a node in another process over its RPC: its node "
+                       "directory (address and operator credentials from there), or its "
+                       "https:// URL with --user (password from FIBERS_RPC_PASSWORD or a "
+                       "prompt)")
+    shell.add_argument("--user", default=None, metavar="NAME",
+                       help="the RPC user, with --connect URL")
+    shell.add_argument("--ca", type=Path, default=None, metavar="FILE",
+                       help="the network's CA certificate, with --connect URL (default: the "
+                       "system's CAs)")
     shell.add_argument("--node", default="BuyerBank", metavar="NAME",
                        help="the node to operate first (default BuyerBank)")
     shell.add_argument("--dir", type=Path, default=None, metavar="PATH",
@@ -93,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shell":
         from cli._repl import ShellOptions, run_shell
 
-        return run_shell(console, ShellOptions(embedded=args.embedded, node=args.node,
+        if args.embedded and args.connect is not None:
+            print("fibers: error: give --embedded or --connect, not both", file=sys.stderr)
+            return 2
+        return run_shell(console, ShellOptions(embedded=args.embedded, connect=args.connect,
+                                               user=args.user, ca=args.ca, node=args.node,
                                                base_dir=args.dir, debug=args.debug,
                                                pace=args.pace))
     if args.command == "bench":

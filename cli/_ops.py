@@ -118,6 +118,11 @@ class NodeOps:
             self._book.see(node)
             self._book.sync(node)
 
+    def refresh(self) -> None:
+        """Look at the node now, so feeds report what changed since the last look (a node on
+        its own thread moves between operations; the RPC server calls this periodically)."""
+        self._sync()
+
     def node_info(self) -> NodeSummary:
         """Who the node is and what it holds."""
         node = self._node()

@@ -31,6 +31,9 @@ class ShellOptions:
     """What ``fibers shell`` was asked for."""
 
     embedded: bool = False
+    connect: str | None = None
+    user: str | None = None
+    ca: Path | None = None
     node: str = DEFAULT_NODE
     base_dir: Path | None = None
     debug: bool = False
@@ -61,9 +64,15 @@ class TerminalKeys:
 
 def run_shell(console: Console, options: ShellOptions) -> int:
     """Run ``fibers shell``; returns the exit status."""
+    if options.connect is not None:
+        from cli._repl_remote import run_remote_shell
+
+        _log_to(console)
+        return run_remote_shell(console, options)
     if not options.embedded:
-        print("fibers: error: 'fibers shell' needs --embedded for now: it runs the demo's "
-              "network in this process and opens a shell on it", file=sys.stderr)
+        print("fibers: error: 'fibers shell' needs --embedded (the demo's network in this "
+              "process) or --connect DIR/NAME | URL --user NAME (a node over its RPC)",
+              file=sys.stderr)
         return 2
     if options.base_dir is not None and options.base_dir.exists() \
             and any(options.base_dir.iterdir()):

@@ -26,6 +26,7 @@ from cli._convert import FlowArgumentError, UnknownNameError, closest
 from cli._ops import FeedSubscription, NodeDownError, NodeOps, RunIdError
 from cli._ops_values import ProgressSnapshot, StateMachineUpdate
 from cli._shell_view import WatchView, outcome_text
+from fibers.rpc import RpcError
 
 __all__ = ["KeySource", "NetworkControl", "NoKeys", "Shell", "ShellError", "Watch", "unknown"]
 
@@ -161,7 +162,9 @@ class Shell:
             hint = f": 'restart {self.current}' starts it again" if self.control else ""
             self.error(f"{exc}{hint}", exc)
         except Exception as exc:
-            self.error(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, exc)
+            # An error from a remote node carries the name of the node's exception class.
+            kind = exc.type if isinstance(exc, RpcError) else type(exc).__name__
+            self.error(f"{kind}: {exc}" if str(exc) else kind, exc)
 
     def error(self, message: str, exc: BaseException | None = None) -> None:
         """Report a failed command (with the traceback in debug mode)."""

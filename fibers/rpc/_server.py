@@ -1,0 +1,324 @@
+"""``RpcServer``: the node's RPC over HTTPS, on its own thread (docs/rpc.md).
+
+Starlette routes served by uvicorn with the node's TLS certificate, in an asyncio loop on a
+thread of the server's own. Every operation is handed to the node thread through
+``runtime.call`` (docs/transport-and-runtime.md); the server's thread only parses, checks
+credentials and permissions, and writes responses. Feeds are server-sent events fed from the
+node thread through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import secrets
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from fibers.rpc._auth import ALL, User, Users
+from fibers.rpc._openapi import OPENAPI_PATH, openapi_document
+from fibers.rpc._operations import Feed, Operation, RpcRequestError, check_arguments
+from fibers.runtime import NodeStoppedError
+
+__all__ = ["NodeCaller", "RpcServer"]
+
+log = logging.getLogger("fibers.rpc")
+
+MAX_QUEUED_EVENTS = 10_000
+"""Events one subscription may have waiting for a slow client before it is ended."""
+
+
+class NodeCaller(Protocol):
+    """What the server needs of the node's runtime (``fibers.runtime.NodeRuntime``)."""
+
+    def call(self, fn: Callable[[Any], Any]) -> Future[Any]:
+        """Run ``fn(node)`` on the node thread."""
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+@dataclass
+class _Subscription:
+    """One open feed stream. Invariant: ``queued`` counts the items put and not yet taken."""
+
+    sid: str
+    user: str
+    queue: asyncio.Queue[tuple[str, Any]]
+    loop: asyncio.AbstractEventLoop
+    close: Callable[[], None] = lambda: None
+    queued: int = 0
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def put(self, kind: str, value: Any) -> None:
+        """Queue an item from any thread; past ``MAX_QUEUED_EVENTS`` the stream ends."""
+        with self.lock:
+            if self.ended:
+                return
+            if kind == "event" and self.queued >= MAX_QUEUED_EVENTS:
+                kind, value = "end", "the client reads too slowly: too many events waiting"
+            if kind == "end":
+                self.ended = True
+            self.queued += 1
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+
+
+class RpcServer:
+    """Serves ``operations`` and ``feeds`` of the node run by ``runtime`` to ``users`` over
+    HTTPS at ``host:port`` (0: a free port) with ``certfile``/``keyfile``.
+
+    ``error_status(exc)`` maps an operation's exception to an HTTP status (None: 500, but
+    ``RpcRequestError`` is always 400 and ``NodeStoppedError`` 503). ``tick`` runs on the node
+    thread every ``tick_interval`` seconds while a feed is open (for feeds built by comparing
+    snapshots). The built-in ``shutdown`` operation calls ``on_shutdown`` on the server's
+    thread. Call :meth:`start`, then :meth:`stop`."""
+
+    def __init__(
+        self,
+        runtime: NodeCaller,
+        *,
+        users: list[User],
+        operations: list[Operation],
+        feeds: list[Feed] = (),  # type: ignore[assignment]
+        certfile: str,
+        keyfile: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        title: str = "Fibers node",
+        error_status: Callable[[BaseException], int | None] = lambda _exc: None,
+        on_shutdown: Callable[[], None] | None = None,
+        tick: Callable[[], None] | None = None,
+        tick_interval: float = 0.2,
+    ) -> None:
+        self._runtime = runtime
+        self._users = Users(users)
+        self._operations = {op.name: op for op in operations}
+        if on_shutdown is not None:
+            self._operations["shutdown"] = Operation(
+                "shutdown", "Stop the node process cleanly", lambda _a: None)
+        self._on_shutdown = on_shutdown
+        self._feeds = {feed.name: feed for feed in feeds}
+        self._error_status = error_status
+        self._tick, self._tick_interval = tick, tick_interval
+        self._document = openapi_document(title, self._operations, self._feeds)
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._socket = socket.create_server((host, port))
+        self.host, self.port = host, self._socket.getsockname()[1]
+        app = Starlette(routes=[
+            Route(OPENAPI_PATH, self._openapi, methods=["GET"]),
+            Route("/api/v1/ops/{name}", self._call, methods=["POST"]),
+            Route("/api/v1/feeds/{name}", self._subscribe, methods=["POST"]),
+            Route("/api/v1/subscriptions/{sid}", self._unsubscribe, methods=["DELETE"]),
+        ])
+        config = uvicorn.Config(app, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                                log_level="warning", access_log=False, lifespan="off",
+                                ws="none", http="h11", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name=f"fibers-rpc-{self.port}",
+                                        daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def url(self) -> str:
+        """``https://host:port``."""
+        return f"https://{self.host}:{self.port}"
+
+    def start(self) -> RpcServer:
+        """Serve from now on (the socket already listens: early connections wait in its
+        backlog). Returns the server."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """End every feed stream and stop serving; waits for the server's thread. Idempotent."""
+        for sub in list(self._subscriptions.values()):
+            sub.put("end", "the server stops")
+        self._server.should_exit = True
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._socket.close()
+
+    def _serve(self) -> None:
+        self._server.run(sockets=[self._socket])
+
+    # ----- requests ------------------------------------------------------------------------------
+
+    async def _openapi(self, request: Request) -> Response:
+        return JSONResponse(self._document)
+
+    async def _authenticate(self, request: Request) -> User:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            raise _Refused(401, "authentication required: HTTP Basic with an RPC user of the "
+                           "node", "AuthenticationError")
+        try:
+            username, sep, password = base64.b64decode(encoded, validate=True).decode() \
+                .partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            sep = ""
+        if not sep:
+            raise _Refused(401, "malformed HTTP Basic credentials", "AuthenticationError")
+        user = await run_in_threadpool(self._users.authenticate, username, password)
+        if user is None:
+            raise _Refused(401, "wrong user name or password", "AuthenticationError")
+        return user
+
+    @staticmethod
+    async def _arguments(request: Request, params: Any) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RpcRequestError(f"the request body is not valid JSON: {exc}") from None
+        return check_arguments(params, body)
+
+    async def _permit(self, user: User, what: Operation | Feed,
+                      arguments: dict[str, Any]) -> None:
+        if ALL in user.permissions:
+            return
+        try:
+            accepted = await run_in_threadpool(what.accepted, arguments)
+        except LookupError:
+            accepted = []
+        if not user.may(accepted):
+            needed = " or ".join(accepted) or "a permission it names"
+            raise _Refused(403, f"user {user.username!r} may not call {what.name!r} with "
+                           f"these arguments: it needs {needed} (or ALL)", "PermissionError")
+
+    async def _on_node(self, fn: Callable[[], Any]) -> Any:
+        self._loop = asyncio.get_running_loop()
+        return await asyncio.wrap_future(self._runtime.call(lambda _node: fn()))
+
+    def _failure(self, exc: BaseException) -> Response:
+        if isinstance(exc, _Refused):
+            status, kind = exc.status, exc.kind
+        elif isinstance(exc, RpcRequestError):
+            status, kind = 400, "RpcRequestError"
+        elif isinstance(exc, NodeStoppedError):
+            status, kind = 503, type(exc).__name__
+        else:
+            status, kind = self._error_status(exc) or 500, type(exc).__name__
+            if status == 500:
+                log.warning("RPC operation failed: %s: %s", kind, exc)
+        headers = {"WWW-Authenticate": 'Basic realm="fibers"'} if status == 401 else None
+        return JSONResponse({"error": {"status": status, "type": kind, "message": str(exc)}},
+                            status_code=status, headers=headers)
+
+    async def _call(self, request: Request) -> Response:
+        try:
+            user = await self._authenticate(request)
+            name = request.path_params["name"]
+            op = self._operations.get(name)
+            if op is None:
+                raise _Refused(404, f"no operation {name!r} (see {OPENAPI_PATH})",
+                               "UnknownOperation")
+            arguments = await self._arguments(request, op.params)
+            await self._permit(user, op, arguments)
+            if name == "shutdown" and self._on_shutdown is not None:
+                await run_in_threadpool(self._on_shutdown)
+                return JSONResponse({"result": None})
+            result = await self._on_node(lambda: op.run(arguments))
+        except Exception as exc:
+            return self._failure(exc)
+        return JSONResponse({"result": result})
+
+    async def _subscribe(self, request: Request) -> Response:
+        try:
+            user = await self._authenticate(request)
+            name = request.path_params["name"]
+            feed = self._feeds.get(name)
+            if feed is None:
+                raise _Refused(404, f"no feed {name!r} (see {OPENAPI_PATH})", "UnknownFeed")
+            arguments = await self._arguments(request, feed.params)
+            await self._permit(user, feed, arguments)
+            loop = asyncio.get_running_loop()
+            sub = _Subscription(secrets.token_hex(8), user.username, asyncio.Queue(), loop)
+
+            def emit(event: Any) -> None:
+                sub.put("end", "the feed ended") if event is None else sub.put("event", event)
+
+            first, sub.close = await self._on_node(lambda: feed.open(arguments, emit))
+        except Exception as exc:
+            return self._failure(exc)
+        self._subscriptions[sub.sid] = sub
+        self._ensure_ticking()
+        return StreamingResponse(self._stream(sub, first), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    async def _stream(self, sub: _Subscription, first: Any) -> AsyncIterator[str]:
+        try:
+            yield _event({"subscription": sub.sid, "event": first})
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(sub.queue.get(), timeout=15)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                with sub.lock:
+                    sub.queued -= 1
+                if kind == "end":
+                    yield _event({"end": value})
+                    return
+                yield _event({"event": value})
+        finally:
+            self._subscriptions.pop(sub.sid, None)
+            with sub.lock:
+                sub.ended = True
+            self._runtime.call(lambda _node: sub.close())
+
+    async def _unsubscribe(self, request: Request) -> Response:
+        try:
+            user = await self._authenticate(request)
+            sub = self._subscriptions.get(request.path_params["sid"])
+            if sub is not None and sub.user != user.username:
+                raise _Refused(403, "that subscription is another user's", "PermissionError")
+        except Exception as exc:
+            return self._failure(exc)
+        if sub is not None:
+            sub.put("end", "closed by the client")
+        return JSONResponse({"result": None})
+
+    # ----- ticking -------------------------------------------------------------------------------
+
+    _ticking: asyncio.Task[None] | None = None
+
+    def _ensure_ticking(self) -> None:
+        if self._tick is not None and (self._ticking is None or self._ticking.done()):
+            self._ticking = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def _tick_loop(self) -> None:
+        tick = self._tick
+        assert tick is not None
+        while self._subscriptions and not self._server.should_exit:
+            try:
+                await asyncio.wrap_future(self._runtime.call(lambda _node: tick()))
+            except NodeStoppedError:
+                return
+            except Exception:
+                log.exception("the RPC feeds' tick failed")
+            await asyncio.sleep(self._tick_interval)
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
