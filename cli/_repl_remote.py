@@ -52,7 +52,7 @@ def run_remote_shell(console: Console, options: ShellOptions) -> int:
         keys: KeySource = TerminalKeys() if terminal else NoKeys()
         shell = Shell({ops.name: ops}, console, keys=keys, debug=options.debug,
                       pace=options.pace)
-        console.print(f"Connected to [bold]{ops.name}[/] at {client.url}: 'help' lists the "
+        console.print(f"Connected to {ops.name} at {client.url}: 'help' lists the "
                       "commands, 'exit' leaves.", highlight=False)
         if not terminal:
             return run_script(shell, sys.stdin)

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fibers import FlowLogic, HospitalizeFlowException, NetworkMap, Node, NodeIdentity
-from fibers import startable_by_rpc, suspendable
+from fibers import (
+    FlowLogic,
+    HospitalizeFlowException,
+    NetworkMap,
+    Node,
+    NodeIdentity,
+    startable_by_rpc,
+    suspendable,
+)
 from fibers.rpc import RpcClient, RpcServer, connect, hash_password
 from fibers.runtime import NodeRuntime
 from fibers.storage import NodeStorage
@@ -73,7 +81,8 @@ def write_node_config(node_dir: Path, port: int = 0) -> Path:
 class RpcNodes:
     """Notary, BankA and BankB on their own threads; BankA served over RPC."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, node_dir: Path | None = None,
+                 on_shutdown: Callable[[], None] | None = None) -> None:
         from cli.rpc_node import serve_node
 
         self.network = InMemoryNetwork(immediate=True)
@@ -82,10 +91,16 @@ class RpcNodes:
         for identity in identities:
             self.network_map.add(identity.party)
         self.runtimes = {i.party.name: self._start(base, i) for i in identities}
-        self.node_dir = write_node_config(base / "BankA-config")
+        self.node_dir = node_dir or write_node_config(base / "BankA-config")
         self.shutdown_asked = threading.Event()
+
+        def shutdown() -> None:
+            self.shutdown_asked.set()
+            if on_shutdown is not None:
+                on_shutdown()
+
         self.server: RpcServer = serve_node(self.runtimes["BankA"], self.node_dir,
-                                            on_shutdown=self.shutdown_asked.set)
+                                            on_shutdown=shutdown)
         Ailing.healed = False
 
     def _start(self, base: Path, identity: NodeIdentity) -> NodeRuntime:

@@ -1,0 +1,155 @@
+"""``fibers shell --connect`` through a pty against a node served in another process (the
+test-only ``tests.cli.rpc_node_server``, started by the test), by node directory and by URL
+with ``--user``; and its argument errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.__main__ import main
+from tests.cli.rpc_nodes import PASSWORDS, write_node_config
+
+pexpect = pytest.importorskip("pexpect")
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPT = "BankA>"
+TIMEOUT = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    return dict(os.environ, TERM="xterm-256color", NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1",
+                COLUMNS="160", LINES="60", **extra)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """BankA's node directory and RPC URL, served by a node process of the test's own."""
+    node_dir = write_node_config(tmp_path / "BankA", port=_free_port())
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.cli.rpc_node_server", str(tmp_path / "storage"),
+         str(node_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("ready https://127.0.0.1:"), line
+        yield node_dir, line.split()[1]
+    finally:
+        server.terminate()
+        status = server.wait(TIMEOUT)
+        if server.stdout is not None:
+            server.stdout.close()
+        assert status == 0
+
+
+def _spawn(args: list[str], tmp_path: Path, **env: str) -> Any:
+    child = pexpect.spawn(sys.executable, ["-m", "cli", "shell", *args, "--pace", "0.01"],
+                          env=_environment(HOME=str(tmp_path), **env), encoding="utf-8",
+                          timeout=TIMEOUT, dimensions=(60, 160), cwd=str(ROOT))
+    child.logfile_read = (tmp_path / "transcript.txt").open("a", encoding="utf-8")
+    return child
+
+
+@pytest.mark.slow
+def test_a_remote_terminal_session_starts_watches_kills_and_queries(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    node_dir, _url = served
+    child = _spawn(["--connect", str(node_dir)], tmp_path)
+
+    def command(line: str) -> None:
+        child.expect_exact(PROMPT)
+        child.send(line + "\r")
+
+    try:
+        child.expect_exact("Connected to BankA")
+        command("flow start CashIssueFlow amount: 500 USD, issuer_ref: 03, notary: Notary")
+        child.expect(r"Started CashIssueFlow (\w{8})")
+        issue = child.match.group(1)
+        child.expect_exact(f"✓ CashIssueFlow {issue} completed: SignedTransaction")
+        command("vault Cash")
+        child.expect_exact("500.00 USD")
+        command("flow start Parked label: waiting")
+        child.expect(r"Started Parked (\w{8})")
+        parked = child.match.group(1)
+        child.expect_exact("is still running")
+        command("flow list")
+        child.expect_exact(parked)
+        command(f"flow kill {parked}")
+        child.expect_exact(f"Killed Parked {parked}")
+        command("crash BankA")
+        child.expect_exact("'crash' works on the embedded network only")
+        command("restart BankA")
+        child.expect_exact("'restart' works on the embedded network only")
+        command("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        child.logfile_read.close()
+    assert child.exitstatus == 0
+
+
+@pytest.mark.slow
+def test_a_url_and_user_connect_with_the_password_from_the_environment(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    node_dir, url = served
+    child = _spawn(["--connect", url, "--user", "viewer", "--ca",
+                    str(node_dir / "tls" / "ca.crt")], tmp_path,
+                   FIBERS_RPC_PASSWORD=PASSWORDS["viewer"])
+    try:
+        child.expect_exact("Connected to BankA")
+        child.expect_exact(PROMPT)
+        child.send("flow start Parked label: x\r")
+        child.expect_exact("may not call 'start_tracked_flow'")
+        child.expect_exact(PROMPT)
+        child.send("exit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        child.logfile_read.close()
+    assert child.exitstatus == 0
+
+
+@pytest.mark.slow
+def test_a_wrong_password_is_reported_and_the_shell_does_not_open(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    node_dir, url = served
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "shell", "--connect", url, "--user", "operator",
+         "--ca", str(node_dir / "tls" / "ca.crt")], cwd=ROOT, capture_output=True, text=True,
+        env=_environment(FIBERS_RPC_PASSWORD="wrong"), stdin=subprocess.DEVNULL, timeout=60,
+        check=False)
+    assert result.returncode == 1
+    assert "wrong user name or password" in result.stderr
+
+
+def test_connect_by_url_needs_a_user(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["shell", "--connect", "https://127.0.0.1:1"]) == 2
+    assert "--connect URL needs --user NAME" in capsys.readouterr().err
+
+
+def test_connect_to_a_directory_without_a_node_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["shell", "--connect", str(tmp_path)]) == 2
+    assert "node.toml does not exist" in capsys.readouterr().err
+
+
+def test_embedded_and_connect_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["shell", "--embedded", "--connect", "x"]) == 2
+    assert "not both" in capsys.readouterr().err
