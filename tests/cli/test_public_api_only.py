@@ -42,3 +42,16 @@ def test_package_imports_only_public_names(package: str, forbidden: tuple[str, .
 def test_the_check_sees_a_private_import() -> None:
     modules = _imported_modules("fibers")  # the engine itself imports its private modules
     assert any(module.startswith("fibers._") for module in modules)
+
+
+def test_the_engine_and_its_rpc_import_nothing_of_the_ledger_or_the_cli() -> None:
+    """docs/rpc.md: the generic RPC lives in fibers.rpc; the node's operations in cli."""
+    offending = {}
+    for path in sorted((ROOT / "fibers").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad = [n for n in names if n.split(".")[0] in ("ledger", "finance", "cli")]
+            if bad:
+                offending[str(path.relative_to(ROOT))] = bad
+    assert offending == {}
