@@ -99,6 +99,9 @@ class DemoView:
                     view.remove(run_id)
                 view.add(run_id, title, tracker)
                 self.shown[run_id] = tracker
+            parked = node in self.net.down  # its flows wait in its storage, where they were
+            self.views[node].update_title(run_id, f"{title} — parked, {node} is down"
+                                          if parked else title)
         self.live.update(self._render(), refresh=True)
 
     def event(self, text: str) -> None:

@@ -620,6 +620,8 @@ class FlowStateMachine:
             tracker.current_step = ProgressTracker.STARTING
         try:
             result = flow.call()
+        except GreenletExit:
+            raise  # unwound because its node stopped: parked at its step, not failed
         except BaseException as exc:
             if not tracker.has_ended:
                 tracker.end_with_error(exc)

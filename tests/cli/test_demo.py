@@ -118,4 +118,7 @@ def test_live_demo_in_a_terminal_shows_nested_steps(tmp_path: Path) -> None:
     assert "│   ├── " in text or "    ├── " in text
     assert "Notarising the transaction" in text and "✓" in text
     assert "BuyerBank (down)" in text
+    # The down node's flows are parked where they were (in its storage), not failed.
+    assert "parked, BuyerBank is down" in text
+    assert "GreenletExit" not in text
     assert "Notarised transaction" in text

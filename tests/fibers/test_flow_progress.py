@@ -114,3 +114,17 @@ def test_a_restored_flow_tracker_is_back_at_the_step_it_had_reached(
     restored = alice.handle(handle.id)
     mock_network.run_network()
     assert restored.result.result(timeout=0) == "deal"
+
+
+def test_a_stopped_nodes_flow_is_parked_at_its_step_not_failed(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    flow = Trade(bob.party)
+    handle = alice.start_tracked_flow(flow)
+    alice.stop()  # as a crash would: the flow's greenlet is unwound, its checkpoint stays
+    tracker = flow.progress_tracker
+    assert tracker is not None
+    assert tracker.error is None and not tracker.has_ended
+    assert tracker.current_step == Trade.PROPOSING
+    assert handle.progress.error is None and not handle.result.done()
