@@ -36,6 +36,7 @@ __all__ = [
     "code_fingerprint",
     "decode_snapshots",
     "describe_local",
+    "describe_value",
     "dumps",
     "encode_snapshots",
     "loads",
@@ -462,6 +463,11 @@ def describe_local(value: bytes | Unserialisable, tokens: TokenContext) -> str:
 _reprs = reprlib.Repr()
 _reprs.maxstring = _reprs.maxother = _REPR_LIMIT
 _reprs.maxlist = _reprs.maxtuple = _reprs.maxset = _reprs.maxdict = 20
+
+
+def describe_value(obj: object) -> str:
+    """A short repr of a live value (as ``describe_local`` shows stored ones); never raises."""
+    return _safe_repr(obj)
 
 
 def _safe_repr(obj: object) -> str:

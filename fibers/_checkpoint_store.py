@@ -35,6 +35,7 @@ from fibers._checkpoint import (
     capture_frames,
     decode_snapshots,
     describe_local,
+    describe_value,
     dumps,
     encode_snapshots,
     loads,
@@ -277,9 +278,14 @@ class CheckpointStore:
             return self.storage.get(txn, "dedup", session_prefix(sender, session_id, False)) \
                 is not None
 
-    def describe_frames(self, snapshot: Snapshot) -> list[dict[str, Any]]:
-        """The frames of ``snapshot`` with readable locals, for inspection and dumps."""
+    def describe_frames(
+        self, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """The frames of ``snapshot`` with readable locals, for inspection and dumps. A flow
+        object in a frame is stored only as a summary (see ``_summarise_flow``); when the flow
+        runs, its object among ``live_flows`` is shown with its fields' values instead."""
         frames = decode_snapshots(snapshot.frames) if snapshot.frames else []
+        live = {_type_name(flow): flow for flow in reversed(live_flows or [])}
         return [
             {
                 "function": f.qualname,
@@ -287,10 +293,16 @@ class CheckpointStore:
                 "file": f.filename,
                 "line": f.line,
                 "code_fingerprint": f.code_fingerprint,
-                "locals": {name: describe_local(v, self.tokens) for name, v in f.locals.items()},
+                "locals": {name: self._describe(v, live) for name, v in f.locals.items()},
             }
             for f in frames
         ]
+
+    def _describe(self, value: bytes | Unserialisable, live: dict[str, FlowLogic[Any]]) -> str:
+        if isinstance(value, Unserialisable) and value.repr.startswith(_FLOW_SUMMARY):
+            flow = live.get(value.type_name)
+            return value.repr if flow is None else describe_flow(flow)
+        return describe_local(value, self.tokens)
 
 
 @dataclass(slots=True)
@@ -318,6 +330,23 @@ def _unseal_or_error(
         return exc
 
 
+_FLOW_SUMMARY = "<the flow "
+
+
+def _type_name(flow: FlowLogic[Any]) -> str:
+    kind = type(flow)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def describe_flow(flow: FlowLogic[Any]) -> str:
+    """A flow object as ``flow inspect`` shows it: its class and its public fields' reprs
+    (the progress tracker left out: the inspection shows the step)."""
+    fields = ", ".join(
+        f"{name}={describe_value(value)}" for name, value in vars(flow).items()
+        if not name.startswith("_") and name != "progress_tracker")
+    return f"{type(flow).__qualname__}({fields})"
+
+
 def _summarise_flow(value: object) -> Unserialisable | None:
     """Flow objects in frames (``self``) are shown by their fields' reprs, not pickled: the
     start record holds the flow and replay rebuilds it, so pickling it again at every
@@ -327,7 +356,7 @@ def _summarise_flow(value: object) -> Unserialisable | None:
     kind = type(value)
     fields = ", ".join(name for name in vars(value) if not name.startswith("_"))
     return Unserialisable(f"{kind.__module__}.{kind.__qualname__}",
-                          f"<the flow {kind.__qualname__} (fields: {fields})>")
+                          f"{_FLOW_SUMMARY}{kind.__qualname__} (fields: {fields})>")
 
 
 def _encode_snapshot(snapshot: Snapshot) -> bytes:

@@ -582,7 +582,8 @@ def describe(node: Node, fiber: FlowStateMachine) -> dict[str, Any]:
             }
             for s in fiber.sessions.values()
         ],
-        "stack": node.checkpoints.describe_frames(snapshot) if snapshot and node.durable else [],
+        "stack": (node.checkpoints.describe_frames(snapshot, fiber.live_flows())
+                  if snapshot and node.durable else []),
     }
 
 

@@ -692,6 +692,18 @@ class FlowStateMachine:
             running.throw(GreenletExit)  # unwinds the flow's frames; _run returns quietly
             self.outbox = []
 
+    def live_flows(self) -> list[FlowLogic[Any]]:
+        """The flow objects (``self`` of its frames: the flow and its sub-flows) on the
+        suspended greenlet's stack, innermost first; empty when it is not suspended."""
+        frame = self._greenlet.gr_frame if self._greenlet else None
+        found: list[FlowLogic[Any]] = []
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, FlowLogic) and all(owner is not f for f in found):
+                found.append(owner)
+            frame = frame.f_back
+        return found
+
     def take_outbox(self) -> list[tuple[Party, SessionMessage]]:
         """The messages produced since the last call, in order."""
         outbox, self.outbox = self.outbox, []

@@ -147,6 +147,10 @@ def test_a_flow_stuck_on_a_crashed_node_is_listed_inspected_killed_and_watched(
     assert "stack (outermost first)" in inspected
     assert "FinalityFlow.call  ledger._finality:" in inspected
     assert "stx = SignedTransaction(" in inspected
+    # The flow objects on the stack show their fields, not "<unserialisable ...>".
+    assert "self = CashPaymentFlow(amount=" in inspected and "recipient=" in inspected
+    assert "self = FinalityFlow(" in inspected
+    assert "unserialisable" not in inspected
 
     assert f"Killed CashPaymentFlow {doomed}" in harness.run(f"flow kill {doomed}")
     assert doomed not in harness.run("flow list")
