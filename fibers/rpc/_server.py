@@ -39,6 +39,9 @@ __all__ = ["NodeCaller", "RpcServer"]
 
 log = logging.getLogger("fibers.rpc")
 
+MAX_BODY_BYTES = 1 << 20
+"""The largest request body accepted (arguments are names and short texts)."""
+
 MAX_QUEUED_EVENTS = 10_000
 """Events one subscription may have waiting for a slow client before it is ended."""
 
@@ -187,6 +190,9 @@ class RpcServer:
     @staticmethod
     async def _arguments(request: Request, params: Any) -> dict[str, Any]:
         raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise RpcRequestError(f"the request body is {len(raw)} bytes; at most "
+                                  f"{MAX_BODY_BYTES} are accepted")
         try:
             body = json.loads(raw) if raw.strip() else {}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
