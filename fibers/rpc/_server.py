@@ -162,7 +162,17 @@ class RpcServer:
         self._socket.close()
 
     def _serve(self) -> None:
-        self._server.run(sockets=[self._socket])
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        await self._server.serve(sockets=[self._socket])
+        # A TLS connection still open at shutdown waits for its peer's close_notify; abort it
+        # so that its socket is closed now rather than leaked with the loop.
+        for connection in list(self._server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        await asyncio.sleep(0)
 
     # ----- requests ------------------------------------------------------------------------------
 

@@ -125,6 +125,31 @@ def test_a_url_and_user_connect_with_the_password_from_the_environment(
 
 
 @pytest.mark.slow
+def test_without_the_environment_variable_the_password_is_prompted_for(
+    served: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node_dir, url = served
+    monkeypatch.delenv("FIBERS_RPC_PASSWORD", raising=False)
+    child = _spawn(["--connect", url, "--user", "operator", "--ca",
+                    str(node_dir / "tls" / "ca.crt")], tmp_path)
+    try:
+        child.expect_exact(f"Password of operator at {url}: ")
+        child.send(PASSWORDS["operator"] + "\r")
+        child.expect_exact("Connected to BankA")
+        child.expect_exact(PROMPT)
+        child.send("node\r")
+        child.expect_exact("BankA")
+        child.expect_exact(PROMPT)
+        child.send("exit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        child.logfile_read.close()
+    assert child.exitstatus == 0
+    assert PASSWORDS["operator"] not in (tmp_path / "transcript.txt").read_text()  # unechoed
+
+
+@pytest.mark.slow
 def test_a_wrong_password_is_reported_and_the_shell_does_not_open(
     served: tuple[Path, str], tmp_path: Path
 ) -> None:

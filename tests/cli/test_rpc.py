@@ -285,3 +285,18 @@ def test_the_shell_runs_unchanged_on_remote_ops(nodes: RpcNodes) -> None:
     assert "70.00 USD" in text
     assert "'crash' works on the embedded network only" in text
     assert "no flow on BankA has a run id starting '0000'" in text
+
+
+def test_a_node_that_went_away_is_shown_down_in_the_remote_shell(nodes: RpcNodes) -> None:
+    client = nodes.client()
+    output = io.StringIO()
+    shell = Shell({"BankA": RemoteNodeOps(client)}, Console(file=output, width=160,
+                                                            color_system=None))
+    try:
+        assert shell.prompt == "BankA> "
+        nodes.server.stop()
+        shell.execute("flow list")
+        assert shell.prompt == "BankA (down)> "
+    finally:
+        client.close()
+    assert "node BankA cannot be reached" in output.getvalue()
