@@ -63,6 +63,7 @@ class Users:
 
     def __init__(self, users: Iterable[User]) -> None:
         self._users = {u.username: u for u in users}
+        self._decoy = hash_password(os.urandom(16).hex())
         self._key = os.urandom(32)
         self._verified: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
@@ -71,6 +72,8 @@ class Users:
         """The user, if ``password`` is theirs; None otherwise (unknown user included)."""
         user = self._users.get(username)
         if user is None:
+            # As slow as a wrong password, so that timing does not tell which users exist.
+            verify_password(password, self._decoy)
             return None
         token = (username, hmac.new(self._key, password.encode(), "sha256").digest())
         with self._lock:
