@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="pause between two network events while watching (default 0.05)")
     shell.add_argument("--debug", action="store_true",
                        help="show the traceback of a failing command")
+    _add_network_commands(commands)
     bench = commands.add_parser(
         "bench",
         help="benchmark scenarios, each beside its baseline measured in the same run",
@@ -83,6 +84,57 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(bench)
     return parser
+
+
+def _add_network_commands(commands: Any) -> None:
+    network = commands.add_parser(
+        "network", help="make a network of node processes (bootstrap)",
+        description="Make and manage a network of node processes.")
+    network_commands = network.add_subparsers(dest="network_command", metavar="COMMAND",
+                                               parser_class=_Parser)
+    network_commands.required = True
+    boot = network_commands.add_parser(
+        "bootstrap", help="make one directory per node: config, TLS certificate, identity",
+        description="Make DIR/NAME for the notary and every node: node.toml, a TLS key and "
+        "certificate issued by the network's new root CA (DIR/ca), the node's identity key "
+        "encrypted at rest in its storage, and the network map (network.json). Node i (the "
+        "notary first) listens for peers on base port + 2i and for RPC on base port + 2i + 1. "
+        "An existing network is never overwritten.")
+    boot.add_argument("dir", type=Path, metavar="DIR")
+    boot.add_argument("--notary", required=True, metavar="NAME", help="the notary's name")
+    boot.add_argument("--non-validating", action="store_true",
+                      help="the notary only checks that inputs are unspent")
+    boot.add_argument("--node", action="append", required=True, metavar="NAME",
+                      dest="nodes", help="a node's name (repeat for each node)")
+    boot.add_argument("--host", default="127.0.0.1", help="the nodes' host (default 127.0.0.1)")
+    boot.add_argument("--base-port", type=_positive, default=None, metavar="N",
+                      help="the first port (default 10000)")
+    node = commands.add_parser("node", help="run a node process",
+                               description="Run a node from its directory.")
+    node_commands = node.add_subparsers(dest="node_command", metavar="COMMAND",
+                                        parser_class=_Parser)
+    node_commands.required = True
+    run = node_commands.add_parser(
+        "run", help="run the node of DIR/NAME in the foreground",
+        description="Run the node of a directory made by 'fibers network bootstrap' until "
+        "SIGTERM or SIGINT; prints one line with 'ready' once it takes messages.")
+    run.add_argument("dir", type=Path, metavar="DIR/NAME")
+
+
+def _run_bootstrap(args: argparse.Namespace) -> int:
+    from cli._bootstrap import DEFAULT_BASE_PORT, BootstrapError, BootstrapPlan, bootstrap
+
+    plan = BootstrapPlan(args.dir, args.notary, not args.non_validating, tuple(args.nodes),
+                         args.host, args.base_port or DEFAULT_BASE_PORT)
+    try:
+        entries = bootstrap(plan)
+    except BootstrapError as exc:
+        print(f"fibers: error: {exc}", file=sys.stderr)
+        return 2
+    for entry in entries:
+        role = " (notary)" if entry.notary else ""
+        print(f"{entry.name}{role}: {args.dir / entry.name}, p2p {entry.p2p}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                                                user=args.user, ca=args.ca, node=args.node,
                                                base_dir=args.dir, debug=args.debug,
                                                pace=args.pace))
+    if args.command == "network":
+        return _run_bootstrap(args)
+    if args.command == "node":
+        from cli._node_run import run_node
+
+        return run_node(args.dir)
     if args.command == "bench":
         from cli._bench import BenchOptions, run_bench
 

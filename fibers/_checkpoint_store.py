@@ -252,13 +252,15 @@ class CheckpointStore:
         with s.read() as txn:
             return [(k, s.unseal("inbox", k, v)) for k, v in s.prefix_items(txn, "inbox", prefix)]
 
-    def outbox(self) -> list[tuple[bytes, bytes | CorruptRecordError]]:
-        """Every unacknowledged outbound frame, in key order; a record that fails its check
-        comes as its ``CorruptRecordError`` (so one bad record does not hide the others)."""
+    def outbox(self, peer: str | None = None) -> list[tuple[bytes, bytes | CorruptRecordError]]:
+        """Every unacknowledged outbound frame (to ``peer`` only, when given), in key order; a
+        record that fails its check comes as its ``CorruptRecordError`` (so one bad record
+        does not hide the others)."""
         s = self.storage
+        prefix = b"" if peer is None else peer.encode() + b"\0"
         with s.read() as txn:
             return [(k, _unseal_or_error(s, "outbox", k, v))
-                    for k, v in s.prefix_items(txn, "outbox", b"")]
+                    for k, v in s.prefix_items(txn, "outbox", prefix)]
 
     def outbox_records(self, keys: list[bytes]) -> list[tuple[bytes, bytes | None]]:
         """The outbound frames at ``keys`` (None where acknowledged meanwhile, or unreadable:

@@ -554,6 +554,17 @@ class Node:
             return
         self._transport.send(party, frame)
 
+    def resend_unacknowledged(self, recipient: str) -> int:
+        """Send every stored frame ``recipient`` has not acknowledged again, e.g. when a
+        transport (re)connects to it and frames in flight may have been lost; duplicates are
+        removed by the recipient's session layer. Returns how many were sent (0 for a node
+        without storage, which keeps no outbox). Call it on the node thread."""
+        if self.storage is None or self.stopped:
+            return 0
+        sent = recovery.resend_outbox(self, recipient)
+        self.run_until_idle()  # a corrupt record may have hospitalised a flow
+        return sent
+
     def _party_added(self, party: Party) -> None:
         frames = self._awaiting_peer.pop(party.name, None)
         if frames and not self.stopped:

@@ -164,13 +164,22 @@ def restore_all(node: Node) -> None:
     finally:
         if collecting:
             gc.enable()
-    for key, frame in node.checkpoints.outbox():
+    resend_outbox(node)
+    node.run_until_idle()
+
+
+def resend_outbox(node: Node, peer: str | None = None) -> int:
+    """Send every unacknowledged stored frame (to ``peer`` only, when given) again; returns
+    how many. A record that fails its check hospitalises the flow that sent it."""
+    sent = 0
+    for key, frame in node.checkpoints.outbox(peer):
         if isinstance(frame, CorruptRecordError):
             outbox_record_corrupt(node, key, frame)
         else:
             node.resend(split_message_key(key)[0], frame)
             node._unacked.sent(key, node.clock.now())  # and again until acknowledged
-    node.run_until_idle()
+            sent += 1
+    return sent
 
 
 def outbox_record_corrupt(node: Node, key: bytes, error: CorruptRecordError) -> None:

@@ -32,7 +32,7 @@ from ledger._resolution import (
     ResolveTransactionsFlow,
     UnauthorisedTransactionRequest,
 )
-from ledger._services import install_ledger_services
+from ledger._services import install_ledger_services, register_notary
 from ledger._states import (
     Command,
     CommandData,
@@ -117,6 +117,7 @@ __all__ = [
     "contract_class",
     "contract_name",
     "install_ledger_services",
+    "register_notary",
     "public_key_bytes",
     "require",
     "sign",

@@ -1,0 +1,105 @@
+"""A node directory's configuration: ``node.toml`` and ``network.json`` (the layout is in
+docs/transport-and-runtime.md, "Node directories"), read into values a node process uses."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fibers import NetworkMap, NodeInfo, Party
+from ledger import register_notary
+
+__all__ = ["NAME_PATTERN", "ConfigError", "NetworkEntry", "NodeConfig", "load_network",
+           "load_node_config", "network_map"]
+
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+"""A party name usable as a directory name and a certificate CN."""
+
+
+class ConfigError(Exception):
+    """A node directory's configuration is missing or wrong; the message says which file."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkEntry:
+    """One party of ``network.json``."""
+
+    name: str
+    identity_key: bytes
+    p2p: str
+    notary: bool = False
+    validating: bool = False
+
+    @property
+    def party(self) -> Party:
+        return Party(self.name, self.identity_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "identity_key": self.identity_key.hex(), "p2p": self.p2p,
+                "notary": self.notary, "validating": self.validating}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """``node.toml`` of the node directory ``directory``."""
+
+    directory: Path
+    name: str
+    notary: bool
+    validating: bool
+    p2p_host: str
+    p2p_port: int
+    rpc_host: str
+    rpc_port: int
+    rpc_users: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rpc_url(self) -> str:
+        return f"https://{self.rpc_host}:{self.rpc_port}"
+
+
+def load_node_config(directory: Path) -> NodeConfig:
+    """Read ``directory/node.toml``; ``ConfigError`` names what is missing or wrong."""
+    path = directory / "node.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+        p2p, rpc = data["p2p"], data["rpc"]
+        return NodeConfig(directory=directory, name=str(data["name"]),
+                          notary=bool(data.get("notary", False)),
+                          validating=bool(data.get("validating", False)),
+                          p2p_host=str(p2p["host"]), p2p_port=int(p2p["port"]),
+                          rpc_host=str(rpc["host"]), rpc_port=int(rpc["port"]),
+                          rpc_users=list(rpc.get("users", [])))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: give a node directory made by "
+                          "'fibers network bootstrap'") from None
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a valid node configuration: {exc!r}") from None
+
+
+def load_network(path: Path) -> list[NetworkEntry]:
+    """Read a ``network.json``; ``ConfigError`` names what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+        return [NetworkEntry(name=str(e["name"]), identity_key=bytes.fromhex(e["identity_key"]),
+                             p2p=str(e["p2p"]), notary=bool(e.get("notary", False)),
+                             validating=bool(e.get("validating", False)))
+                for e in data["nodes"]]
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a valid network map: {exc!r}") from None
+
+
+def network_map(entries: list[NetworkEntry]) -> NetworkMap:
+    """A network map of ``entries`` with their p2p addresses, notaries registered."""
+    result = NetworkMap()
+    for entry in entries:
+        result.add(NodeInfo(entry.party, entry.p2p))
+        if entry.notary:
+            register_notary(result, entry.party)
+    return result

@@ -1,0 +1,161 @@
+"""``fibers node run DIR/NAME``: one node in the foreground of its own process (see
+docs/transport-and-runtime.md, "Node processes").
+
+It loads the node directory (node.toml, network.json, the storage with its secret and the
+identity stored in it, the TLS material), builds the node with the ledger's services and the
+finance responders on a threaded ``NodeRuntime`` with a ``TlsTransport`` on the real clock,
+starts the RPC server when this build has one, and prints one line with ``ready``, ``p2p
+HOST:PORT`` and the RPC URL once the node takes messages. SIGTERM or SIGINT stops it cleanly
+(exit status 0); a SIGKILL is a crash: the next start restores the flows from storage and
+re-sends what the peers never acknowledged.
+
+The RPC hook: when ``fibers.rpc`` defines ``serve(runtime, config)``, it is called once the
+node runs and returns a server with a ``url`` attribute and a ``close()`` method, called at
+shutdown before the node stops.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from cli._node_config import (
+    ConfigError,
+    NodeConfig,
+    load_network,
+    load_node_config,
+    network_map,
+)
+from cli._repl_embedded import ACCEPTABLE_PRICE
+from fibers import NetworkMap, Node, NodeIdentity, Party
+from fibers.runtime import NodeRuntime
+from fibers.storage import NodeStorage, stored_identity
+from fibers.tls import TlsFiles, TlsTransport
+from fibers.transport import Transport
+from finance import CommercialPaper, SellerStarter, TwoPartyTradeFlow
+from ledger import install_ledger_services
+
+__all__ = ["NodeProcess", "run_node"]
+
+
+class RpcServer(Protocol):
+    """What ``fibers.rpc.serve`` returns."""
+
+    url: str
+
+    def close(self) -> None: ...
+
+
+class NodeProcess:
+    """A node built from its directory, on a threaded runtime with the TLS transport."""
+
+    def __init__(self, directory: Path) -> None:
+        self.config = load_node_config(directory)
+        entries = load_network(directory / "network.json")
+        self.network_map: NetworkMap = network_map(entries)
+        self.notary: Party | None = next((e.party for e in entries if e.notary), None)
+        self.storage = NodeStorage.open(directory / "storage", sync=True)
+        try:
+            self.identity = self._identity(self.storage, self.config, self.network_map)
+        except BaseException:
+            self.storage.close()
+            raise
+        self.transport = TlsTransport(
+            self.identity.party, self.network_map, TlsFiles.in_dir(directory / "tls"),
+            (self.config.p2p_host, self.config.p2p_port))
+        self.runtime = NodeRuntime(self.transport, self._build)
+        # Frames in flight on a broken connection may be lost: re-send what the peer has not
+        # acknowledged, on the node thread, whenever the transport reconnects to it.
+        self.transport.set_on_connected(
+            lambda party: self.runtime.call(lambda node: node.resend_unacknowledged(party.name)))
+
+    @staticmethod
+    def _identity(storage: NodeStorage, config: NodeConfig, nmap: NetworkMap) -> NodeIdentity:
+        identity = stored_identity(storage, config.name)
+        try:
+            listed = nmap.party(config.name)
+        except KeyError:
+            raise ConfigError(f"network.json in {config.directory} does not list "
+                              f"{config.name!r}") from None
+        if listed != identity.party:
+            raise ConfigError(f"the identity stored in {config.directory / 'storage'} is not "
+                              f"the one network.json lists for {config.name!r}")
+        return identity
+
+    def _build(self, transport: Transport) -> Node:
+        setup = functools.partial(install_ledger_services, notary=self.config.notary,
+                                  validating=self.config.validating)
+        node = Node(self.identity, transport, network_map=self.network_map, setup=setup,
+                    storage=self.storage)
+        notary = self.notary
+        if notary is not None and not self.config.notary:
+            node.register_initiated_flow(
+                SellerStarter,
+                lambda seller: TwoPartyTradeFlow.Buyer(seller, notary, ACCEPTABLE_PRICE,
+                                                       CommercialPaper.State))
+        return node
+
+    def start(self) -> None:
+        """Start the node (restoring its flows) and its transport."""
+        try:
+            self.runtime.start()
+        except BaseException:
+            self.storage.close()
+            raise
+
+    def stop(self) -> None:
+        """Stop the node (its storage closes with it). Idempotent."""
+        self.runtime.stop()
+
+
+def _serve_rpc(runtime: NodeRuntime, config: NodeConfig) -> RpcServer | None:
+    try:
+        module: Any = importlib.import_module("fibers.rpc")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("fibers.rpc",):
+            raise
+        return None
+    serve = getattr(module, "serve", None)
+    return None if serve is None else serve(runtime, config)
+
+
+def run_node(directory: Path) -> int:
+    """Run the node of ``directory`` until SIGTERM or SIGINT; returns the exit status."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        process = NodeProcess(directory)
+        process.start()
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"fibers: error: cannot start the node in {directory}: {exc}", file=sys.stderr)
+        return 1
+    server: RpcServer | None = None
+    try:
+        server = _serve_rpc(process.runtime, process.config)
+        url = server.url if server is not None else \
+            f"{process.config.rpc_url} (no RPC server in this build)"
+        address = process.transport.address
+        assert address is not None
+        print(f"{process.config.name} ready: p2p {address[0]}:{address[1]}, rpc {url}",
+              flush=True)
+        while not stop.wait(1.0):
+            if not process.runtime.is_running:
+                print(f"fibers: error: the node {process.config.name} stopped unexpectedly",
+                      file=sys.stderr)
+                return 1
+    finally:
+        if server is not None:
+            server.close()
+        process.stop()
+    print(f"{process.config.name} stopped", flush=True)
+    return 0
