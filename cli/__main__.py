@@ -137,6 +137,12 @@ def _run_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_node(args: argparse.Namespace) -> int:
+    from cli._node_process import run_node
+
+    return run_node(args.dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -162,12 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                                                user=args.user, ca=args.ca, node=args.node,
                                                base_dir=args.dir, debug=args.debug,
                                                pace=args.pace))
-    if args.command == "network":
-        return _run_bootstrap(args)
-    if args.command == "node":
-        from cli._node_run import run_node
-
-        return run_node(args.dir)
+    if args.command in ("network", "node"):
+        return _run_bootstrap(args) if args.command == "network" else _run_node(args)
     if args.command == "bench":
         from cli._bench import BenchOptions, run_bench
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import ssl
 import threading
@@ -34,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from fibers._identity import Party
 from fibers._node_types import NetworkMap
@@ -47,6 +48,8 @@ __all__ = ["TlsFiles", "TlsTransport", "TransportStats"]
 log = logging.getLogger("fibers.tls")
 
 _HANDSHAKE_TIMEOUT: Final = 10.0
+_BATCH: Final = 256
+"""Frames written to a connection before waiting for it to drain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,10 +317,12 @@ class TlsTransport:
     # ----- outbound -----------------------------------------------------------------------------
 
     async def _send_loop(self, peer: _Peer) -> None:
-        """Keep a connection to ``peer`` while frames wait for it; re-open it with backoff."""
+        """Open a connection to ``peer`` once frames wait for it, keep it, and re-open it
+        with backoff whenever it is lost, frames waiting or not: frames written to a lost
+        connection may never have arrived, and only a new one lets the node re-send them."""
         delay, connected_before = self._backoff[0], False
         while True:
-            if not self._has_frames(peer):
+            if not connected_before and not self._has_frames(peer):
                 assert peer.wake is not None
                 peer.wake.clear()
                 await peer.wake.wait()
@@ -373,18 +378,19 @@ class TlsTransport:
         """Write queued frames until the connection ends. A frame leaves the queue only once
         written and drained; on a broken connection the rest stay queued for the next one."""
         closed = asyncio.ensure_future(reader.read(1))  # the peer never writes: EOF or error
+        waiter: asyncio.Future[Any] | None = None
         try:
             while not closed.done():
                 with self._lock:
-                    batch = list(peer.queue)[:256]
+                    batch = list(itertools.islice(peer.queue, _BATCH))
                 if not batch:
                     if peer.overflowed and self._drained(peer):
                         self._on_connected(peer.party)
                     assert peer.wake is not None
                     peer.wake.clear()
-                    waiter = asyncio.ensure_future(peer.wake.wait())
-                    await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    wake = waiter = asyncio.ensure_future(peer.wake.wait())
+                    await asyncio.wait({wake, closed}, return_when=asyncio.FIRST_COMPLETED)
+                    wake.cancel()
                     continue
                 writer.write(b"".join(encode_frame(f) for f in batch))
                 await writer.drain()
@@ -393,6 +399,8 @@ class TlsTransport:
                         peer.queued_bytes -= len(peer.queue.popleft())
         finally:
             closed.cancel()
+            if waiter is not None:
+                waiter.cancel()
 
     def _drained(self, peer: _Peer) -> bool:
         with self._lock:

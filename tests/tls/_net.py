@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import ssl
 import struct
@@ -10,8 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fibers import Party
-from fibers.tls import IssuedCert, TlsFiles, issue_node_cert, make_root_ca, write_cert, \
-    write_private_key
+from fibers.tls import (
+    IssuedCert,
+    TlsFiles,
+    issue_node_cert,
+    make_root_ca,
+    write_cert,
+    write_private_key,
+)
 
 TIMEOUT = 30.0
 
@@ -26,6 +33,26 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_base_port(count: int) -> int:
+    """A base port with ``count`` consecutive ports free right now."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise AssertionError(f"found no {count} consecutive free ports")
 
 
 def write_tls(directory: Path, ca: IssuedCert, party: Party) -> TlsFiles:
