@@ -593,3 +593,20 @@ def test_a_stopped_node_frees_its_suspended_flows() -> None:
         network.stop_node(alice)
         network.stop_node(bob)
     assert alive() == before
+
+
+def test_resend_unacknowledged_sends_again_what_that_peer_has_not_acknowledged(
+        mock_network: MockNetwork) -> None:
+    # What a transport asks for when it reconnects to a peer: frames on the lost connection
+    # may never have arrived.
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    mock_network.create_node("Charlie")
+    handle = alice.start_flow(Ping(bob.party))
+    [init] = mock_network.pending_messages()
+    assert alice.resend_unacknowledged("Charlie") == 0
+    assert alice.resend_unacknowledged("Bob") == 1
+    assert [m.frame for m in mock_network.pending_messages()] == [init.frame, init.frame]
+    mock_network.run_network()
+    assert handle.result.result(timeout=0) == "pong"
+    assert alice.resend_unacknowledged("Bob") == 0  # acknowledged: nothing left to re-send
+    assert mock_network.pending_messages() == []

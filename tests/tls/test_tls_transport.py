@@ -174,3 +174,11 @@ def test_a_full_queue_drops_frames_and_asks_for_a_resend_once_drained(net: Net) 
         wait_for(lambda: net.bob_received.count() == 3, "the three queued frames")
     finally:
         alice.stop()
+
+
+def test_a_large_frame_arrives_whole(net: Net) -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB, far beyond the stream's read buffer
+    with tls_client(net.port, net.files(net.alice), net.tmp / "bob" / "ca.crt") as client:
+        client.sendall(frame(big))
+        wait_for(lambda: net.bob_received.count() == 1, "the large frame")
+    assert net.bob_received.frames == [(net.alice, big)]
