@@ -107,6 +107,15 @@ class _Unread(asyncio.Protocol):
         self._accepted(transport)
 
 
+class _TlsReaderProtocol(asyncio.StreamReaderProtocol):
+    """A stream reader's protocol under TLS set up after accepting: an end of stream closes
+    the connection (TLS cannot half-close; saying otherwise only earns a warning)."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
+
+
 class _Peer:
     """The outbound side towards one recipient. Invariant: ``queue``, ``queued_bytes`` and
     ``overflowed`` are only touched under the transport's lock; ``queued_bytes`` is the sum of
@@ -164,6 +173,7 @@ class TlsTransport:
         # when the loop ends would leave its socket open.
         self._connections: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self.address: tuple[str, int] | None = None
+        self._closing = False
 
     @property
     def party(self) -> Party:
@@ -251,17 +261,22 @@ class TlsTransport:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks = [*self._inbound, *(p.task for p in self._peers.values() if p.task)]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._closing = True
+        pending = {*self._inbound, *(p.task for p in self._peers.values() if p.task)}
+        # Cancel until they end: a cancellation that lands as an await completes can be lost
+        # (asyncio before 3.12), and the loops also stop at their next turn on _closing.
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         for connection in list(self._connections):
             connection.abort()  # type: ignore[attr-defined]
         for _ in range(3):  # let the aborted connections' callbacks close their sockets
             await asyncio.sleep(0)
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
 
     def _kick(self, name: str) -> None:
         peer = self._peers[name]
@@ -283,7 +298,7 @@ class TlsTransport:
         remote = raw.get_extra_info("peername")
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 16)
-        protocol = asyncio.StreamReaderProtocol(reader)
+        protocol = _TlsReaderProtocol(reader)
         try:
             tls = await loop.start_tls(raw, protocol, self._server_ctx,  # type: ignore[arg-type]
                                        server_side=True,
@@ -301,7 +316,7 @@ class TlsTransport:
         try:
             while (frame := await read_frame(reader)) is not None:
                 deliver = self._deliver
-                if deliver is None:
+                if deliver is None or self._closing:
                     return
                 deliver(sender, [frame])
         except (BadFrame, asyncio.IncompleteReadError, ssl.SSLError) as exc:
@@ -321,7 +336,7 @@ class TlsTransport:
         with backoff whenever it is lost, frames waiting or not: frames written to a lost
         connection may never have arrived, and only a new one lets the node re-send them."""
         delay, connected_before = self._backoff[0], False
-        while True:
+        while not self._closing:
             if not connected_before and not self._has_frames(peer):
                 assert peer.wake is not None
                 peer.wake.clear()
@@ -359,9 +374,9 @@ class TlsTransport:
         if address is None:
             raise OSError(f"the network map has no address for {party}")
         host, _, port = address.rpartition(":")
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port), ssl=self._client_ctx),
-            _HANDSHAKE_TIMEOUT)
+        async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+            reader, writer = await asyncio.open_connection(host, int(port),
+                                                           ssl=self._client_ctx)
         try:
             actual = peer_party(
                 writer.get_extra_info("ssl_object").getpeercert(binary_form=True), self._map)
@@ -380,7 +395,7 @@ class TlsTransport:
         closed = asyncio.ensure_future(reader.read(1))  # the peer never writes: EOF or error
         waiter: asyncio.Future[Any] | None = None
         try:
-            while not closed.done():
+            while not closed.done() and not self._closing:
                 with self._lock:
                     batch = list(itertools.islice(peer.queue, _BATCH))
                 if not batch:
