@@ -374,6 +374,7 @@ class TlsTransport:
         if address is None:
             raise OSError(f"the network map has no address for {party}")
         host, _, port = address.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # "[::1]:10000"
         async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
             reader, writer = await asyncio.open_connection(host, int(port),
                                                            ssl=self._client_ctx)

@@ -13,7 +13,8 @@ import pytest
 from cli._bootstrap import BootstrapPlan, bootstrap
 from cli._node_process import NodeProcess
 from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
-from tests.tls._net import TIMEOUT, free_base_port
+from fibers.tls import TlsFiles
+from tests.tls._net import TIMEOUT, closed_by_peer, free_base_port, tls_client
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +83,19 @@ def test_a_payment_to_a_stopped_node_settles_once_it_is_back(nodes: Nodes) -> No
     handle.result.result(timeout=TIMEOUT)
     assert nodes.cash("BankB") == 3000
     assert nodes.cash("BankA") == 7000
+
+
+def test_a_node_whose_peer_sends_garbage_disconnects_it_and_carries_on(nodes: Nodes) -> None:
+    notary = nodes.processes["Notary"].identity.party
+    bank_b = nodes.processes["BankB"]
+    files = TlsFiles.in_dir(nodes.base / "BankA" / "tls")  # a genuine peer gone bad
+    with tls_client(bank_b.config.p2p_port, files, files.ca) as client:
+        client.sendall(b"\x00\x00\x00\x05" + b"not a session message"[:5]
+                       + b"\xff\xff\xff\xff")
+        assert closed_by_peer(client)
+    assert bank_b.transport.stats.garbage == 1
+    nodes.run("BankA", CashIssueFlow(Amount.parse("100.00 USD"), b"\x01", notary))
+    nodes.run("BankA", CashPaymentFlow(Amount.parse("30.00 USD"), bank_b.identity.party))
+    assert nodes.cash("BankB") == 3000
+    malformed = bank_b.runtime.call(lambda n: n.frame_stats.malformed).result(TIMEOUT)
+    assert malformed == 1  # the well-framed bytes reached the node, which dropped them
