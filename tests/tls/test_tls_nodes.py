@@ -12,8 +12,8 @@ import pytest
 
 from cli._bootstrap import BootstrapPlan, bootstrap
 from cli._node_process import NodeProcess
-from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
 from fibers.tls import TlsFiles
+from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
 from tests.tls._net import TIMEOUT, closed_by_peer, free_base_port, tls_client
 
 pytestmark = pytest.mark.slow
