@@ -9,9 +9,10 @@ HOST:PORT`` and the RPC URL once the node takes messages. SIGTERM or SIGINT stop
 (exit status 0); a SIGKILL is a crash: the next start restores the flows from storage and
 re-sends what the peers never acknowledged.
 
-The RPC hook: when ``fibers.rpc`` defines ``serve(runtime, config)``, it is called once the
-node runs and returns a server with a ``url`` attribute and a ``close()`` method, called at
-shutdown before the node stops.
+The RPC hook: when this build has ``cli.rpc_node``, its ``serve_node(runtime, directory,
+on_shutdown=...)`` is called once the node runs; it returns the running server (``url``,
+``stop()``, called at shutdown before the node stops), and the RPC ``shutdown`` operation
+stops the process as SIGTERM does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import importlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,11 +46,12 @@ __all__ = ["NodeProcess", "run_node"]
 
 
 class RpcServer(Protocol):
-    """What ``fibers.rpc.serve`` returns."""
+    """What ``cli.rpc_node.serve_node`` returns."""
 
-    url: str
+    @property
+    def url(self) -> str: ...
 
-    def close(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class NodeProcess:
@@ -113,15 +116,17 @@ class NodeProcess:
         self.runtime.stop()
 
 
-def _serve_rpc(runtime: NodeRuntime, config: NodeConfig) -> RpcServer | None:
+def _serve_rpc(runtime: NodeRuntime, directory: Path,
+               on_shutdown: Callable[[], None]) -> RpcServer | None:
+    """The node's RPC server, started, when this build has one (``cli.rpc_node``)."""
     try:
-        module: Any = importlib.import_module("fibers.rpc")
+        module: Any = importlib.import_module("cli.rpc_node")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("fibers.rpc",):
+        if exc.name != "cli.rpc_node":
             raise
         return None
-    serve = getattr(module, "serve", None)
-    return None if serve is None else serve(runtime, config)
+    server: RpcServer = module.serve_node(runtime, directory, on_shutdown=on_shutdown)
+    return server
 
 
 def run_node(directory: Path) -> int:
@@ -141,7 +146,7 @@ def run_node(directory: Path) -> int:
         return 1
     server: RpcServer | None = None
     try:
-        server = _serve_rpc(process.runtime, process.config)
+        server = _serve_rpc(process.runtime, directory, stop.set)
         url = server.url if server is not None else \
             f"{process.config.rpc_url} (no RPC server in this build)"
         address = process.transport.address
@@ -155,7 +160,7 @@ def run_node(directory: Path) -> int:
                 return 1
     finally:
         if server is not None:
-            server.close()
+            server.stop()
         process.stop()
     print(f"{process.config.name} stopped", flush=True)
     return 0
