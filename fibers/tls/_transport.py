@@ -193,6 +193,7 @@ class TlsTransport:
             raise RuntimeError(f"the TLS transport of {self._party} is already started")
         loop = asyncio.new_event_loop()
         self._deliver = deliver
+        self._closing = False
         self._thread = threading.Thread(target=loop.run_forever, daemon=True,
                                         name=f"fibers-tls-{self._party.name}")
         self._loop = loop  # before _open: a frame sent meanwhile must kick its peer
@@ -228,8 +229,9 @@ class TlsTransport:
             return
         with self._lock:
             peer = self._peers.get(recipient.name)
-            if peer is None or peer.party != recipient:
+            if peer is None:
                 peer = self._peers[recipient.name] = _Peer(recipient)
+            peer.party = recipient  # the map's current key is what the next connection checks
             if (len(peer.queue) >= self.max_queue_frames
                     or peer.queued_bytes + len(frame) > self.max_queue_bytes):
                 self.stats.dropped += 1
@@ -262,7 +264,9 @@ class TlsTransport:
         if self._server is not None:
             self._server.close()
         self._closing = True
-        pending = {*self._inbound, *(p.task for p in self._peers.values() if p.task)}
+        with self._lock:
+            peers = list(self._peers.values())
+        pending = {*self._inbound, *(p.task for p in peers if p.task)}
         # Cancel until they end: a cancellation that lands as an await completes can be lost
         # (asyncio before 3.12), and the loops also stop at their next turn on _closing.
         while pending:
@@ -279,7 +283,10 @@ class TlsTransport:
                     await self._server.wait_closed()
 
     def _kick(self, name: str) -> None:
-        peer = self._peers[name]
+        if self._closing:
+            return
+        with self._lock:
+            peer = self._peers[name]
         if peer.task is None or peer.task.done():
             peer.wake = asyncio.Event()
             peer.task = asyncio.get_running_loop().create_task(self._send_loop(peer))
