@@ -17,6 +17,7 @@ stops the process as SIGTERM does.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib
 import signal
@@ -24,7 +25,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from cli._node_config import (
     ConfigError,
@@ -62,11 +63,17 @@ class NodeProcess:
         entries = load_network(directory / "network.json")
         self.network_map: NetworkMap = network_map(entries)
         self.notary: Party | None = next((e.party for e in entries if e.notary), None)
-        self.storage = NodeStorage.open(directory / "storage", sync=True)
+        self._lock = _lock_node(directory)
+        try:
+            self.storage = NodeStorage.open(directory / "storage", sync=True)
+        except BaseException:
+            self._lock.close()
+            raise
         try:
             self.identity = self._identity(self.storage, self.config, self.network_map)
         except BaseException:
             self.storage.close()
+            self._lock.close()
             raise
         self.transport = TlsTransport(
             self.identity.party, self.network_map, TlsFiles.in_dir(directory / "tls"),
@@ -109,11 +116,32 @@ class NodeProcess:
             self.runtime.start()
         except BaseException:
             self.storage.close()
+            self._lock.close()
             raise
 
     def stop(self) -> None:
-        """Stop the node (its storage closes with it). Idempotent."""
+        """Stop the node (its storage closes with it) and release the directory.
+        Idempotent."""
         self.runtime.stop()
+        self.storage.close()
+        self._lock.close()
+
+
+def _lock_node(directory: Path) -> IO[bytes]:
+    """Hold ``directory/node.lock`` exclusively while this process runs the node: two
+    processes running one node's flows on one storage would send everything twice. The
+    kernel releases it when the process ends, SIGKILL included."""
+    lock = open(directory / "node.lock", "ab")  # noqa: SIM115 - held until stop()
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"another process runs the node in {directory}: stop it first "
+                          "(its pid holds node.lock)") from None
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 def _serve_rpc(runtime: NodeRuntime, directory: Path,

@@ -157,3 +157,17 @@ def test_payments_to_a_node_process_settle_once_across_its_sigkill(
         assert total.result(TIMEOUT) == [500, 1000, 2500]
     finally:
         check.stop()
+
+
+def test_a_second_process_on_a_running_node_directory_is_refused(
+        tmp_path: Path, procs: list[NodeProc]) -> None:
+    net = tmp_path / "net"
+    _bootstrap(net, "BankA")
+    first = NodeProc(net / "BankA")
+    procs.append(first)
+    first.wait_for_line("ready")
+    second = fibers_cli("node", "run", str(net / "BankA"))
+    assert second.returncode == 1
+    assert "another process runs the node" in second.stderr and "ready" not in second.stdout
+    assert first.proc.poll() is None
+    assert first.signal(signal.SIGTERM) == 0
