@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -143,38 +144,51 @@ def _run_node(args: argparse.Namespace) -> int:
     return run_node(args.dir)
 
 
+def _run_demo(args: argparse.Namespace, console: Console) -> int:
+    from cli._trade_demo import DemoOptions, run_trade_demo
+
+    if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
+        print(f"fibers: error: --dir {args.dir} is not empty; give a new or empty directory",
+              file=sys.stderr)
+        return 2
+    live = console.is_terminal and not args.plain
+    options = DemoOptions(trades=args.trades, crash=not args.no_crash, live=live,
+                          base_dir=args.dir)
+    return run_trade_demo(console, options)
+
+
+def _run_shell(args: argparse.Namespace, console: Console) -> int:
+    from cli._repl import ShellOptions, run_shell
+
+    if args.embedded and args.connect is not None:
+        print("fibers: error: give --embedded or --connect, not both", file=sys.stderr)
+        return 2
+    return run_shell(console, ShellOptions(embedded=args.embedded, connect=args.connect,
+                                           user=args.user, ca=args.ca, node=args.node,
+                                           base_dir=args.dir, debug=args.debug,
+                                           pace=args.pace))
+
+
+def _run_bench(args: argparse.Namespace, console: Console) -> int:
+    from cli._bench import BenchOptions, run_bench
+
+    return run_bench(console, BenchOptions.from_namespace(args))
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "demo": _run_demo,
+    "shell": _run_shell,
+    "network": lambda args, _console: _run_bootstrap(args),
+    "node": lambda args, _console: _run_node(args),
+    "bench": _run_bench,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the exit status."""
     args = _parser().parse_args(argv)
-    console = Console()
-    if args.command == "demo":
-        from cli._trade_demo import DemoOptions, run_trade_demo
-
-        if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
-            print(f"fibers: error: --dir {args.dir} is not empty; give a new or empty directory",
-                  file=sys.stderr)
-            return 2
-        live = console.is_terminal and not args.plain
-        options = DemoOptions(trades=args.trades, crash=not args.no_crash, live=live,
-                              base_dir=args.dir)
-        return run_trade_demo(console, options)
-    if args.command == "shell":
-        from cli._repl import ShellOptions, run_shell
-
-        if args.embedded and args.connect is not None:
-            print("fibers: error: give --embedded or --connect, not both", file=sys.stderr)
-            return 2
-        return run_shell(console, ShellOptions(embedded=args.embedded, connect=args.connect,
-                                               user=args.user, ca=args.ca, node=args.node,
-                                               base_dir=args.dir, debug=args.debug,
-                                               pace=args.pace))
-    if args.command in ("network", "node"):
-        return _run_bootstrap(args) if args.command == "network" else _run_node(args)
-    if args.command == "bench":
-        from cli._bench import BenchOptions, run_bench
-
-        return run_bench(console, BenchOptions.from_namespace(args))
-    return 2
+    command = _COMMANDS.get(args.command)
+    return command(args, Console()) if command is not None else 2
 
 
 if __name__ == "__main__":
