@@ -1,15 +1,17 @@
 """The structured result every scenario returns, its rich table and its JSON form.
 
-A ``Result`` is one figure of Fibers beside the baseline measured in the same run:
-``ratio = value / baseline`` in the row's unit, so its reading follows the unit. For a cost
-(µs, ms, s, KB) above 1 means Fibers costs more than the baseline; for a throughput (…/s) above
-1 means Fibers does more per second. ``target`` is the goal from the benchmarks issue in words,
-and ``met`` whether this run reached it (None when the row has no target, or when the run was
-too small for the target to apply, as in ``--quick``).
+A ``Result`` is one figure of Fibers, under a stable ``id``, beside the baseline measured in
+the same run: ``ratio = value / baseline`` in the row's unit, so its reading follows the unit.
+For a cost (µs, ms, s, B) above 1 means Fibers costs more than the baseline; for a throughput
+(…/s) above 1 means Fibers does more per second. Its target, if any, is ``TARGETS[id]``
+(``benchmarks/targets.py``); ``met`` is whether this run reached it (None when the id has no
+target, the result was not measured, or the run was too small to judge, as ``--quick``). A
+result that cannot be measured yet has ``value`` None and says why in ``unmeasured``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,32 +24,54 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from benchmarks.targets import TARGETS
+
 
 @dataclass(frozen=True, kw_only=True)
 class Result:
     """One measured figure beside its baseline; see the module docstring for ``ratio``."""
 
+    id: str
     scenario: str
     name: str
-    value: float
+    value: float | None
     unit: str
     baseline: float | None = None
     baseline_name: str | None = None
-    target: str | None = None
-    met: bool | None = None
-    # Concurrent flows behind the figure, where it is one point of a curve (for --plot).
+    # Concurrent flows (or flows in all) behind the figure in this run; for --plot, and to
+    # read a --quick run, whose counts are smaller than its ids say.
     flows: int | None = None
+    # Why the figure could not be measured (value is then None); None when it was.
+    unmeasured: str | None = None
+    met: bool | None = None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.unmeasured is None):
+            raise ValueError(f"result {self.id}: give a value or the reason it is unmeasured, "
+                             "not both or neither")
 
     @property
     def ratio(self) -> float | None:
-        """``value / baseline``, or None without a baseline."""
-        if self.baseline is None or self.baseline == 0:
+        """``value / baseline``, or None without a baseline (or a value)."""
+        if self.value is None or self.baseline is None or self.baseline == 0:
             return None
         return self.value / self.baseline
 
+    @property
+    def target(self) -> str | None:
+        """The target of this id in words, or None when it has none."""
+        target = TARGETS.get(self.id)
+        return None if target is None else target.text
+
+    def judged(self) -> Result:
+        """This result with ``met`` set against its target (None without one)."""
+        target = TARGETS.get(self.id)
+        met = None if target is None else target.met(value=self.value, ratio=self.ratio)
+        return dataclasses.replace(self, met=met)
+
     def to_json(self) -> dict[str, Any]:
-        """The fields and the ratio, as plain JSON values."""
-        return {**asdict(self), "ratio": self.ratio}
+        """The fields, the target and the ratio, as plain JSON values."""
+        return {**asdict(self), "target": self.target, "ratio": self.ratio}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +125,7 @@ def _met_cell(met: bool | None) -> str:
 def results_table(reports: Iterable[ScenarioReport], *, title: str) -> Table:
     """One row per result (and one per skipped scenario), scenario by scenario."""
     table = Table(title=title)
-    for column in ("scenario", "figure", "value", "baseline", "vs", "ratio", "target", "met"):
+    for column in ("id", "figure", "value", "baseline", "vs", "ratio", "target", "met"):
         table.add_column(column, justify="right" if column in ("value", "baseline", "ratio")
                          else "left")
     for report in reports:
@@ -110,12 +134,15 @@ def results_table(reports: Iterable[ScenarioReport], *, title: str) -> Table:
         if report.skipped is not None:
             reason = report.skipped.split(":")[0]  # the cause; the fix is in the note
             table.add_row(report.scenario, Text(f"skipped: {reason}", style="dim"), *[""] * 6)
-        for i, r in enumerate(report.results):
+        for r in report.results:
             baseline = "" if r.baseline is None else f"{format_number(r.baseline)} {r.unit}"
-            table.add_row("" if i else r.scenario, Text(r.name),
-                          f"{format_number(r.value)} {r.unit}", baseline,
+            value = (Text("not measurable yet", style="dim") if r.value is None
+                     else f"{format_number(r.value)} {r.unit}")
+            table.add_row(Text(r.id), Text(r.name), value, baseline,
                           Text(r.baseline_name or ""), format_ratio(r.ratio),
                           Text(r.target or ""), _met_cell(r.met))
+            if r.unmeasured is not None:
+                table.add_row("", Text(f"  {r.unmeasured}", style="dim"), *[""] * 6)
     return table
 
 

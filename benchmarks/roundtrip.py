@@ -5,8 +5,13 @@ All three run in this process, one after the other, on the same payloads, so the
 them is what to read (absolute figures depend on the machine). Durability is off: this measures
 the engine (greenlet switches, session routing, wire encoding) and the in-memory transport.
 
-Run: ``python -m benchmarks.roundtrip [--round-trips N] [--flows N]``, or as part of
-``fibers bench roundtrip``.
+Every flow (task, thread) pair does the same number of round trips, ``PER_FLOW``, at every
+concurrency; a concurrency too low to reach the total runs its pairs in waves, one wave after
+the other. So each figure includes the same share of starting and ending a pair, and figures at
+different concurrencies compare.
+
+Run: ``python -m benchmarks.roundtrip [--round-trips N] [--flows N] [--per-flow K]``, or as
+part of ``fibers bench roundtrip``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ class PongMany(FlowLogic[None]):
             self.send(self.other, n)
 
 
+PER_FLOW = 100  # round trips per pair at every concurrency, full run
+QUICK_PER_FLOW = 10
+
+
+def waves_of(round_trips: int, flows: int, per_flow: int) -> int:
+    """Waves of ``flows`` pairs of ``per_flow`` round trips each to do at least ``round_trips``."""
+    return max(1, -(-round_trips // (flows * per_flow)))
+
+
 @dataclass(frozen=True)
 class Figure:
     name: str
@@ -66,20 +80,21 @@ class Figure:
         return self.seconds / self.round_trips * 1e6
 
 
-def fibers_round_trips(round_trips: int, flows: int) -> Figure:
-    """``flows`` concurrent ping-pong pairs doing ``round_trips`` in total."""
+def fibers_round_trips(waves: int, flows: int, per_flow: int) -> Figure:
+    """``waves`` times, ``flows`` concurrent ping-pong pairs of ``per_flow`` round trips."""
     with MockNetwork(record_transcript=False, durable=False) as network:
         alice, bob = network.create_node("Alice"), network.create_node("Bob")
-        per_flow = round_trips // flows
-        start = time.perf_counter()
-        handles = [alice.start_flow(PingMany(bob.party, per_flow)) for _ in range(flows)]
-        network.run_network()
-        elapsed = time.perf_counter() - start
-        assert all(h.result.result(timeout=0) == sum(range(per_flow)) for h in handles)
-    return Figure(f"fibers ({flows} flow pairs)", per_flow * flows, elapsed)
+        elapsed = 0.0
+        for _ in range(waves):
+            start = time.perf_counter()
+            handles = [alice.start_flow(PingMany(bob.party, per_flow)) for _ in range(flows)]
+            network.run_network()
+            elapsed += time.perf_counter() - start
+            assert all(h.result.result(timeout=0) == sum(range(per_flow)) for h in handles)
+    return Figure(f"fibers ({flows} flow pairs)", waves * per_flow * flows, elapsed)
 
 
-def asyncio_round_trips(round_trips: int, flows: int) -> Figure:
+def asyncio_round_trips(waves: int, flows: int, per_flow: int) -> Figure:
     """The same shape with asyncio tasks and queues."""
 
     async def ping(out: asyncio.Queue[int], back: asyncio.Queue[int], n: int) -> int:
@@ -95,23 +110,30 @@ def asyncio_round_trips(round_trips: int, flows: int) -> Figure:
             await out.put(n)
 
     async def main() -> float:
-        per_flow = round_trips // flows
-        pairs = [(asyncio.Queue[int](), asyncio.Queue[int]()) for _ in range(flows)]
-        start = time.perf_counter()
-        results = await asyncio.gather(
-            *(ping(a, b, per_flow) for a, b in pairs), *(pong(a, b) for a, b in pairs)
-        )
-        elapsed = time.perf_counter() - start
-        assert all(r == sum(range(per_flow)) for r in results[:flows])
+        elapsed = 0.0
+        for _ in range(waves):
+            start = time.perf_counter()
+            pairs = [(asyncio.Queue[int](), asyncio.Queue[int]()) for _ in range(flows)]
+            results = await asyncio.gather(
+                *(ping(a, b, per_flow) for a, b in pairs), *(pong(a, b) for a, b in pairs)
+            )
+            elapsed += time.perf_counter() - start
+            assert all(r == sum(range(per_flow)) for r in results[:flows])
         return elapsed
 
-    per_flow = round_trips // flows
-    return Figure(f"asyncio queues ({flows} task pairs)", per_flow * flows, asyncio.run(main()))
+    return Figure(f"asyncio queues ({flows} task pairs)", waves * per_flow * flows,
+                  asyncio.run(main()))
 
 
-def thread_round_trips(round_trips: int, flows: int) -> Figure:
+def thread_round_trips(waves: int, flows: int, per_flow: int) -> Figure:
     """The same shape with one thread per flow and ``queue.Queue`` between each pair."""
-    per_flow = round_trips // flows
+    elapsed = 0.0
+    for _ in range(waves):
+        elapsed += _thread_wave(flows, per_flow)
+    return Figure(f"threads + queues ({flows} thread pairs)", waves * per_flow * flows, elapsed)
+
+
+def _thread_wave(flows: int, per_flow: int) -> float:
     totals: list[int] = []
 
     def ping(out: queue.Queue[int], back: queue.Queue[int]) -> None:
@@ -136,28 +158,35 @@ def thread_round_trips(round_trips: int, flows: int) -> Figure:
         thread.join()
     elapsed = time.perf_counter() - start
     assert totals == [sum(range(per_flow))] * flows
-    return Figure(f"threads + queues ({flows} thread pairs)", per_flow * flows, elapsed)
+    return elapsed
 
 
-def measure(round_trips: int, flows: int) -> tuple[Figure, Figure, Figure]:
-    """(fibers, asyncio, threads) doing the same round trips with ``flows`` concurrent pairs."""
-    return (fibers_round_trips(round_trips, flows), asyncio_round_trips(round_trips, flows),
-            thread_round_trips(round_trips, flows))
+def measure(round_trips: int, flows: int,
+            per_flow: int = PER_FLOW) -> tuple[Figure, Figure, Figure]:
+    """(fibers, asyncio, threads), each doing at least ``round_trips`` round trips in waves of
+    ``flows`` concurrent pairs of ``per_flow`` round trips."""
+    waves = waves_of(round_trips, flows, per_flow)
+    return (fibers_round_trips(waves, flows, per_flow),
+            asyncio_round_trips(waves, flows, per_flow),
+            thread_round_trips(waves, flows, per_flow))
 
 
 def scenario(*, quick: bool) -> list[BenchResult]:
-    """``fibers bench roundtrip``: µs per round trip at 1 and 100 pairs, vs both baselines."""
+    """``fibers bench roundtrip``: µs per round trip at 1 and 100 pairs, vs both baselines,
+    ``PER_FLOW`` round trips per pair (``QUICK_PER_FLOW`` with ``quick``)."""
+    per_flow = QUICK_PER_FLOW if quick else PER_FLOW
     results = []
     for flows in (1, 100):
-        ours, asyncio_, threads = measure(1_000 if quick else 20_000, flows)
-        pairs = f"{flows} pair{'s' if flows > 1 else ''}"
+        ours, asyncio_, threads = measure(1_000 if quick else 20_000, flows, per_flow)
+        pairs = f"{flows} pair{'s' if flows > 1 else ''}, {per_flow} round trips each"
         results.append(BenchResult(
-            scenario="roundtrip", name=pairs, value=ours.micros, unit="µs",
-            baseline=asyncio_.micros, baseline_name="asyncio", target="<= 2x",
-            met=ours.micros <= 2 * asyncio_.micros, flows=flows))
+            id=f"roundtrip.vs_asyncio.{flows}", scenario="roundtrip", name=pairs,
+            value=ours.micros, unit="µs", baseline=asyncio_.micros, baseline_name="asyncio",
+            flows=flows))
         results.append(BenchResult(
-            scenario="roundtrip", name=pairs, value=ours.micros, unit="µs",
-            baseline=threads.micros, baseline_name="threads", flows=flows))
+            id=f"roundtrip.vs_threads.{flows}", scenario="roundtrip", name=pairs,
+            value=ours.micros, unit="µs", baseline=threads.micros, baseline_name="threads",
+            flows=flows))
     return results
 
 
@@ -165,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--round-trips", type=int, default=20_000)
     parser.add_argument("--flows", type=int, default=1)
+    parser.add_argument("--per-flow", type=int, default=PER_FLOW)
     args = parser.parse_args(argv)
-    figures = measure(args.round_trips, args.flows)
+    figures = measure(args.round_trips, args.flows, args.per_flow)
     baseline = figures[1]
     table = Table(title="In-memory round trips (durability off)")
     for column in ("implementation", "round trips/s", "µs per round trip", "vs asyncio"):

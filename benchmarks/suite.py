@@ -26,10 +26,10 @@ from benchmarks._report import Result, ScenarioReport, ScenarioSkipped
 SCENARIOS: Final[dict[str, tuple[str, str]]] = {
     "roundtrip": ("roundtrip", "in-memory round trips vs asyncio and thread-per-flow ping-pong"),
     "durable": ("durable", "durable suspensions/s at 1/100/1,000 flows vs raw commit, naive"),
-    "dbos": ("dbos_peer", "the durable workload as DBOS workflows on SQLite (needs dbos)"),
-    "memory": ("parked", "RSS per parked durable flow over 100,000 flows"),
-    "restore": ("parked", "time to restore 100,000 checkpointed flows after a restart"),
-    "trade": ("trade_scenario", "two-party trades/s end to end vs the Ed25519 floor"),
+    "dbos": ("dbos_peer", "the durable workload as DBOS workflows on SQLite and PostgreSQL"),
+    "memory": ("parked", "anonymous RSS per parked flow over 100,000 flows, LMDB cache apart"),
+    "restore": ("parked", "100,000 parked flows after a restart: ready, then all finished"),
+    "trade": ("trade_scenario", "CPU and time per two-party trade vs its Ed25519 floor"),
     "latency": ("latency", "p50/p99 of one durable round trip vs a raw synced commit"),
 }
 
@@ -53,8 +53,9 @@ def run_suite(names: Sequence[str], *, quick: bool,
     """Run the named scenarios (each once) and return their reports in ``SCENARIOS`` order.
 
     A scenario that raises ``ScenarioSkipped`` is reported as skipped with its reason; any other
-    exception propagates. With ``quick`` the counts are tiny and no target is judged (``met`` is
-    None throughout): a quick run only shows that every scenario runs.
+    exception propagates. Each result is judged against its id's target
+    (``benchmarks.targets``). With ``quick`` the counts are tiny and no target is judged
+    (``met`` is None throughout): a quick run only shows that every scenario runs.
     """
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -81,7 +82,7 @@ def run_suite(names: Sequence[str], *, quick: bool,
             reports[name] = ScenarioReport(scenario=name, skipped=outcome)
             continue
         results, seconds = outcome
-        mine = tuple(dataclasses.replace(r, met=None) if quick else r
+        mine = tuple(dataclasses.replace(r, met=None) if quick else r.judged()
                      for r in results if r.scenario == name)
         reports[name] = ScenarioReport(scenario=name, results=mine, seconds=seconds)
     return [reports[n] for n in SCENARIOS if n in reports]
