@@ -1,15 +1,24 @@
-"""The durable workload as DBOS workflows on SQLite, beside Fibers, in the same run.
+"""The durable workload as DBOS workflows, on SQLite and on PostgreSQL, beside Fibers.
 
 DBOS (``pip install 'fibers[bench]'``) is what a Python user would pick today for durable
 workflows. Its unit of durability is the step: each step's result is written to the system
 database before the workflow goes on, as each Fibers suspension is checkpointed before the flow
-goes on. So the workload is N concurrent workflows each running K steps that echo a number, on a
-SQLite system database in a temporary directory (SQLite's defaults: rollback journal,
-``synchronous=FULL``, so every commit is fsynced, like LMDB with ``sync=True``). The figure is
-steps per second, workflow start and completion included, beside Fibers' suspensions per second
-on the ``durable`` scenario's ping-pong at the same concurrency.
+goes on. So the workload is N concurrent workflows each running ``PER_FLOW`` steps that echo a
+number (the ``durable`` scenario's flows do as many round trips), in waves where N is too low
+to reach the run's count; the figure is steps per second, workflow start and completion
+included, beside Fibers' suspensions per second on the ``durable`` scenario's ping-pong at the
+same concurrency, measured in the same process.
 
-DBOS is a process-wide singleton: each concurrency gets a fresh ``DBOS`` (new database) and
+Two system databases, each with every commit fsynced:
+
+* SQLite in a temporary directory (DBOS's default; SQLite's rollback journal with
+  ``synchronous=FULL``): ``durable.vs_dbos_sqlite.<N>``.
+* PostgreSQL, DBOS's production backend, whose server commits concurrent workflows' transactions
+  together: a server of its own on a temporary data directory (``benchmarks._postgres``):
+  ``durable.vs_dbos_postgres.<N>``. Where no server can be started, these results are reported
+  as unmeasured with the reason.
+
+DBOS is a process-wide singleton: each measurement gets a fresh ``DBOS`` (new database) and
 ``DBOS.destroy()`` afterwards; the workflow and step functions are registered once per process.
 
 Run: ``python -m benchmarks.dbos_peer [--flows 1 100 1000]``, or as part of ``fibers bench dbos``.
@@ -24,14 +33,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._postgres import PostgresUnavailableError, temporary_server
 from benchmarks._report import Result, ScenarioSkipped
-from benchmarks.durable import Figure, fibers_suspensions
+from benchmarks.durable import PER_FLOW, Figure, fibers_suspensions
+from benchmarks.roundtrip import waves_of
 
 MISSING = "dbos is not installed: pip install 'fibers[bench]'"
 
@@ -60,68 +72,99 @@ def _registered() -> tuple[Callable[[int], int], Callable[[int], int]]:
     return step, workflow
 
 
-def dbos_steps(base: Path, flows: int, steps_per_flow: int) -> Figure:
-    """``flows`` concurrent DBOS workflows of ``steps_per_flow`` steps each."""
+def dbos_steps(url: str, flows: int, steps: int, per_flow: int = PER_FLOW) -> Figure:
+    """At least ``steps`` DBOS steps, in waves of ``flows`` concurrent workflows of
+    ``per_flow`` steps each, on the system database at ``url``."""
     from dbos import DBOS
 
     workflow = _registered()[1]
     config: Any = {
         "name": "fibers-bench",
-        "system_database_url": f"sqlite:///{base / f'dbos-{flows}.sqlite'}",
+        "system_database_url": url,
         "run_admin_server": False,  # it would listen on a port
         "log_level": "WARNING",
     }
-    base.mkdir(parents=True, exist_ok=True)
+    waves = waves_of(steps, flows, per_flow)
     DBOS(config=config)
     try:
         DBOS.launch()
-        start = time.perf_counter()
-        handles = [DBOS.start_workflow(workflow, steps_per_flow) for _ in range(flows)]
-        assert all(h.get_result() == sum(range(steps_per_flow)) for h in handles)
-        elapsed = time.perf_counter() - start
+        elapsed = 0.0
+        for _ in range(waves):
+            start = time.perf_counter()
+            handles = [DBOS.start_workflow(workflow, per_flow) for _ in range(flows)]
+            results = [h.get_result() for h in handles]
+            elapsed += time.perf_counter() - start
+            assert results == [sum(range(per_flow))] * flows
     finally:
         DBOS.destroy()
-    return Figure(f"DBOS on SQLite, {flows} workflows", flows * steps_per_flow, elapsed)
+    backend = url.split(":", 1)[0]
+    return Figure(f"DBOS on {backend}, {flows} workflows", waves * flows * per_flow, elapsed)
 
 
-def measure(base: Path, flows: int, *, quick: bool) -> tuple[Figure, Figure]:
-    """(fibers, DBOS) at ``flows`` concurrent flows. Fibers does the ``durable`` scenario's
-    counts; DBOS, ten times slower per step, about 1,000 steps in all (at least 5 per flow),
-    which keeps a full run under a minute."""
-    if quick:
-        trips, steps = max(50, flows), max(2, 20 // flows)
-    else:
-        trips, steps = max(2000, 10 * flows), max(5, 1000 // flows)
-    ours = fibers_suspensions(base / f"fibers-{flows}", flows, trips, naive=False)
-    return ours, dbos_steps(base / f"dbos-{flows}", flows, steps)
+@dataclass(frozen=True)
+class Row:
+    """Fibers and DBOS at one concurrency; ``postgres`` is the reason when it could not run."""
+
+    fibers: Figure
+    sqlite: Figure
+    postgres: Figure | str
 
 
-def run(flows: list[int], *, quick: bool) -> dict[int, tuple[Figure, Figure]]:
-    """(fibers, DBOS) at each concurrency; ``ScenarioSkipped`` when dbos is not installed."""
+def _counts(quick: bool) -> tuple[int, int]:
+    """(Fibers round trips, DBOS steps) per concurrency: DBOS, tens of times slower per step,
+    does fewer, which keeps a full run within a few minutes."""
+    return (20, 20) if quick else (2000, 1000)
+
+
+def run(flows: list[int], *, quick: bool) -> dict[int, Row]:
+    """Fibers, DBOS on SQLite and DBOS on PostgreSQL at each concurrency; ``ScenarioSkipped``
+    when dbos is not installed."""
     if not available():
         raise ScenarioSkipped(MISSING)
+    trips, steps = _counts(quick)
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-dbos-"))
     try:
-        return {n: measure(base, n, quick=quick) for n in flows}
+        ours = {n: fibers_suspensions(base / f"fibers-{n}", n, trips, naive=False)
+                for n in flows}
+        sqlite = {n: dbos_steps(f"sqlite:///{base / f'dbos-{n}.sqlite'}", n, steps)
+                  for n in flows}
+        postgres: dict[int, Figure | str]
+        try:
+            with temporary_server() as url:
+                postgres = {n: dbos_steps(url.replace("fibers_bench", f"fibers_bench_{n}"),
+                                          n, steps) for n in flows}
+        except PostgresUnavailableError as missing:
+            postgres = dict.fromkeys(flows, f"PostgreSQL: {missing}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    return {n: Row(ours[n], sqlite[n], postgres[n]) for n in flows}
 
 
 def scenario(*, quick: bool) -> list[Result]:
     """``fibers bench dbos``: Fibers suspensions/s vs DBOS steps/s at 1, 100 and 1,000 flows
-    (1 and 10 with ``quick``)."""
-    rows = run([1, 10] if quick else [1, 100, 1000], quick=quick)
-    return [
-        Result(scenario="dbos", name=f"{n:,} flow{'s' if n > 1 else ''}",
-               value=ours.per_second, unit="/s", baseline=peer.per_second,
-               baseline_name="DBOS steps", target=">= 100x",
-               met=ours.per_second >= 100 * peer.per_second, flows=n)
-        for n, (ours, peer) in rows.items()
-    ]
+    (1, 5 and 10 with ``quick``, under the same ids), on SQLite and on PostgreSQL."""
+    full = (1, 100, 1000)
+    flows = dict(zip(full, (1, 5, 10) if quick else full, strict=True))  # id -> ran
+    rows = run(list(flows.values()), quick=quick)
+    results = []
+    for n, ran in flows.items():
+        row = rows[ran]
+        for backend, peer in (("sqlite", row.sqlite), ("postgres", row.postgres)):
+            name = f"{ran:,} flow{'s' if ran > 1 else ''}, fsync on"
+            if isinstance(peer, str):
+                results.append(Result(
+                    id=f"durable.vs_dbos_{backend}.{n}", scenario="dbos", name=name,
+                    value=None, unit="/s", unmeasured=peer, flows=ran))
+                continue
+            results.append(Result(
+                id=f"durable.vs_dbos_{backend}.{n}", scenario="dbos", name=name,
+                value=row.fibers.per_second, unit="/s", baseline=peer.per_second,
+                baseline_name=f"DBOS steps, {backend}", flows=ran))
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="durable workload: Fibers vs DBOS on SQLite")
+    parser = argparse.ArgumentParser(description="durable workload: Fibers vs DBOS on SQLite and PostgreSQL")
     parser.add_argument("--flows", type=int, nargs="+", default=[1, 100, 1000])
     args = parser.parse_args(argv)
     console = Console()
@@ -133,11 +176,15 @@ def main(argv: list[str] | None = None) -> None:
     table = Table(title="Durable steps per second (fsync on): Fibers vs DBOS")
     for column in ("workload", "per second", "µs each", "Fibers vs DBOS"):
         table.add_column(column, justify="right")
-    for ours, peer in rows.values():
-        for figure in (ours, peer):
-            table.add_row(figure.name, f"{figure.per_second:,.0f}",
-                          f"{1e6 / figure.per_second:,.1f}",
-                          f"{ours.per_second / peer.per_second:.1f}x" if figure is ours else "")
+    for row in rows.values():
+        ours = row.fibers
+        table.add_row(ours.name, f"{ours.per_second:,.0f}", f"{1e6 / ours.per_second:,.1f}", "")
+        for peer in (row.sqlite, row.postgres):
+            if isinstance(peer, str):
+                table.add_row(peer, "", "", "")
+                continue
+            table.add_row(peer.name, f"{peer.per_second:,.0f}", f"{1e6 / peer.per_second:,.1f}",
+                          f"{ours.per_second / peer.per_second:.1f}x")
     console.print(table)
 
 
