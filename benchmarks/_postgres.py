@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 INSTALL = "apt-get install postgresql (as root), or put initdb and pg_ctl on PATH"
+DEBIAN_BINARIES = Path("/usr/lib/postgresql")  # <version>/bin, as Debian's packages lay it out
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -38,7 +39,7 @@ def _binaries() -> tuple[str, str]:
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     if initdb and pg_ctl:
         return initdb, pg_ctl
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+    versions = sorted(DEBIAN_BINARIES.glob("*/bin"),
                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     for bin_dir in reversed(versions):
         if (bin_dir / "initdb").exists() and (bin_dir / "pg_ctl").exists():

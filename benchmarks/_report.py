@@ -122,27 +122,45 @@ def _met_cell(met: bool | None) -> str:
     return {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[met]
 
 
+def _figure_cell(result: Result) -> Text:
+    """The id, and under it what the figure is (and why it is unmeasured, if it is)."""
+    cell = Text(result.id, style="bold")
+    cell.append(f"\n{result.name}", style="dim")
+    if result.unmeasured is not None:
+        cell.append(f"\nnot measured: {result.unmeasured}", style="yellow")
+    return cell
+
+
+def _baseline_cell(result: Result) -> Text:
+    if result.baseline is None:
+        return Text("")
+    cell = Text(f"{format_number(result.baseline)} {result.unit}")
+    cell.append(f"\n{result.baseline_name or ''}", style="dim")
+    return cell
+
+
 def results_table(reports: Iterable[ScenarioReport], *, title: str) -> Table:
     """One row per result (and one per skipped scenario), scenario by scenario."""
     table = Table(title=title)
-    for column in ("id", "figure", "value", "baseline", "vs", "ratio", "target", "met"):
-        table.add_column(column, justify="right" if column in ("value", "baseline", "ratio")
-                         else "left")
+    # The widest id fits unbroken: ids are what a reader greps and compares across runs.
+    table.add_column("id / figure", min_width=max(len(i) for i in ("x" * 37, *TARGETS)),
+                     overflow="fold", ratio=1)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("baseline", justify="right", max_width=22)
+    table.add_column("ratio", justify="right", no_wrap=True)
+    table.add_column("target", max_width=26)
+    table.add_column("met", no_wrap=True)
     for report in reports:
         if table.rows:
             table.add_section()
         if report.skipped is not None:
             reason = report.skipped.split(":")[0]  # the cause; the fix is in the note
-            table.add_row(report.scenario, Text(f"skipped: {reason}", style="dim"), *[""] * 6)
+            table.add_row(Text(f"{report.scenario}: skipped: {reason}", style="dim"),
+                          *[""] * 5)
         for r in report.results:
-            baseline = "" if r.baseline is None else f"{format_number(r.baseline)} {r.unit}"
-            value = (Text("not measurable yet", style="dim") if r.value is None
-                     else f"{format_number(r.value)} {r.unit}")
-            table.add_row(Text(r.id), Text(r.name), value, baseline,
-                          Text(r.baseline_name or ""), format_ratio(r.ratio),
+            value = "—" if r.value is None else f"{format_number(r.value)} {r.unit}"
+            table.add_row(_figure_cell(r), value, _baseline_cell(r), format_ratio(r.ratio),
                           Text(r.target or ""), _met_cell(r.met))
-            if r.unmeasured is not None:
-                table.add_row("", Text(f"  {r.unmeasured}", style="dim"), *[""] * 6)
     return table
 
 

@@ -41,7 +41,6 @@ from fibers._storage import NodeStorage
 from fibers.runtime import ManualDriver, NodeRuntime
 from fibers.transport import InMemoryNetwork, Transport
 
-
 PER_FLOW = 10  # round trips per flow pair, at every concurrency (quick runs too)
 
 
@@ -158,13 +157,13 @@ def measure(base: Path, flows: list[int], round_trips: int, *,
 
 def scenario(*, quick: bool) -> list[Result]:
     """``fibers bench durable``: one suspension vs a raw synced commit, and suspensions/s at
-    1, 100 and 1,000 flows (1, 10, 100 with ``quick``, under the same ids) vs the naive
+    1, 100 and 1,000 flows (1, 3, 10 with ``quick``, under the same ids) vs the naive
     checkpointer, ``PER_FLOW`` round trips per flow at each."""
     full = (1, 100, 1000)
-    flows = dict(zip(full, (1, 10, 100) if quick else full, strict=True))  # id -> ran
+    flows = dict(zip(full, (1, 3, 10) if quick else full, strict=True))  # id -> ran
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
     try:
-        raw, rows = measure(base, list(flows.values()), 100 if quick else 3000,
+        raw, rows = measure(base, list(flows.values()), 30 if quick else 3000,
                             rounds=1 if quick else 3)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -1,7 +1,8 @@
 """``fibers bench --plot PATH``: durable throughput against concurrency, as a PNG.
 
 One line per system, from the results of one run: Fibers and the naive dill checkpointer from the
-``durable`` scenario, DBOS from the ``dbos`` scenario when it ran, and the rate of raw synced
+``durable`` scenario (``durable.suspensions_per_s.<N>``), DBOS on SQLite and on PostgreSQL from
+the ``dbos`` scenario when it ran (``durable.vs_dbos_<backend>.<N>``), and the rate of raw synced
 LMDB commits one at a time as a dashed reference. Both axes are logarithmic.
 Needs matplotlib (``pip install 'fibers[bench]'``).
 """
@@ -42,13 +43,13 @@ def throughput_series(reports: Iterable[ScenarioReport]) -> dict[str, list[tuple
 
     for report in reports:
         for result in report.results:
-            if result.unit != "/s":
-                continue
-            if report.scenario == "durable":
+            if result.id.startswith("durable.suspensions_per_s."):
                 add("Fibers", result, result.value)
                 add("naive dill checkpointer", result, result.baseline)
-            elif report.scenario == "dbos":
+            elif result.id.startswith("durable.vs_dbos_sqlite."):
                 add("DBOS on SQLite", result, result.baseline)
+            elif result.id.startswith("durable.vs_dbos_postgres."):
+                add("DBOS on PostgreSQL", result, result.baseline)
     return {label: sorted(points) for label, points in series.items()}
 
 
@@ -56,7 +57,7 @@ def raw_commit_rate(reports: Iterable[ScenarioReport]) -> float | None:
     """Synced LMDB commits per second one after the other, from the ``durable`` scenario."""
     for report in reports:
         for result in report.results:
-            if report.scenario == "durable" and result.unit == "µs" and result.baseline:
+            if result.id == "durable.one_suspension_vs_raw_commit" and result.baseline:
                 return 1e6 / result.baseline
     return None
 

@@ -65,6 +65,7 @@ class Figure:
     name: str
     trades: int
     seconds: float
+    cpu_seconds: float = 0.0  # CPU time of this process (all its threads) over the same trades
 
     @property
     def per_second(self) -> float:
@@ -110,17 +111,18 @@ class Market:
         for handle in handles:
             handle.result.result(timeout=0)
 
-    def trade(self, count: int, concurrency: int) -> float:
-        """Sell ``count`` papers, ``concurrency`` trades at a time; the seconds it took."""
+    def trade(self, count: int, concurrency: int) -> tuple[float, float]:
+        """Sell ``count`` papers, ``concurrency`` trades at a time; the seconds it took, and
+        the CPU seconds this process spent meanwhile."""
         papers, self.papers = self.papers[:count], self.papers[count:]
         buyer = self.buyer.party
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for first in range(0, len(papers), concurrency):
             batch = papers[first:first + concurrency]
             self._run_all(self.seller, [SellerStarter(buyer, p, PRICE) for p in batch])
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         assert self.buyer.flows() == [] and self.seller.flows() == []
-        return elapsed
+        return elapsed, cpu
 
     def close(self) -> None:
         self.network.stop_nodes()
@@ -183,11 +185,11 @@ def measure(base: Path, trades: int, concurrency: int, sync: bool | None) -> Fig
     market = Market(base, trades + 1, sync=bool(sync), durable=sync is not None)
     try:
         market.trade(1, 1)  # warm-up outside the timing
-        seconds = market.trade(trades, concurrency)
+        seconds, cpu = market.trade(trades, concurrency)
     finally:
         market.close()
     storage = "no storage" if sync is None else f"fsync {'on' if sync else 'off'}"
-    return Figure(f"{concurrency} at a time, {storage}", trades, seconds)
+    return Figure(f"{concurrency} at a time, {storage}", trades, seconds, cpu)
 
 
 def floor_of(signs: int, verifies: int, sign_cost: float, verify_cost: float) -> float:
@@ -223,11 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     console.print(crypto)
     table = Table(title=f"Two-party trades end to end ({args.trades} per row, 3 nodes); x floor: "
                         "times the performed floor, x needed: times the needed floor")
-    for column in ("workload", "trades/s", "ms/trade", "x floor", "x needed"):
+    for column in ("workload", "trades/s", "ms/trade", "CPU ms/trade", "x floor", "x needed",
+                   "CPU x floor"):
         table.add_column(column, justify="right")
     for row in rows:
+        cpu = row.cpu_seconds / row.trades
         table.add_row(row.name, f"{row.per_second:,.0f}", f"{1e3 / row.per_second:.2f}",
-                      f"{floor / row.per_second:.1f}", f"{needed / row.per_second:.1f}")
+                      f"{cpu * 1e3:.2f}", f"{floor / row.per_second:.1f}",
+                      f"{needed / row.per_second:.1f}", f"{cpu * floor:.1f}")
     console.print(table)
 
 
