@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import dbos_peer, plot
 from benchmarks.suite import SCENARIOS
+from benchmarks.targets import CONTRACT, TARGETS
 from cli.__main__ import main
 
 
@@ -24,19 +25,30 @@ def test_quick_run_reports_every_scenario_in_json(tmp_path: Path,
     document = json.loads(out.read_text(encoding="utf-8"))
     assert document["run"]["quick"] is True
     assert list(document["scenarios"]) == list(SCENARIOS)
+    ids: list[str] = []
     for name, report in document["scenarios"].items():
         if name == "dbos" and not dbos_peer.available():
             assert report["skipped"] == dbos_peer.MISSING and report["results"] == []
             continue
         assert report["skipped"] is None and report["results"], name
         for result in report["results"]:
-            assert result["scenario"] == name
-            assert _numeric(result["value"]) and result["unit"], result
+            ids.append(result["id"])
+            assert result["scenario"] == name and result["unit"], result
             assert result["met"] is None, "a quick run judges no target"
+            target = TARGETS.get(result["id"])
+            assert result["target"] == (None if target is None else target.text)
+            if result["value"] is None:  # unmeasured: it says why, and has nothing to compare
+                assert result["unmeasured"] and result["ratio"] is None, result
+                continue
+            assert _numeric(result["value"]) and result["unmeasured"] is None, result
             if result["baseline"] is not None:
                 assert _numeric(result["baseline"]) and _numeric(result["ratio"]), result
+    assert len(ids) == len(set(ids)), f"duplicate ids: {sorted(i for i in ids if ids.count(i) > 1)}"
+    expected = [i for i in CONTRACT if dbos_peer.available() or ".vs_dbos_" not in i]
+    assert set(expected) <= set(ids), f"contract ids missing: {set(expected) - set(ids)}"
     printed = capsys.readouterr().out
     assert "fibers bench --quick" in printed and f"wrote {out}" in printed
+    assert all(i in printed for i in ids), "every id is printed in full in the table"
 
 
 def test_unknown_scenario_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
