@@ -24,7 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dill
@@ -136,19 +136,26 @@ def _median(figures: list[Figure]) -> Figure:
 
 
 def measure(base: Path, flows: list[int], round_trips: int, *,
-            rounds: int = 3) -> tuple[Figure, dict[int, tuple[Figure, Figure]]]:
-    """The raw commit and Fibers at each concurrency, each at its median over ``rounds``
+            rounds: int = 3) -> tuple[Figure, Figure, dict[int, tuple[Figure, Figure]]]:
+    """(raw commit, one suspension, {concurrency: (Fibers, naive)}).
+
+    One suspension is one flow pair doing a round's round trips in a row, so that its figure is
+    the cost of a suspension and not of starting and ending a flow. The raw commit, one
+    suspension and Fibers at each concurrency are each at its median over ``rounds``
     interleaved rounds (a slow spell of a shared disk or CPU then costs every workload a round,
     not one workload its figure), and the naive checkpointer, in the middle round only. Each
     round does at least ``round_trips / rounds`` round trips per concurrency, ``PER_FLOW`` per
     flow pair (in waves where the concurrency is low), and ``round_trips / rounds`` raw
     commits."""
     raws: list[Figure] = []
+    steady: list[Figure] = []
     runs: dict[int, tuple[list[Figure], list[Figure]]] = {n: ([], []) for n in flows}
     trips = max(1, round_trips // rounds)
     for r in range(rounds):
         (base / f"round-{r}").mkdir(parents=True)
         raws.append(raw_commits(base / f"round-{r}", max(1, trips)))
+        steady.append(fibers_suspensions(base / f"round-{r}" / "one", 1, trips, naive=False,
+                                         per_flow=trips))
         for n, (ours, naive) in runs.items():
             ours.append(fibers_suspensions(base / f"round-{r}" / f"f{n}", n, trips, naive=False))
             if r == rounds // 2:
@@ -157,8 +164,9 @@ def measure(base: Path, flows: list[int], round_trips: int, *,
                 # of the disk's fsync at every concurrency.
                 naive.append(fibers_suspensions(base / f"round-{r}" / f"n{n}", n, trips,
                                                 naive=True))
-    return _median(raws), {n: (_median(ours), _median(naive))
-                           for n, (ours, naive) in runs.items()}
+    one = replace(_median(steady), name="fibers, one flow pair, its round trips in a row")
+    return _median(raws), one, {n: (_median(ours), _median(naive))
+                                for n, (ours, naive) in runs.items()}
 
 
 def scenario(*, quick: bool) -> list[Result]:
@@ -169,14 +177,13 @@ def scenario(*, quick: bool) -> list[Result]:
     flows = dict(zip(full, (1, 3, 10) if quick else full, strict=True))  # id -> ran
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
     try:
-        raw, rows = measure(base, list(flows.values()), 30 if quick else 3000,
-                            rounds=1 if quick else 3)
+        raw, one, rows = measure(base, list(flows.values()), 30 if quick else 3000,
+                                 rounds=1 if quick else 3)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    one = rows[1][0]
     results = [Result(
         id="durable.one_suspension_vs_raw_commit", scenario="durable",
-        name=f"1 flow, per suspension ({PER_FLOW} round trips a flow)",
+        name=f"one suspension: 1 flow pair, {one.suspensions // 2:,} round trips in a row",
         value=1e6 / one.per_second, unit="µs", baseline=1e6 / raw.per_second,
         baseline_name="raw synced commit", flows=1)]
     for n, ran in flows.items():
@@ -198,13 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
     try:
-        raw, by_flows = measure(base, args.flows, args.round_trips, rounds=args.rounds)
+        raw, one, by_flows = measure(base, args.flows, args.round_trips, rounds=args.rounds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     table = Table(title="Durable suspensions (fsync on)")
     for column in ("workload", "suspensions/s", "µs each", "vs raw commit"):
         table.add_column(column, justify="right")
-    for row in [raw, *(figure for pair in by_flows.values() for figure in pair)]:
+    for row in [raw, one, *(figure for pair in by_flows.values() for figure in pair)]:
         table.add_row(row.name, f"{row.per_second:,.0f}", f"{1e6 / row.per_second:,.1f}",
                       f"{raw.per_second / row.per_second:.2f}x the cost")
     Console().print(table)
