@@ -5,7 +5,9 @@ Contract: ``decode(encode(x)) == x`` with types preserved recursively for the ty
 equal types encode to identical bytes whatever the dict or set order (``-0.0`` and ``0.0`` differ).
 ``decode`` builds only builtins, the stdlib types listed and classes whitelisted on this node,
 with ``cls.__new__(cls)`` and ``object.__setattr__``: never ``__init__``, ``__setstate__``,
-``__reduce__``, import by name or pickle. It may accept non-canonical MessagePack (say, a wide
+``__reduce__``, import by name or pickle. A dataclass's ``__post_init__`` then runs on the decoded
+instance, so its field checks hold for received values as for constructed ones; if it raises,
+decoding fails with ``SerializationError``. It may accept non-canonical MessagePack (say, a wide
 int); ``encode(decode(b)) == b`` checks that bytes are canonical. All failures raise
 ``SerializationError``.
 
@@ -56,7 +58,8 @@ import msgspec
 from fibers._errors import SerializationError
 
 __all__ = [
-    "MAX_DEPTH", "MAX_MESSAGE_SIZE", "SerializationError", "decode", "encode", "is_whitelisted",
+    "MAX_DEPTH", "MAX_MESSAGE_SIZE", "SerializationError", "decode", "describe_error", "encode",
+    "is_whitelisted",
     "register_custom_type", "serializable", "unregister", "whitelisted_class", "whitelisted_name",
 ]
 
@@ -95,6 +98,8 @@ class _Spec:
     fields: tuple[str, ...]  # sorted: the dataclass fields, or slot names (+ "args")
     getter: Callable[[Any], tuple[Any, ...]] = tuple  # the values of a dataclass's fields
     template: tuple[str | None, ...] = ()  # (field1, None, field2, None, ...) for a dataclass
+    # Run on every decoded instance, as the constructor would: a dataclass's __post_init__.
+    validate: Callable[[Any], object] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,7 +192,8 @@ def _make_spec(cls: type, name: str) -> _Spec:
         names = tuple(sorted(f.name for f in dataclasses.fields(cls)))
         get = attrgetter(*names) if names else lambda obj: ()
         getter = get if len(names) != 1 else lambda obj: (get(obj),)
-        return _Spec(name, _K_DATA, names, getter, tuple(chain(*zip(names, repeat(None)))))
+        return _Spec(name, _K_DATA, names, getter, tuple(chain(*zip(names, repeat(None)))),
+                     getattr(cls, "__post_init__", None))
     fields = ["args"] if is_exc else []
     for klass in cls.__mro__:
         declared = vars(klass).get("__slots__", ())
@@ -556,7 +562,28 @@ def _revive_object(obj: list[Any], depth: int) -> Any:
     _revive_items(values, depth + 1)
     instance = cls.__new__(cls)
     any(map(object.__setattr__, repeat(instance), names, values))  # a C loop: each returns None
+    if spec.validate is not None:
+        _validated(spec, instance)
     return instance
+
+
+def _validated(spec: _Spec, instance: Any) -> None:
+    """Run the class's own field checks on a decoded ``instance`` (see ``_Spec.validate``)."""
+    assert spec.validate is not None
+    try:
+        spec.validate(instance)
+    except Exception as exc:
+        raise SerializationError(f"a {spec.name!r} with invalid fields was refused: "
+                                 f"{describe_error(exc)}") from None
+
+
+def describe_error(exc: BaseException) -> str:
+    """``str(exc)``, or its type name if even that fails (a message formatting an int of more
+    than ``sys.get_int_max_str_digits()`` digits raises ``ValueError``). Never raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be formatted)"
 
 
 def _revive_custom(obj: list[Any], depth: int) -> Any:
@@ -586,7 +613,8 @@ def decode(data: bytes | memoryview) -> object:
     Builds only builtins, the supported stdlib types and classes whitelisted on this node.
     Raises ``SerializationError``, never anything else, for bytes it cannot accept: malformed,
     truncated, over ``MAX_MESSAGE_SIZE`` or ``MAX_DEPTH``, naming a class this node has not
-    whitelisted, or carrying fields this node's version of a class does not have.
+    whitelisted, carrying fields this node's version of a class does not have, or values its
+    ``__post_init__`` refuses.
     """
     size = data.nbytes if isinstance(data, memoryview) else len(data)
     if size > MAX_MESSAGE_SIZE:
@@ -599,4 +627,4 @@ def decode(data: bytes | memoryview) -> object:
     except msgspec.DecodeError as exc:
         raise _malformed(str(exc)) from exc
     except Exception as exc:  # hostile bytes can trip anything from struct to Decimal
-        raise _malformed(f"{type(exc).__name__}: {exc}") from exc
+        raise _malformed(f"{type(exc).__name__}: {describe_error(exc)}") from exc

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from fibers import Party, serializable
 from ledger._crypto import PUBLIC_KEY_SIZE, SecureHash
@@ -27,6 +27,17 @@ __all__ = [
 ]
 
 S_co = TypeVar("S_co", bound="ContractState", covariant=True)
+
+MAX_OUTPUT_INDEX: Final = 2**32 - 1
+"""The largest output index a ``StateRef`` may name (storage keys hold it in 32 bits)."""
+
+
+def _brief(value: object) -> str:
+    """``repr(value)`` cut short; an int too long to print (Python refuses ints of more than
+    4,300 digits) is described by its size instead."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    return f"{value!r:.80}"
 
 
 class ContractState(ABC):
@@ -125,8 +136,10 @@ class StateRef:
     def __post_init__(self) -> None:
         if not isinstance(self.txhash, SecureHash):
             raise TypeError(f"txhash must be a SecureHash, got {type(self.txhash).__qualname__}")
-        if type(self.index) is not int or self.index < 0:
-            raise ValueError(f"a StateRef index is an int >= 0, got {self.index!r}")
+        index: object = self.index
+        if type(index) is not int or not 0 <= index <= MAX_OUTPUT_INDEX:
+            raise ValueError(f"a StateRef index is an int in 0..{MAX_OUTPUT_INDEX}, got "
+                             f"{_brief(index)}")
 
     def __str__(self) -> str:
         return f"{self.txhash}({self.index})"

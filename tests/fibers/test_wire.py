@@ -294,7 +294,7 @@ def test_dataclasses_plain_classes_enums_and_exceptions_round_trip() -> None:
     assert str(error) == "no funds"
 
 
-def test_decoding_never_runs_init_setstate_reduce_or_post_init() -> None:
+def test_decoding_never_runs_init_setstate_or_reduce_but_runs_post_init_checks() -> None:
     @serializable
     @dataclass(frozen=True)
     class Checked:
@@ -308,7 +308,29 @@ def test_decoding_never_runs_init_setstate_reduce_or_post_init() -> None:
     assert roundtrip(Guarded(3)).value == 3
     assert Guarded.calls == ["__init__"]  # only the sender's own construction
     forged = msgspec.msgpack.encode([MARKER_OBJECT, whitelisted_name(Checked), "amount", -5])
-    assert decode(forged).amount == -5  # validation is the receiving flow's job, not the codec's
+    # A decoded value is checked as a constructed one is (issue 15): __post_init__ runs.
+    with pytest.raises(SerializationError, match=r"Checked' with invalid fields.*negative"):
+        decode(forged)
+    assert decode(msgspec.msgpack.encode(
+        [MARKER_OBJECT, whitelisted_name(Checked), "amount", 5])).amount == 5
+
+
+def test_a_validation_message_that_cannot_be_formatted_still_reports() -> None:
+    @serializable
+    @dataclass(frozen=True)
+    class Loud:
+        n: int
+
+        def __post_init__(self) -> None:
+            if self.n > 10:
+                raise ValueError(f"too big: {self.n}")  # str() of 10**5000 itself raises
+
+    unchecked = Loud.__new__(Loud)
+    object.__setattr__(unchecked, "n", 10**5000)  # as a hostile peer would send it
+    with pytest.raises(SerializationError) as caught:
+        decode(encode(unchecked))
+    assert "Loud' with invalid fields" in str(caught.value)
+    assert "integer string conversion" in str(caught.value)
 
 
 def test_serializable_returns_the_class_and_a_later_class_of_the_same_name_replaces_it() -> None:

@@ -92,7 +92,7 @@ def test_command_refuses_bad_signers_and_values() -> None:
 def test_state_ref_validates_and_prints_hash_and_index() -> None:
     txhash = SecureHash.sha256(b"tx")
     assert str(StateRef(txhash, 3)) == f"{txhash}(3)"
-    with pytest.raises(ValueError, match="index is an int >= 0"):
+    with pytest.raises(ValueError, match=r"index is an int in 0\.\.4294967295, got -1"):
         StateRef(txhash, -1)
     with pytest.raises(TypeError, match="must be a SecureHash"):
         StateRef(str(txhash), 0)  # type: ignore[arg-type]
