@@ -4,8 +4,9 @@ Follows the storage model of ``ledger._services``. The legal identity key is the
 (``node.identity``) and always available; keys made by ``fresh_key`` are stored in database
 ``keys``: raw public key -> 12-byte nonce + AES-256-GCM ciphertext of the raw private key, with
 the public key as associated data (so a ciphertext moved to another key does not decrypt).
-The AES key is derived by HKDF-SHA256 from the node-local storage secret, so the database alone
-reveals no private key. Private keys appear in no repr, log or exception.
+The AES key is the storage's encryption key for purpose ``ledger/key-management`` (derived by
+HKDF-SHA256 from the node secret, distinct from the key that seals records), so the database
+alone reveals no private key. Private keys appear in no repr, log or exception.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from fibers._storage import CorruptRecordError
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["KeyManagementService"]
 
 _DB: Final = "keys"
-_HKDF_INFO: Final = b"fibers/ledger/key-management/v1: private keys at rest"
+_KEY_PURPOSE: Final = "ledger/key-management/v1: private keys at rest"
 _AAD: Final = b"fibers/ledger/key/v1:"
 _NONCE_SIZE: Final = 12
 
@@ -47,8 +46,7 @@ class KeyManagementService(LedgerService):
         self._identity = public_key_bytes(self._identity_key)
         self._cipher: AESGCM | None = None
         if self._storage is not None:
-            kdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=_HKDF_INFO)
-            self._cipher = AESGCM(kdf.derive(self._storage.secret))
+            self._cipher = AESGCM(self._storage.encryption_key(_KEY_PURPOSE))
         self._keys: dict[bytes, Ed25519PrivateKey] = {}
         self.reload_from_storage()
 

@@ -73,9 +73,11 @@ class LedgerService(SerializeAsToken):
         self._storage: NodeStorage | None = node.storage
         if self._storage is not None:
             # Opening a database needs LMDB's write lock, which a running group commit holds:
-            # it has to happen now, before any step writes to it.
+            # it has to happen now, before any step writes to it. Every ledger database is
+            # guarded: a record deleted or rolled back behind the node's back stops it from
+            # starting (fibers._storage_guard, docs/security.md).
             for name in databases:
-                self._storage.db(name)
+                self._storage.guard(name)
 
     def _write(self, write: Callable[[Txn], object]) -> None:
         """Make ``write`` part of the current flow step (or of the next commit)."""

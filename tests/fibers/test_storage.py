@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fibers._storage import (
     CorruptRecordError,
@@ -138,11 +140,14 @@ def test_sealed_record_format_is_stable(tmp_path: Path) -> None:
     key = journal_key(bytes(16), 7)
     with NodeStorage.open(tmp_path) as storage:
         blob = storage.seal("journal", key, b"payload")
-    mac_input = b"\x01" + b"\x00\x07journal" + b"\x00\x00\x00\x14" + key + b"payload"
-    expected_mac = hmac.digest(bytes(range(32)), mac_input, "sha256")
-    assert blob == b"\x01" + expected_mac + b"payload"
+    # Version 2: the MAC key is HKDF-SHA256(secret, info) rather than the secret itself.
+    seal_key = HKDF(algorithm=SHA256(), length=32, salt=None,
+                    info=b"fibers/storage/v1: record sealing").derive(bytes(range(32)))
+    mac_input = b"\x02" + b"\x00\x07journal" + b"\x00\x00\x00\x14" + key + b"payload"
+    expected_mac = hmac.digest(seal_key, mac_input, "sha256")
+    assert blob == b"\x02" + expected_mac + b"payload"
     assert blob.hex() == (
-        "01587b6c2f50eea6b7520d86ae6549a44e4551187b7d0d06370e0d102829a289bb7061796c6f6164"
+        "02034b5a476dea3ed2d8a9871ad90e41d40f9e5c06332620a9dc01444b2b4fa2947061796c6f6164"
     )
 
 
@@ -166,7 +171,7 @@ def flip(blob: bytes, index: int) -> bytes:
         pytest.param(lambda blob: flip(blob, 5), AUTH_FAILED, id="mac-byte"),
         pytest.param(lambda blob: blob[:20], "truncated", id="truncated"),
         pytest.param(lambda blob: b"", "truncated", id="empty"),
-        pytest.param(lambda blob: b"\x02" + blob[1:], "bad version", id="version"),
+        pytest.param(lambda blob: b"\x01" + blob[1:], "bad version", id="version"),
     ],
 )
 def test_tampered_record_is_rejected(
