@@ -52,12 +52,12 @@ from fibers._storage_guard import GUARD_DB, StorageGuard, TamperedDatabaseError
 
 __all__ = [
     "ENGINE_DATABASES",
+    "SECRET_ENV",
+    "SECRET_FILE_ENV",
     "CorruptRecordError",
     "FaultPlan",
     "InjectedStorageFault",
     "NodeStorage",
-    "SECRET_ENV",
-    "SECRET_FILE_ENV",
     "TamperedDatabaseError",
     "Txn",
     "WriteGroup",
@@ -393,7 +393,7 @@ class NodeStorage:
     def _guard_write(self, txn: Txn, db_name: str, key: bytes, new: bytes | None) -> None:
         if db_name in self._guard.guarded:
             old = txn.get(key, db=self._open_db(db_name))
-            self._guard.on_write(txn, self._open_db(GUARD_DB), db_name, key, old, new)
+            self._guard.on_write(txn, self._open_db(GUARD_DB), db_name, key, old=old, new=new)
 
     def _open_db(self, name: str) -> DbHandle:
         try:

@@ -97,7 +97,7 @@ def test_a_deleted_guard_root_stops_the_node(tmp_path: Path) -> None:
     populated(tmp_path)
     with raw_db(tmp_path, "storage_guard") as (txn, db):
         assert txn.delete(b"root", db=db)
-    with pytest.raises(TamperedDatabaseError, match="'storage_guard'.*root record is missing"):
+    with pytest.raises(TamperedDatabaseError, match=r"'storage_guard'.*root record is missing"):
         NodeStorage.open(tmp_path)
 
 
@@ -108,7 +108,7 @@ def test_a_guarded_database_emptied_with_its_entry_cannot_be_guarded_again(
         storage.db("late")
         write(storage, lambda txn: storage.put(txn, "late", b"k", b"v"))
     with NodeStorage.open(tmp_path) as storage, pytest.raises(
-            TamperedDatabaseError, match="'late'.*holds 1 records but has no running digest"):
+            TamperedDatabaseError, match=r"'late'.*holds 1 records but has no running digest"):
         storage.guard("late")
 
 
@@ -186,7 +186,7 @@ def test_without_the_outside_secret_the_directory_is_unreadable(
         write(storage, lambda txn: storage.put_sealed(txn, "flows", b"k", b"v"))
     monkeypatch.delenv(SECRET_ENV)
     # A copy of the directory alone: a new secret is made, and nothing written before unseals.
-    with pytest.raises(TamperedDatabaseError, match="'storage_guard'.*does not unseal"):
+    with pytest.raises(TamperedDatabaseError, match=r"'storage_guard'.*does not unseal"):
         NodeStorage.open(node_dir)
 
 
