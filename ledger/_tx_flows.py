@@ -8,11 +8,9 @@ until the receiver says it is done.
 
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from fibers import FlowException, FlowLogic, Party, suspendable
 from ledger._crypto import DigitalSignature, SecureHash
@@ -27,43 +25,23 @@ from ledger._tx_storage import TransactionStorage
 
 __all__ = ["ReceiveTransactionFlow", "SendTransactionFlow", "remember_own_signatures"]
 
-_OWN_SIGNATURES_KEPT: Final = 4096
-"""Most transactions per node whose own signatures are remembered (oldest forgotten first)."""
-
-# Per node (keyed by its key management service): transaction id -> the signatures this node
-# made over it with its own keys. In memory only: after a restart, or once forgotten, the
-# signatures are verified like any other, so losing an entry costs a verification, never
-# safety.
-_own_signatures: weakref.WeakKeyDictionary[
-    Any, OrderedDict[SecureHash, frozenset[DigitalSignature]]] = weakref.WeakKeyDictionary()
-
-
 def remember_own_signatures(
     flow: FlowLogic[Any], tx_id: SecureHash, sigs: Iterable[DigitalSignature]
 ) -> None:
     """Note that ``flow``'s node has just made ``sigs`` over ``tx_id`` with its own keys (call
     it with signatures it produced, never with received ones). When this node later receives
     the transaction back in ``ReceiveTransactionFlow``, a signature equal to one of these (same
-    key, same bytes) is not verified again: it is the one this node made."""
-    ours = flow.service_hub.key_management.keys()
-    made = frozenset(sig for sig in sigs if sig.by in ours)
-    if not made:
-        return
-    remembered = _own_signatures.setdefault(flow.service_hub.key_management, OrderedDict())
-    remembered[tx_id] = remembered.get(tx_id, frozenset()) | made
-    remembered.move_to_end(tx_id)
-    while len(remembered) > _OWN_SIGNATURES_KEPT:
-        remembered.popitem(last=False)
+    key, same bytes) is not verified again: it is the one this node made. Remembered by the
+    node's key management, per node and across restarts
+    (``KeyManagementService.remember_signatures``)."""
+    flow.service_hub.key_management.remember_signatures(tx_id, sigs)
 
 
 def _own_signatures_over(flow: FlowLogic[Any], tx_id: SecureHash, *, forget: bool
                          ) -> frozenset[DigitalSignature]:
-    remembered = _own_signatures.get(flow.service_hub.key_management)
-    if remembered is None:
-        return frozenset()
-    if forget:
-        return remembered.pop(tx_id, frozenset())
-    return remembered.get(tx_id, frozenset())
+    found: frozenset[DigitalSignature] = flow.service_hub.key_management.own_signatures_over(
+        tx_id, forget=forget)
+    return found
 
 
 class SendTransactionFlow(FlowLogic[None]):
