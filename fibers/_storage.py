@@ -294,7 +294,7 @@ class NodeStorage:
             existing = [name.decode() for name in env.dbs()]
             for name in (*ENGINE_DATABASES, GUARD_DB, *existing):
                 storage.db(name)
-            storage._check_guarded(fresh=not existing)
+            storage._check_guarded()
         except BaseException:
             env.close()
             raise
@@ -379,11 +379,18 @@ class NodeStorage:
         handle = self.db(name)
         if name in self._guard.guarded:
             return
+        if self._writer == threading.get_ident():
+            raise RuntimeError(f"cannot start guarding database {name!r} inside a write group; "
+                               f"call storage.guard({name!r}) when the service starts")
         with self._env.begin(write=True) as txn:
             self._guard.guard(txn, self._open_db(GUARD_DB), name, handle)
 
-    def _check_guarded(self, *, fresh: bool) -> None:
+    def _check_guarded(self) -> None:
         guard_db = self._open_db(GUARD_DB)
+        with self.read() as txn:
+            # A directory where nothing was ever stored (new, or its first open crashed before
+            # writing the root) gets an empty root; one with records but no root was tampered.
+            fresh = all(txn.stat(handle)["entries"] == 0 for handle in self._dbs.values())
         if fresh:
             with self._env.begin(write=True) as txn:
                 self._guard.create_root(txn, guard_db)

@@ -209,3 +209,21 @@ def test_a_record_sealed_by_another_secret_is_refused(
     monkeypatch.setenv(SECRET_ENV, "02" * 32)
     with NodeStorage.open(tmp_path / "b") as second, pytest.raises(CorruptRecordError):
         second.unseal("flows", b"k", blob)
+
+
+def test_a_first_open_that_crashed_before_writing_the_root_opens_again(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    env = lmdb.open(str(tmp_path / "node.lmdb"), max_dbs=32)
+    env.open_db(b"flows")  # databases created, nothing stored, no root yet
+    env.close()
+    with NodeStorage.open(tmp_path) as storage:
+        storage.guard("ledger")
+        write(storage, lambda txn: storage.put(txn, "ledger", b"k", b"v"))
+    NodeStorage.open(tmp_path).close()
+
+
+def test_guarding_inside_a_write_group_is_refused(tmp_path: Path) -> None:
+    with NodeStorage.open(tmp_path) as storage:
+        storage.db("ledger")
+        with storage.group(), pytest.raises(RuntimeError, match="inside a write group"):
+            storage.guard("ledger")
