@@ -97,8 +97,11 @@ class StorageGuard:
         try:
             payload = self._unseal(GUARD_DB, _ROOT_KEY, blob)
         except Exception as exc:
-            raise TamperedDatabaseError(GUARD_DB, f"its root record does not unseal ({exc})"
-                                        ) from None
+            raise TamperedDatabaseError(
+                GUARD_DB, "its root record does not unseal: the node secret is not the one this "
+                          "directory was written with (check FIBERS_NODE_SECRET, "
+                          f"FIBERS_NODE_SECRET_FILE or node.secret), or the record was altered "
+                          f"({exc})") from None
         return dict(_parse_root(payload))
 
     def _store(self, txn: Txn, guard_db: DbHandle, entries: dict[str, _Entry]) -> None:

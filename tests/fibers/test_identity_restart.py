@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from fibers._identity import stored_identity
-from fibers._storage import CorruptRecordError, NodeStorage
+from fibers._storage import CorruptRecordError, NodeStorage, TamperedDatabaseError
 from fibers.testing import MockNetwork
 from tests.fibers.test_durability import Collect
 
@@ -75,8 +76,16 @@ def test_a_stored_identity_under_another_secret_does_not_load(tmp_path: Path) ->
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, os.urandom(32))
     os.close(fd)
-    with NodeStorage.open(tmp_path) as storage, pytest.raises(CorruptRecordError, match="meta"):
-        stored_identity(storage, "Alice")
+    # Storage now refuses the directory as it opens (its guard record does not unseal under
+    # the new secret); the identity record itself fails its seal too.
+    with pytest.raises(TamperedDatabaseError, match="node secret is not the one"):
+        NodeStorage.open(tmp_path)
+    # Past that check (storage built directly on the environment), the identity does not load.
+    unchecked = NodeStorage(lmdb.open(str(tmp_path / "node.lmdb"), max_dbs=32), tmp_path,
+                            secret.read_bytes())
+    with unchecked, pytest.raises(CorruptRecordError, match="meta"):
+        unchecked.db("meta")
+        stored_identity(unchecked, "Alice")
 
 
 def test_a_node_cannot_start_on_another_nodes_directory(tmp_path: Path) -> None:
