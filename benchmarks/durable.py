@@ -60,11 +60,11 @@ class NaiveCheckpointNode(Node):
 
     env: lmdb.Environment
 
-    def _end_step(self, fiber: FlowStateMachine) -> None:
-        state = dill.dumps((fiber.flow, list(fiber.sessions.values())))
+    def _run_step(self, machine: FlowStateMachine, throw: BaseException | None = None) -> None:
+        super()._run_step(machine, throw)
+        state = dill.dumps((machine.flow, list(machine.sessions.values())))
         with self.env.begin(write=True) as txn:
-            txn.put(fiber.run_id.uuid.bytes, state)
-        super()._end_step(fiber)
+            txn.put(machine.run_id.uuid.bytes, state)
 
 
 def _pump(driver: ManualDriver) -> None:

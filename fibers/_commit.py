@@ -1,6 +1,11 @@
 """The commit stage of the step pipeline: what a scheduler round wrote, committed as one group,
 and what may only happen once it is durable (sending messages, settling results,
-acknowledging what was received).
+acknowledging what was received). See docs/architecture.md, "The step pipeline".
+
+``CommitStage`` owns the round's units, the outbox keys peers acknowledged (deleted with the
+next commit), and the redelivery of sent messages not yet acknowledged. The other parts hand
+it writes through named methods (``record_step``, ``store_received``, ``store_init``, ...);
+none of them touches storage for a flow step directly.
 
 A round's writes are grouped in *units*. Each flow that did something in the round has one
 unit (its received messages, its init record and its step, so they are stored together or not
@@ -23,13 +28,41 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from fibers import _dedup as dedup
+from fibers._checkpoint_store import (
+    CheckpointStore,
+    StepWrite,
+    message_key,
+    session_prefix,
+    split_message_key,
+)
+from fibers._clock import Clock
 from fibers._identity import Party
+from fibers._messages import (
+    Ack,
+    Data,
+    ExistingSessionMessage,
+    InitialSessionMessage,
+    SessionMessage,
+    encode_message,
+)
+from fibers._node_types import NetworkMap
 from fibers._storage import NodeStorage, Txn
+from fibers.transport import Transport
 
 if TYPE_CHECKING:
     from fibers._state_machine import FlowStateMachine
 
-__all__ = ["AckEntry", "CommitQueue", "CommitResult", "Redelivery", "Unit", "commit_units"]
+__all__ = [
+    "AckEntry",
+    "CommitQueue",
+    "CommitResult",
+    "CommitStage",
+    "Redelivery",
+    "Unit",
+    "commit_units",
+    "outbox_key",
+]
 
 log = logging.getLogger("fibers.node")
 
@@ -190,3 +223,331 @@ class Redelivery:
         """Forget everything (node stop)."""
         self._due.clear()
         self._next = None
+
+
+def outbox_key(recipient: Party, message: SessionMessage) -> bytes:
+    """The outbox key of ``message`` to ``recipient`` (an init is message 0 of its session)."""
+    if isinstance(message, InitialSessionMessage):
+        return message_key(recipient.name, message.initiator_session_id, False, 0)
+    return message_key(recipient.name, message.session_id, message.to_initiator, message.seq)
+
+
+Frames = list[tuple[Party, bytes, bytes]]
+"""(recipient, outbox key, frame) of the messages a step sends."""
+
+StepFailed = Callable[["FlowStateMachine", Exception, "bytes | None"], object]
+"""Called for a flow state machine whose unit failed, with the error and its start record
+when that unit wrote it."""
+
+
+class CommitStage:
+    """The commit stage of one node: the round's units, acknowledgements, redelivery.
+
+    Without storage (``checkpoints`` None) nothing is written: a step's messages leave and its
+    result settles at once, and nothing is acknowledged or re-sent.
+    """
+
+    def __init__(
+        self,
+        who: Party,
+        checkpoints: CheckpointStore | None,
+        transport: Transport,
+        clock: Clock,
+        network_map: NetworkMap,
+        *,
+        redelivery_interval: timedelta,
+    ) -> None:
+        self._who = who
+        self._checkpoints = checkpoints
+        self._transport = transport
+        self._clock = clock
+        self._network_map = network_map
+        self._queue = CommitQueue()
+        # Outbox keys the peers acknowledged (or, for our inits, implied; see fibers._dedup).
+        # Invariant: they are deleted in the very commit after which the acknowledgements due
+        # for the frames that put them here are sent (a commit whose deletions fail sends no
+        # acknowledgement); the dedup pruning relies on it.
+        self._acked: list[bytes] = []
+        self._acked_later: list[bytes] = []  # ... whose deletion failed: retried with a commit
+        self._acked_later_at: datetime | None = None  # when _acked_later is retried
+        self._unacked = Redelivery(redelivery_interval)
+
+    @property
+    def durable(self) -> bool:
+        """Whether this stage writes to storage."""
+        return self._checkpoints is not None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the round has anything to commit."""
+        return bool(self._queue or self._acked)
+
+    # ----- units ----------------------------------------------------------------------------------
+
+    def unit_for(self, machine: FlowStateMachine | None) -> Unit:
+        """The unit a write for ``machine`` joins: its own, unless it no longer runs (parked)
+        or there is none (a unit of its own)."""
+        if machine is None or machine.abandoned:
+            return self._queue.new_unit()
+        return self._queue.for_flow(machine)
+
+    def new_unit(self) -> Unit:
+        """A unit of its own, for node-level work."""
+        return self._queue.new_unit()
+
+    def loose(self) -> Unit:
+        """The round's unit for service writes and actions made outside any flow."""
+        return self._queue.loose()
+
+    def record_step(
+        self, machine: FlowStateMachine, after: Callable[[Frames], object]
+    ) -> None:
+        """The state machine suspended or finished: queue its step's writes, and ``after``
+        (with the step's messages, to be sent) for once they committed."""
+        if self._checkpoints is None:
+            after([(r, b"", encode_message(m)) for r, m in machine.take_outbox()])
+            return
+        store = self._checkpoints
+        frames = [(r, outbox_key(r, m), encode_message(m)) for r, m in machine.take_outbox()]
+        unit = self._queue.for_flow(machine)
+        if frames or machine.new_journal or machine.consumed or machine.start_record \
+                or machine.extra_writes or machine.finished:
+            write = self._step_write(machine, frames)
+            unit.start = unit.start or write.start_record
+            unit.writes.append(lambda txn: store.write_step(txn, write))
+        # else woken without progress (or restored back at its checkpoint): nothing to store.
+        unit.after.append(lambda: after(frames))
+
+    def _step_write(self, machine: FlowStateMachine, frames: Frames) -> StepWrite:
+        journal, machine.new_journal = machine.new_journal, []
+        consumed, machine.consumed = machine.consumed, []
+        start, machine.start_record = machine.start_record, None
+        extra, machine.extra_writes = machine.extra_writes, []
+        history = machine.session_history
+        done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
+                for s in history] if machine.finished else []
+        if machine.finished and any(not s.we_initiated for s in history):
+            extra.append(self._responder_sessions_finished(
+                [session_prefix(s.peer.name, s.session_id, False)
+                 for s in history if not s.we_initiated]))
+        return StepWrite(
+            run_id=machine.run_id,
+            finished=machine.finished,
+            journal_start=machine.journal_length - len(journal),
+            journal=journal,
+            snapshot=machine.snapshot,
+            outbox=[(key, frame) for _, key, frame in frames],
+            consumed=[message_key(*k) for k in consumed],
+            inbox_prefixes_done=done,
+            start_record=start,
+            extra_writes=extra,
+        )
+
+    def _responder_sessions_finished(self, keys: list[bytes]) -> Callable[[Txn], None]:
+        """The write that records, with a finished flow's last step (or its kill), that its
+        responder sessions are over on our side (their dedup records may then go, see
+        ``fibers._dedup``)."""
+        store = self._storage()
+
+        def write(txn: Txn) -> None:
+            for key in keys:
+                dedup.responder_finished(store, txn, key)
+
+        return write
+
+    def record_kill(self, write: StepWrite, responder_keys: list[bytes],
+                    after: Callable[[], object]) -> None:
+        """Delete a parked flow's records (``write``, its last step) and end its responder
+        sessions on our side in a unit of its own; ``after`` once that committed."""
+        assert self._checkpoints is not None
+        store = self._checkpoints
+        write.extra_writes.append(self._responder_sessions_finished(responder_keys))
+        unit = self._queue.new_unit()  # nothing is told before the records are gone
+        unit.writes.append(lambda txn: store.write_step(txn, write))
+        unit.after.append(after)
+
+    # ----- what arrives ---------------------------------------------------------------------------
+
+    def ack_after_commit(self, sender: Party, entry: AckEntry,
+                         machine: FlowStateMachine | None = None) -> None:
+        """Acknowledge a received message to its sender once it is stored: with
+        ``machine``'s unit of this round (which may be storing it right now), or with a unit
+        of its own (acks to the same peer still travel together)."""
+        if self.durable:
+            self.unit_for(machine).ack(sender, entry)
+
+    def store_received(self, machine: FlowStateMachine | None, sender: Party,
+                       message: ExistingSessionMessage) -> None:
+        """Keep a received message in the inbox with ``machine``'s step (or alone, for a
+        parked flow); acknowledge it once stored."""
+        entry = (message.session_id, message.to_initiator, message.seq)
+        key = message_key(sender.name, *entry)
+        frame = encode_message(message)
+        store = self._storage()
+        unit = self.unit_for(machine)
+        unit.writes.append(lambda txn: store.put_sealed(txn, "inbox", key, frame))
+        unit.ack(sender, entry)
+
+    def store_init(self, machine: FlowStateMachine, sender: Party,
+                   init: InitialSessionMessage) -> None:
+        """Keep the init's dedup record and first payload with the responder's first step
+        (one unit: the init is acknowledged only once its responder is stored)."""
+        sid = init.initiator_session_id
+        dedup_key = session_prefix(sender.name, sid, False)
+        data = None
+        if init.first_payload is not None:
+            first = ExistingSessionMessage(sid, False, 0, Data(init.first_payload))
+            data = (message_key(sender.name, sid, False, 0), encode_message(first))
+        store = self._storage()
+
+        def write(txn: Txn) -> None:
+            dedup.accepted(store, txn, dedup_key)
+            if data is not None:
+                store.put_sealed(txn, "inbox", data[0], data[1])
+
+        unit = self.unit_for(machine)
+        unit.writes.append(write)
+        unit.ack(sender, (sid, False, 0))
+
+    def store_rejection(self, sender: Party, session_id: int, key: bytes,
+                        frame: bytes) -> None:
+        """Record a rejected session init (so that a re-sent copy is never run) with the
+        Reject in the outbox; acknowledge the init and send the Reject once that is stored.
+        Without storage the Reject leaves at once."""
+        if not self.durable:
+            self._transport.send(sender, frame)
+            return
+        dedup_key = session_prefix(sender.name, session_id, False)
+        store = self._storage()
+
+        def write(txn: Txn) -> None:
+            dedup.rejected(store, txn, dedup_key)
+            store.put_sealed(txn, "outbox", key, frame)
+
+        unit = self._queue.new_unit()
+        unit.writes.append(write)
+        unit.ack(sender, (session_id, False, 0))
+        unit.after.append(lambda: self.send_tracked(sender, key, frame))
+
+    def acknowledged(self, sender: Party, entries: list[AckEntry]) -> None:
+        """``sender`` acknowledged these messages of ours: they leave the outbox with the next
+        commit (no commit of its own: lost on a crash, a message is re-sent and dropped as a
+        duplicate) and are not re-sent."""
+        if not self.durable:
+            return
+        keys = [message_key(sender.name, *entry) for entry in entries]
+        self._acked.extend(keys)
+        for key in keys:
+            self._unacked.acknowledged(key)
+
+    def init_implied(self, responder: Party, session_id: int) -> None:
+        """The responder of our session ``session_id`` stored our init (it sent something in
+        the session): forget the init in the commit that stores (or drops) that message,
+        before acknowledging it. Its dedup record may go once we acknowledge (see
+        ``fibers._dedup``)."""
+        if self.durable:
+            self._acked.append(message_key(responder.name, session_id, False, 0))
+
+    # ----- the group commit -----------------------------------------------------------------------
+
+    def commit(self, step_failed: StepFailed, after_failures: Callable[[], object]) -> None:
+        """Write the round's units in one (synced) group commit, then do what waited for the
+        units that committed: send, settle, acknowledge (one Ack per peer). For each unit of
+        a flow that failed, ``step_failed``; ``after_failures`` once before those."""
+        acked, forgetting = self._acked + self._acked_later, None
+        if acked:
+            self._acked, self._acked_later = [], []
+            forgetting = self._queue.new_unit()
+            store = self._storage()
+            forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
+            forgetting.on_failure = lambda _: self._forget_later(acked)
+        storage = self._checkpoints.storage if self._checkpoints is not None else None
+        result = commit_units(storage, self._queue.take(), str(self._who))
+        for unit in result.committed:
+            for action in unit.after:
+                action()
+        if forgetting is None or forgetting in result.committed:  # see _acked's invariant
+            for peer, entries in result.acks_by_peer():
+                self._transport.send(peer, encode_message(Ack(entries)))
+        if result.failed:
+            after_failures()
+        for unit, error in result.failed:
+            if unit.on_failure is not None:
+                unit.on_failure(error)
+            if unit.owner is not None and not unit.owner.abandoned:
+                step_failed(unit.owner, error, unit.start)
+            elif unit.on_failure is None:
+                log.error("%s could not store %s: %s", self._who,
+                          "a parked flow's records" if unit.owner else "node records", error)
+
+    def _forget_later(self, acked: list[bytes]) -> None:
+        """Acknowledged messages whose deletion failed: deleted with a later commit, at the
+        latest at the next redelivery tick."""
+        self._acked_later.extend(acked)
+        if self._acked_later_at is None:
+            self._acked_later_at = self._clock.now() + timedelta(seconds=1)
+
+    def _storage(self) -> NodeStorage:
+        assert self._checkpoints is not None, "only a node with storage stores"
+        return self._checkpoints.storage
+
+    # ----- sending and redelivery -----------------------------------------------------------------
+
+    def send_tracked(self, recipient: Party, key: bytes, frame: bytes) -> None:
+        """Send a frame that waits in the outbox; it is re-sent until acknowledged."""
+        self._transport.send(recipient, frame)
+        if self.durable:
+            self._unacked.sent(key, self._clock.now())
+
+    def resent_at_restart(self, key: bytes) -> None:
+        """An outbox message was re-sent after a restart: re-send it again until acked."""
+        self._unacked.sent(key, self._clock.now())
+
+    @property
+    def redelivery_due(self) -> datetime | None:
+        """When unacknowledged outbox messages are next re-sent, or acknowledged ones whose
+        deletion failed are deleted (None: nothing waits)."""
+        dues = [d for d in (self._unacked.next_due, self._acked_later_at) if d is not None]
+        return min(dues, default=None)
+
+    def tick(self, now: datetime) -> bool:
+        """Re-send what is due; True when acknowledged deletions that failed are due again
+        (the caller runs a round to commit them)."""
+        retry_forget = False
+        if self._acked_later_at is not None and self._acked_later_at <= now:
+            self._acked_later_at = None
+            self._acked, self._acked_later = self._acked + self._acked_later, []
+            retry_forget = True
+        due = self._unacked.next_due
+        if due is not None and due <= now and self._checkpoints is not None:
+            self._redeliver(now)
+        return retry_forget
+
+    def _redeliver(self, now: datetime) -> None:
+        """Re-send the outbox messages unacknowledged for a redelivery interval: a receiver
+        that could not store one did not acknowledge it."""
+        assert self._checkpoints is not None
+        for key, frame in self._checkpoints.outbox_records(self._unacked.due(now)):
+            try:
+                recipient = self._network_map.party(key.partition(b"\0")[0].decode())
+            except KeyError:
+                recipient = None
+            if frame is None or recipient is None:
+                self._unacked.acknowledged(key)  # deleted meanwhile, or re-sent at restart
+                continue
+            self._transport.send(recipient, frame)
+
+    def clear(self) -> None:
+        """Forget the round and the redelivery schedule (node stop: nothing more is stored)."""
+        self._queue.clear()
+        self._unacked.clear()
+
+
+def _forget_acknowledged(store: NodeStorage, txn: Txn, keys: list[bytes]) -> None:
+    """Delete acknowledged messages from the outbox; an acknowledgement from an initiator
+    also advances its session's dedup record (see ``fibers._dedup``)."""
+    for key in keys:
+        store.delete(txn, "outbox", key)
+        peer, session_id, to_initiator, _ = split_message_key(key)
+        if to_initiator:
+            dedup.initiator_acknowledged(store, txn, session_prefix(peer, session_id, False))

@@ -205,7 +205,7 @@ def test_a_duplicate_for_a_parked_flow_is_not_processed_again_on_retry(
 
 def test_parked_routes_know_what_was_processed(mock_network: MockNetwork) -> None:
     """The floor of each parked route is one past the last message its journal received."""
-    from fibers._node_recovery import parked_routes
+    from fibers._hospital import parked_routes
 
     gate = Gate()
     alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
@@ -214,7 +214,7 @@ def test_parked_routes_know_what_was_processed(mock_network: MockNetwork) -> Non
     mock_network.run_network()
     assert alice.checkpoints is not None
     stored = alice.checkpoints.load_flow(StateMachineRunId(handle.id.uuid))
-    [(route, floor)] = parked_routes(alice, stored).items()
+    [(route, floor)] = parked_routes(alice.party.name, stored).items()
     assert route[0] == "Alice" and route[2] is True
     assert floor == 2  # the confirm was 0, "apple" 1
 
@@ -230,7 +230,7 @@ def test_a_parked_flow_keeps_the_reorder_window(mock_network: MockNetwork) -> No
     alice = mock_network.restart_node(alice)
     assert [e.run_id for e in alice.hospital()] == [handle.id]
     before = _stored_keys(alice, "inbox", b"Bob\0")
-    [(route, _)] = alice._parked_routes.items()
+    [(route, _)] = alice._router.parked().items()
     far = [(bob.party, encode_message(ExistingSessionMessage(route[1], True, seq, Data(b"x"))))
            for seq in (3 + REORDER_WINDOW, 2**32 - 1)]
     alice.deliver_batch(far)

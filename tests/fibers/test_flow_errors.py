@@ -147,7 +147,7 @@ def test_non_whitelisted_payload_fails_the_receiver(mock_network: MockNetwork) -
     bob.register_initiated_flow(WaitsForAnswer, ReceivesTwice)
     handle = alice.start_flow(WaitsForAnswer(bob.party))
     mock_network.run_network(max_messages=1)  # the init: the responder waits for more
-    [(_, session_id, _)] = bob._sessions
+    [((_, session_id, _), _)] = list(bob._router.sessions())
     forged = ExistingSessionMessage(session_id, False, 1, Data(_foreign_class_payload()))
     bob.deliver(alice.party, encode_message(forged))
     assert bob.flows() == []  # the responder failed at its receive; the node carries on

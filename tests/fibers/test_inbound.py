@@ -24,7 +24,7 @@ from fibers._messages import (
     decode_message,
     encode_message,
 )
-from fibers._node import Node
+from fibers._router import Router
 from fibers._state_machine import class_name
 from fibers._wire import encode
 from fibers.testing import MockNetwork
@@ -114,14 +114,14 @@ def test_handling_that_raises_drops_only_that_frame(
     handle = alice.start_flow(Ping(bob.party))
     [init] = mock_network.network.queue
     mock_network.network.queue.clear()
-    original = Node._handle_frame
+    original = Router.deliver
 
-    def flaky(node: Node, sender: Party, frame: bytes) -> None:
+    def flaky(router: Router, sender: Party, frame: bytes) -> None:
         if frame == b"boom":
             raise RuntimeError("a routing bug")
-        original(node, sender, frame)
+        original(router, sender, frame)
 
-    monkeypatch.setattr(Node, "_handle_frame", flaky)
+    monkeypatch.setattr(Router, "deliver", flaky)
     bob.deliver_batch([(alice.party, b"boom"), (init.sender, init.frame)])
     assert bob.frame_stats.failed == 1
     mock_network.run_network()
@@ -241,7 +241,7 @@ def test_messages_too_far_ahead_are_dropped_unacknowledged_and_counted(
     ]
     acks_before = len([m for m in mock_network.network.queue if m.recipient == bob.party])
     alice.deliver_batch(flood)
-    [(_, session)] = [v for v in alice._sessions.values()]
+    [(_, session)] = list(alice._router.sessions())
     assert session.out_of_order is not None
     assert len(session.out_of_order) == REORDER_WINDOW - 3  # numbers 3 .. WINDOW-1 buffered
     assert max(session.out_of_order) == REORDER_WINDOW - 1

@@ -1,0 +1,166 @@
+"""The scheduler of the step pipeline: which flow state machines a node runs, in which order,
+and when (docs/architecture.md, "The parts").
+
+It owns the node's running flow state machines (by run id), the run queue, the sleep timers,
+the retry timers of flows whose step could not be stored, and the event waiters. It knows
+nothing of messages or storage: ``run_until_idle`` runs each runnable state machine's step
+through the ``step`` callback and, once nothing is runnable, lets the commit stage commit the
+round (``commit_pending`` / ``commit``), until neither has work left.
+
+Contract: scheduler thread only; a state machine is in the run queue at most once (its
+``scheduled`` flag), and a finished or abandoned one is never queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from fibers._flow_logic import StateMachineRunId
+from fibers._state_machine import FlowStateMachine
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    """Run queue, timers, retry timers and event waiters of one node."""
+
+    def __init__(
+        self,
+        step: Callable[[FlowStateMachine], None],
+        commit_pending: Callable[[], bool],
+        commit: Callable[[], None],
+    ) -> None:
+        self._step = step
+        self._commit_pending = commit_pending
+        self._commit = commit
+        self._machines: dict[StateMachineRunId, FlowStateMachine] = {}
+        # Invariant: a machine is in _runnable exactly when its ``scheduled`` flag is set by
+        # ``schedule`` (``kill`` sets the flag without queueing, to keep it off the queue).
+        self._runnable: deque[FlowStateMachine] = deque()
+        self._timer_seq = itertools.count()
+        self._timers: list[tuple[datetime, int, FlowStateMachine]] = []
+        self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
+        self._event_waiters: dict[str, set[FlowStateMachine]] = {}
+        self._running = False
+
+    # ----- the state machines this node runs ------------------------------------------------------
+
+    def add(self, machine: FlowStateMachine) -> None:
+        """``machine`` runs on this node (until ``remove``)."""
+        self._machines[machine.run_id] = machine
+
+    def get(self, run_id: StateMachineRunId) -> FlowStateMachine | None:
+        """The running state machine ``run_id``, if any."""
+        return self._machines.get(run_id)
+
+    def remove(self, run_id: StateMachineRunId) -> None:
+        """``run_id`` no longer runs here (finished, parked, dropped or waiting for a retry)."""
+        self._machines.pop(run_id, None)
+
+    def machines(self) -> Iterator[FlowStateMachine]:
+        """The running state machines, in the order they were added."""
+        return iter(list(self._machines.values()))
+
+    def __len__(self) -> int:
+        return len(self._machines)
+
+    # ----- the run queue --------------------------------------------------------------------------
+
+    def schedule(self, machine: FlowStateMachine) -> None:
+        """Make ``machine`` runnable (no-op when queued already, finished or abandoned)."""
+        if not machine.scheduled and not machine.finished and not machine.abandoned:
+            machine.scheduled = True
+            self._runnable.append(machine)
+
+    def unschedule(self, machine: FlowStateMachine) -> None:
+        """Take ``machine`` off the run queue."""
+        if machine.scheduled:
+            self._runnable = deque(m for m in self._runnable if m is not machine)
+            machine.scheduled = False
+
+    @property
+    def running(self) -> bool:
+        """Whether ``run_until_idle`` is on the stack."""
+        return self._running
+
+    def run_until_idle(self) -> None:
+        """Run runnable state machines until every one waits for something, committing their
+        steps in one group commit per round. Re-entrant calls (from a flow or a result
+        callback) return at once: the outer loop picks the work up."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            while True:
+                while self._runnable:
+                    machine = self._runnable.popleft()
+                    machine.scheduled = False
+                    self._step(machine)
+                if not self._commit_pending():
+                    break
+                self._commit()
+        finally:
+            self._running = False
+
+    # ----- timers and waiters ---------------------------------------------------------------------
+
+    def wake_at(self, machine: FlowStateMachine, deadline: datetime) -> None:
+        """Make ``machine`` runnable once the clock reaches ``deadline``."""
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), machine))
+
+    def retry_at(self, run_id: StateMachineRunId, deadline: datetime) -> None:
+        """Retry ``run_id`` (from storage) once the clock reaches ``deadline``."""
+        heapq.heappush(self._retry_timers, (deadline, next(self._timer_seq), run_id))
+
+    @property
+    def retry_pending(self) -> bool:
+        """Whether a flow waits for its retry."""
+        return bool(self._retry_timers)
+
+    @property
+    def has_timers(self) -> bool:
+        """Whether any sleep or retry deadline is pending."""
+        return bool(self._timers or self._retry_timers)
+
+    def due_retries(self, now: datetime) -> list[StateMachineRunId]:
+        """The run ids whose retry is due at ``now`` (taken off the timers)."""
+        due = []
+        while self._retry_timers and self._retry_timers[0][0] <= now:
+            due.append(heapq.heappop(self._retry_timers)[2])
+        return due
+
+    def wake_due(self, now: datetime) -> int:
+        """Schedule every unfinished state machine whose deadline passed; how many."""
+        woken = 0
+        while self._timers and self._timers[0][0] <= now:
+            _, _, machine = heapq.heappop(self._timers)
+            if not machine.finished:
+                self.schedule(machine)
+                woken += 1
+        return woken
+
+    def next_deadline(self) -> datetime | None:
+        """The earliest pending sleep or retry deadline, if any."""
+        deadlines = [heap[0][0] for heap in (self._timers, self._retry_timers) if heap]
+        return min(deadlines, default=None)
+
+    def await_event(self, machine: FlowStateMachine, key: str) -> None:
+        """Wake ``machine`` the next time ``key`` is signalled."""
+        self._event_waiters.setdefault(key, set()).add(machine)
+
+    def signal(self, key: str) -> None:
+        """Schedule the state machines waiting for ``key``."""
+        for machine in self._event_waiters.pop(key, ()):
+            self.schedule(machine)
+
+    def clear(self) -> None:
+        """Forget everything (node stop); returns nothing, abandons nothing."""
+        self._machines.clear()
+        self._runnable.clear()
+        self._timers.clear()
+        self._retry_timers.clear()
+        self._event_waiters.clear()
