@@ -482,19 +482,8 @@ class Node:
         machine = self._scheduler.get(run_id)
         if machine is None or machine.finished:
             return False
-        if not machine.started:  # run it to its first suspension: the kill lands there
-            self._scheduler.unschedule(machine)
-            self._run_step(machine)
-            if machine.finished or machine.abandoned:
-                self.run_until_idle()
-                return True
-        machine.scheduled = True  # keep it off the run queue while it is being killed
-        try:
-            machine.kill = KilledFlowException(f"flow {run_id} was killed by an operator")
-            self._run_step(machine, machine.kill)
-        finally:
-            machine.scheduled = False
-        machine.end_greenlet()  # it caught the kill and was ended at its next request
+        self._scheduler.kill(machine, KilledFlowException(f"flow {run_id} was killed by an "
+                                                          "operator"))
         self.run_until_idle()
         return True
 

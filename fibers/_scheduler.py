@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from fibers._errors import KilledFlowException
 from fibers._flow_logic import StateMachineRunId
 from fibers._state_machine import FlowStateMachine
 
@@ -30,7 +31,7 @@ class Scheduler:
 
     def __init__(
         self,
-        step: Callable[[FlowStateMachine], None],
+        step: Callable[[FlowStateMachine, BaseException | None], None],
         commit_pending: Callable[[], bool],
         commit: Callable[[], None],
     ) -> None:
@@ -99,12 +100,29 @@ class Scheduler:
                 while self._runnable:
                     machine = self._runnable.popleft()
                     machine.scheduled = False
-                    self._step(machine)
+                    self._step(machine, None)
                 if not self._commit_pending():
                     break
                 self._commit()
         finally:
             self._running = False
+
+    def kill(self, machine: FlowStateMachine, error: KilledFlowException) -> None:
+        """Throw ``error`` into ``machine`` at its suspension (running it to its first one
+        when it has not started yet) and end it there: a flow that catches the kill is ended
+        at its next request. The caller runs a round afterwards."""
+        if not machine.started:  # run it to its first suspension: the kill lands there
+            self.unschedule(machine)
+            self._step(machine, None)
+            if machine.finished or machine.abandoned:
+                return
+        machine.scheduled = True  # keep it off the run queue while it is being killed
+        try:
+            machine.kill = error
+            self._step(machine, error)
+        finally:
+            machine.scheduled = False
+        machine.end_greenlet()  # it caught the kill and was ended at its next request
 
     # ----- timers and waiters ---------------------------------------------------------------------
 

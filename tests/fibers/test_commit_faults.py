@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from fibers import FlowLogic, Party, UnexpectedFlowEndException, initiating_flow, suspendable
-from fibers._commit import Redelivery
 from fibers._messages import (
     Ack,
     ExistingSessionMessage,
@@ -19,6 +18,7 @@ from fibers._messages import (
     encode_message,
 )
 from fibers._node import Node
+from fibers._redelivery import Redelivery
 from fibers._storage import FaultPlan
 from fibers.testing import MockNetwork
 from tests.fibers.test_durability import Answer, Collect
