@@ -81,10 +81,10 @@ class Node:
         self.network_map = network_map or NetworkMap()
         self.network_map.add(identity.party)
         self.strict_suspendable = strict_suspendable
-        self.services: Any = ServiceHub(self)
         self.storage = storage
         self.durable = storage is not None
         self.tokens = TokenContext()
+        self.services: Any = ServiceHub(self.info, self.clock, self.network_map, self.tokens)
         self.tokens.register(self.services)
         self.stopped = False
         self._draining = False
@@ -303,6 +303,13 @@ class Node:
             self._commit.unit_for(machine).after.append(action)
         else:
             self._commit.loose().after.append(action)
+
+    def flush_writes(self) -> None:
+        """Outside flows, commit the writes services made (``step_write``) now, so that a call
+        that returns has stored its effect. Inside a flow step (or a callback of the running
+        scheduler) they commit with the round instead."""
+        if current_fiber() is None:
+            self.run_until_idle()
 
     def on_flow_end(self, callback: Callable[[StateMachineRunId], object]) -> None:
         """Call ``callback(run_id)`` whenever a flow ends (completed, failed or killed), after

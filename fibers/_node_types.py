@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fibers._checkpoint import SerializeAsToken
+from fibers._checkpoint import SerializeAsToken, TokenContext
 from fibers._flow_logic import StateMachineRunId
 from fibers._identity import Party
 
 if TYPE_CHECKING:
-    from fibers._node import Node
+    from fibers._clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +105,13 @@ class ServiceHub(SerializeAsToken):
     """The node services a flow may use (``FlowLogic.service_hub``). The ledger layer extends
     it with storage, the vault and key management. Checkpoints hold it as a token."""
 
-    def __init__(self, node: Node) -> None:
-        self.my_info = node.info
-        self.clock = node.clock
-        self.network_map = node.network_map
+    def __init__(self, info: NodeInfo, clock: Clock, network_map: NetworkMap,
+                 tokens: TokenContext) -> None:
+        self.my_info = info
+        self.clock = clock
+        self.network_map = network_map
         self.installed: dict[str, SerializeAsToken] = {}
-        self._node = node
+        self._tokens = tokens
 
     def install(self, name: str, service: SerializeAsToken) -> None:
         """Make ``service`` reachable as ``service_hub.<name>``; checkpoints hold it as a token
@@ -119,4 +120,4 @@ class ServiceHub(SerializeAsToken):
             raise ValueError(f"the service hub already has a {name!r}")
         setattr(self, name, service)
         self.installed[name] = service
-        self._node.tokens.register(service)
+        self._tokens.register(service)

@@ -6,7 +6,8 @@ longer holds what the node last wrote. The node secret may come from the environ
 named by ``SECRET_ENV`` (``FIBERS_NODE_SECRET``) or the file named by ``SECRET_FILE_ENV``
 (``FIBERS_NODE_SECRET_FILE``); see docs/security.md. ``stored_identity(storage, name)`` is the
 node's identity kept in its storage, encrypted under the node secret (made on first use), as a
-node process loads it."""
+node process loads it. ``Txn`` is the transaction a node service's write function is given
+(see ``fibers.services.NodeService``)."""
 
 from fibers._identity import stored_identity
 from fibers._storage import (
@@ -15,7 +16,8 @@ from fibers._storage import (
     CorruptRecordError,
     NodeStorage,
     TamperedDatabaseError,
+    Txn,
 )
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "CorruptRecordError", "NodeStorage",
-           "TamperedDatabaseError", "stored_identity"]
+           "TamperedDatabaseError", "Txn", "stored_identity"]

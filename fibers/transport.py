@@ -80,13 +80,13 @@ class InMemoryTransport:
         return self._party
 
     def start(self, deliver: Deliver) -> None:
-        self._network._attach(self._party, deliver)
+        self._network.attach(self._party, deliver)
 
     def stop(self) -> None:
-        self._network._detach(self._party)
+        self._network.detach(self._party)
 
     def send(self, recipient: Party, frame: bytes) -> None:
-        self._network._send(InFlightMessage(self._party, recipient, frame))
+        self._network.post(InFlightMessage(self._party, recipient, frame))
 
     def __repr__(self) -> str:
         return f"<InMemoryTransport {self._party.name}>"
@@ -173,7 +173,8 @@ class InMemoryNetwork:
 
     # ----- the endpoints' side ----------------------------------------------------------------
 
-    def _attach(self, party: Party, deliver: Deliver) -> None:
+    def attach(self, party: Party, deliver: Deliver) -> None:
+        """Hand frames for ``party`` to ``deliver`` (its endpoint started)."""
         with self._lock:
             if party.name in self._receivers:
                 raise RuntimeError(f"the endpoint of {party} is already started")
@@ -185,11 +186,13 @@ class InMemoryNetwork:
             if waiting:  # under the lock: frames sent meanwhile must not overtake these
                 _deliver_runs(deliver, waiting)
 
-    def _detach(self, party: Party) -> None:
+    def detach(self, party: Party) -> None:
+        """Stop handing frames to ``party``; they stay queued (its endpoint stopped)."""
         with self._lock:
             self._receivers.pop(party.name, None)
 
-    def _send(self, message: InFlightMessage) -> None:
+    def post(self, message: InFlightMessage) -> None:
+        """Put ``message`` on the network (handed over at once when immediate)."""
         with self._lock:
             deliver = self._receivers.get(message.recipient.name) if self.immediate else None
             if deliver is None:

@@ -9,7 +9,7 @@ from typing import overload
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fibers import Party
-from fibers._wire import whitelisted_name
+from fibers.wire import whitelisted_name
 from ledger._contracts import Contract, contract_class, contract_name
 from ledger._crypto import sign
 from ledger._states import (

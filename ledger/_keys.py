@@ -29,16 +29,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from fibers import _wire
-from fibers._storage import CorruptRecordError
+from fibers import wire
 from fibers.services import journaled
+from fibers.storage import CorruptRecordError
 from ledger._crypto import DigitalSignature, SecureHash, describe_key, public_key_bytes, sign
 from ledger._services import LedgerService
 from ledger._transactions import SignedTransaction
 
 if TYPE_CHECKING:
-    from fibers._node import Node
-    from fibers._storage import Txn
+    from fibers import Node
+    from fibers.storage import Txn
 
 __all__ = ["KeyManagementService"]
 
@@ -132,7 +132,7 @@ class KeyManagementService(LedgerService):
             evicted.append(self._own_sigs.popitem(last=False)[0])
         storage = self._storage
         if storage is not None:
-            value = _wire.encode((sequence, tuple(sorted(merged, key=_wire.encode))))
+            value = wire.encode((sequence, tuple(sorted(merged, key=wire.encode))))
 
             def write(txn: Txn) -> None:
                 storage.put_sealed(txn, _SIGS_DB, tx_id.bytes, value)
@@ -194,7 +194,7 @@ class KeyManagementService(LedgerService):
         entries: list[tuple[int, SecureHash, frozenset[DigitalSignature]]] = []
         with storage.read() as txn:
             for key, blob in storage.prefix_items(txn, _SIGS_DB, b""):
-                match _wire.decode(storage.unseal(_SIGS_DB, key, blob)):
+                match wire.decode(storage.unseal(_SIGS_DB, key, blob)):
                     case (int() as sequence, tuple() as sigs) if all(
                             isinstance(sig, DigitalSignature) and sig.by in ours
                             for sig in sigs):

@@ -4,7 +4,7 @@ A transaction is five *component groups*, always in this order (a group's index 
 position): ``0 inputs`` (StateRefs), ``1 outputs`` (TransactionStates), ``2 commands``,
 ``3 notary`` (zero or one Party), ``4 time_window`` (zero or one TimeWindow).
 
-- Component ``i`` of group ``g`` is the bytes ``fibers._wire.encode(component)``.
+- Component ``i`` of group ``g`` is the bytes ``fibers.wire.encode(component)``.
 - Its nonce is ``SHA-256(privacy_salt ‖ g as 4 bytes big-endian ‖ i as 4 bytes big-endian)``:
   the 32-byte random salt makes equal transactions differ and hides unrevealed components from
   someone who sees only hashes; revealing one nonce reveals nothing about the salt or the others.
@@ -27,7 +27,7 @@ import struct
 from collections.abc import Sequence
 from typing import Final
 
-from fibers._wire import encode
+from fibers.wire import encode
 from ledger._crypto import ZERO_HASH, SecureHash
 
 __all__ = ["GROUPS", "component_nonce", "group_hash", "leaf_hash", "merkle_root"]

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import struct
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
-from fibers import Party, SerializeAsToken
-from fibers._state_machine import current_fiber
+from fibers import Party
+from fibers.services import NodeService
 from ledger._crypto import HASH_SIZE, SecureHash
 from ledger._states import StateRef
 
 if TYPE_CHECKING:
-    from fibers._node import Node
-    from fibers._storage import NodeStorage, Txn
+    from fibers import Node
 
 __all__ = [
     "LEDGER_SERVICE_NAMES",
@@ -64,13 +63,13 @@ def ref_from_key(key: bytes) -> StateRef:
     return StateRef(SecureHash(key[:HASH_SIZE]), _INDEX.unpack(key[HASH_SIZE:])[0])
 
 
-class LedgerService(SerializeAsToken):
-    """Base of the ledger's node services: the node, its storage, and the write helpers of the
-    storage model in the module docstring."""
+class LedgerService(NodeService):
+    """Base of the ledger's node services: a ``NodeService`` (its node, its storage, and the
+    write helpers of the storage model in the module docstring) whose databases are opened
+    when it is built."""
 
     def __init__(self, node: Node, databases: Iterable[str]) -> None:
-        self._node = node
-        self._storage: NodeStorage | None = node.storage
+        super().__init__(node)
         if self._storage is not None:
             # Opening a database needs LMDB's write lock, which a running group commit holds:
             # it has to happen now, before any step writes to it. Every ledger database is
@@ -78,33 +77,6 @@ class LedgerService(SerializeAsToken):
             # starting (fibers._storage_guard, docs/security.md).
             for name in databases:
                 self._storage.guard(name)
-
-    def _write(self, write: Callable[[Txn], object]) -> None:
-        """Make ``write`` part of the current flow step (or of the next commit)."""
-        self._node.step_write(write)
-
-    def _after_commit(self, landed: Callable[[Txn], bool], action: Callable[[], object]) -> None:
-        """Run ``action`` after the commit, if ``landed(txn)`` finds the write in storage.
-
-        A step that failed alone has its writes rolled back while the other steps' after-commit
-        actions still run, so an action must check that its own write is there.
-        """
-        storage = self._storage
-
-        def run() -> None:
-            if storage is not None:
-                with storage.read() as txn:
-                    if not landed(txn):
-                        return
-            action()
-
-        self._node.after_commit(run)
-
-    def _flush(self) -> None:
-        """Outside flows, commit the pending writes now (inside a flow they commit with its
-        step; a call from a callback of the running scheduler is committed by its loop)."""
-        if current_fiber() is None:
-            self._node.run_until_idle()
 
 
 # ----- notaries on the network --------------------------------------------------------------------

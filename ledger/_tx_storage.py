@@ -19,16 +19,15 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Final
 
-from fibers import StateMachineRunId, _wire
-from fibers._stream import Stream
-from fibers.services import journaled
+from fibers import StateMachineRunId, wire
+from fibers.services import Stream, journaled
 from ledger._crypto import HASH_SIZE, SecureHash
 from ledger._services import LedgerService
 from ledger._transactions import SignedTransaction
 
 if TYPE_CHECKING:
-    from fibers._node import Node
-    from fibers._storage import NodeStorage, Txn
+    from fibers import Node
+    from fibers.storage import NodeStorage, Txn
     from ledger._vault import VaultService
 
 __all__ = ["TransactionStorage"]
@@ -73,7 +72,7 @@ class TransactionStorage(LedgerService):
         tx_id = stx.id
         if tx_id in self._txs:
             return False
-        key, value = tx_id.bytes, _wire.encode((next(self._seq), stx))
+        key, value = tx_id.bytes, wire.encode((next(self._seq), stx))
         vault: VaultService | None = getattr(self._node.services, "vault", None)
         if vault is not None:
             vault._notify(stx)  # first: it may raise (a state's code); its write joins ours
@@ -117,7 +116,7 @@ class TransactionStorage(LedgerService):
         """
         if not isinstance(stx, SignedTransaction):
             raise TypeError(f"stage takes a SignedTransaction, got {type(stx).__qualname__}")
-        value = _wire.encode(stx)
+        value = wire.encode(stx)
         tx_id = stx.id
         if tx_id in self._txs:
             return len(value)
@@ -185,7 +184,7 @@ class TransactionStorage(LedgerService):
         loaded: list[tuple[int, SecureHash, SignedTransaction, int]] = []
         with storage.read() as txn:
             for key, blob in storage.prefix_items(txn, _DB, b""):
-                record = _wire.decode(storage.unseal(_DB, key, blob))
+                record = wire.decode(storage.unseal(_DB, key, blob))
                 match record:
                     case (int() as seq, SignedTransaction() as stx):
                         loaded.append((seq, SecureHash(key), stx, len(blob)))
@@ -204,7 +203,7 @@ class TransactionStorage(LedgerService):
         staged: dict[StateMachineRunId, dict[SecureHash, SignedTransaction]] = {}
         with storage.read() as txn:
             for key, blob in storage.prefix_items(txn, _SCRATCH, b""):
-                stx = _wire.decode(storage.unseal(_SCRATCH, key, blob))
+                stx = wire.decode(storage.unseal(_SCRATCH, key, blob))
                 if not isinstance(stx, SignedTransaction) or len(key) != 16 + HASH_SIZE:
                     raise ValueError(f"record {key.hex()} in database {_SCRATCH!r} is not a "
                                      "staged SignedTransaction")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from fibers import Party, _wire
+from fibers import Party, wire
 from fibers.services import journaled
 from ledger._crypto import HASH_SIZE, SecureHash
 from ledger._notary_errors import NotaryError, NotaryException
@@ -18,8 +18,8 @@ from ledger._services import LedgerService, ref_from_key, ref_key
 from ledger._states import MAX_OUTPUT_INDEX, StateRef
 
 if TYPE_CHECKING:
-    from fibers._node import Node
-    from fibers._storage import Txn
+    from fibers import Node
+    from fibers.storage import Txn
 
 __all__ = ["UniquenessProvider", "check_refs"]
 
@@ -75,7 +75,7 @@ class UniquenessProvider(LedgerService):
             self._commits.update(dict.fromkeys(new, (tx_id, caller)))
             return {}
         # Everything that can fail is done before memory changes.
-        value = _wire.encode((tx_id, caller))
+        value = wire.encode((tx_id, caller))
         keys = [ref_key(ref) for ref in new]
 
         def write(txn: Txn) -> None:
@@ -113,7 +113,7 @@ class UniquenessProvider(LedgerService):
         commits: dict[StateRef, tuple[SecureHash, str]] = {}
         with storage.read() as txn:
             for key, blob in storage.prefix_items(txn, _DB, b""):
-                match _wire.decode(storage.unseal(_DB, key, blob)):
+                match wire.decode(storage.unseal(_DB, key, blob)):
                     case (SecureHash() as tx_id, str() as caller):
                         commits[ref_from_key(key)] = (tx_id, caller)
                     case _:

@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from fibers import FlowException, Party, StateMachineRunId, _wire, serializable
-from fibers._stream import Stream
-from fibers.services import journaled
+from fibers import FlowException, Party, StateMachineRunId, serializable, wire
+from fibers.services import Stream, journaled
 from ledger._crypto import SecureHash
 from ledger._errors import _rebuild
 from ledger._services import LedgerService, ref_from_key, ref_key
@@ -33,8 +32,8 @@ from ledger._states import ContractState, OwnableState, StateAndRef, StateRef, T
 from ledger._transactions import SignedTransaction
 
 if TYPE_CHECKING:
-    from fibers._node import Node
-    from fibers._storage import Txn
+    from fibers import Node
+    from fibers.storage import Txn
 
 __all__ = [
     "InsufficientStatesException", "StatesNotAvailableException", "VaultService", "VaultUpdate",
@@ -153,7 +152,7 @@ class VaultService(LedgerService):
 
     def _store(self, tx_id: SecureHash, update: VaultUpdate) -> None:
         storage = self._storage
-        puts = [(ref_key(s.ref), _wire.encode(s.state)) for s in update.produced]
+        puts = [(ref_key(s.ref), wire.encode(s.state)) for s in update.produced]
         spent = [ref_key(s.ref) for s in update.consumed]
         spender = tx_id.bytes
         if storage is not None:
@@ -379,7 +378,7 @@ class VaultService(LedgerService):
         consumed: dict[StateRef, SecureHash] = {}
         with storage.read() as txn:
             for key, blob in storage.prefix_items(txn, _STATES, b""):
-                state = _wire.decode(storage.unseal(_STATES, key, blob))
+                state = wire.decode(storage.unseal(_STATES, key, blob))
                 if not isinstance(state, TransactionState):
                     raise ValueError(f"record {key.hex()} in database {_STATES!r} is not a "
                                      "TransactionState")

@@ -32,7 +32,7 @@ def test_the_seams_export_exactly_their_interfaces() -> None:
     assert sorted(fibers.runtime.__all__) == ["ManualDriver", "NodeRuntime", "NodeStoppedError"]
     assert sorted(fibers.storage.__all__) == ["CorruptRecordError", "NodeStorage", "SECRET_ENV",
                                               "SECRET_FILE_ENV", "TamperedDatabaseError",
-                                              "stored_identity"]
+                                              "Txn", "stored_identity"]
     assert sorted(fibers.progress_view.__all__) == [
         "FlowTreesView", "STATIC_MARKER", "describe_error", "render_tracker", "summary_line"]
     for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view):
