@@ -117,11 +117,11 @@ class CommitQueue:
     def __bool__(self) -> bool:
         return bool(self._units)
 
-    def for_flow(self, fiber: FlowStateMachine) -> Unit:
-        """``fiber``'s unit of this round, made on first use."""
-        unit = self._by_flow.get(fiber)
+    def for_flow(self, machine: FlowStateMachine) -> Unit:
+        """``machine``'s unit of this round, made on first use."""
+        unit = self._by_flow.get(machine)
         if unit is None:
-            unit = self._by_flow[fiber] = self.new_unit(fiber)
+            unit = self._by_flow[machine] = self.new_unit(machine)
         return unit
 
     def new_unit(self, owner: FlowStateMachine | None = None) -> Unit:

@@ -15,7 +15,8 @@ Why an ended session's record can go. The initiator keeps its init in its outbox
 it after a restart, until it knows the responder stored it. Every message the responder sends
 in the session is sent only after the init is stored, so the initiator forgets its init (deletes
 it from its outbox) in the same commit that stores, or drops, the first message it receives in
-the session, and acknowledges that message only after the commit (``Node._on_session_message``).
+the session, and acknowledges that message only after the commit (see the router,
+``fibers._router``).
 So once the initiator acknowledged any of the responder's messages, it will never send the init
 again, and once the responder has also finished, nothing can ask for the session any more.
 

@@ -81,6 +81,8 @@ class Hospital:
         # in this process; one parked before the restart has an entry and no machine).
         self._entries: dict[StateMachineRunId, HospitalEntry] = {}
         self._parked: dict[StateMachineRunId, FlowStateMachine] = {}
+        # Invariant: a run id is in at most one of _entries, _waiting and the scheduler's
+        # running machines; _tries counts failed commits of one not yet finished.
         self._tries: dict[StateMachineRunId, int] = {}
         self._unstarted: dict[StateMachineRunId, bytes] = {}  # start records never committed
         # Flows waiting for a retry, abandoned: their result futures go to the restored flows.

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from fibers._annotations import check_restorable, flow_version_of, initiating_class_of
 from fibers._checkpoint import SerializeAsToken, TokenContext, dumps, loads
-from fibers._checkpoint_store import CheckpointStore
+from fibers._checkpoint_store import CheckpointStore, StoredFlow
 from fibers._clock import Clock, SystemClock
 from fibers._commit import CommitStage, Frames
 from fibers._errors import FlowConfigurationError, KilledFlowException
@@ -262,19 +262,11 @@ class Node:
             callback(run_id)
 
     def _commit_round(self) -> None:
-        self._commit.commit(self._hospital.step_failed, self._reload_services)
+        self._commit.commit(self._hospital.step_failed, self.services.reload_from_storage)
 
-    def _restore_one(self, stored: Any) -> None:
+    def _restore_one(self, stored: StoredFlow) -> None:
         assert self._restore is not None, "only a node with storage restores"
         self._restore.restore(stored)
-
-    def _reload_services(self) -> None:
-        """After steps were lost, services whose memory ran ahead of storage start again from
-        what was committed (services opt in with a ``reload_from_storage()`` method)."""
-        for service in self.services.installed.values():
-            reload = getattr(service, "reload_from_storage", None)
-            if callable(reload):
-                reload()
 
     # ----- hooks for node services --------------------------------------------------------------
 

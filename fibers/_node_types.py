@@ -121,3 +121,11 @@ class ServiceHub(SerializeAsToken):
         setattr(self, name, service)
         self.installed[name] = service
         self._tokens.register(service)
+
+    def reload_from_storage(self) -> None:
+        """After steps were lost, services whose memory ran ahead of storage start again from
+        what was committed (services opt in with a ``reload_from_storage()`` method)."""
+        for service in self.installed.values():
+            reload = getattr(service, "reload_from_storage", None)
+            if callable(reload):
+                reload()

@@ -39,8 +39,8 @@ class Scheduler:
         self._commit_pending = commit_pending
         self._commit = commit
         self._machines: dict[StateMachineRunId, FlowStateMachine] = {}
-        # Invariant: a machine is in _runnable exactly when its ``scheduled`` flag is set by
-        # ``schedule`` (``kill`` sets the flag without queueing, to keep it off the queue).
+        # Invariant: each machine in _runnable is there once and has its ``scheduled`` flag set
+        # (``kill`` also sets the flag, without queueing, to keep the machine off the queue).
         self._runnable: deque[FlowStateMachine] = deque()
         self._timer_seq = itertools.count()
         self._timers: list[tuple[datetime, int, FlowStateMachine]] = []
