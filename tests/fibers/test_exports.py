@@ -4,9 +4,11 @@ errors, and the seams (transport, runtime, storage) another implementation plugs
 import fibers
 import fibers.progress_view
 import fibers.runtime
+import fibers.services
 import fibers.storage
 import fibers.testing
 import fibers.transport
+import fibers.wire
 
 
 def test_fibers_exports_exactly_the_design_names_and_the_node() -> None:
@@ -35,7 +37,12 @@ def test_the_seams_export_exactly_their_interfaces() -> None:
                                               "Txn", "stored_identity"]
     assert sorted(fibers.progress_view.__all__) == [
         "FlowTreesView", "STATIC_MARKER", "describe_error", "render_tracker", "summary_line"]
-    for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view):
+    # what node services are written with (the ledger's among them), and the wire codec
+    assert sorted(fibers.services.__all__) == [
+        "NodeService", "SerializeAsToken", "Stream", "journaled"]
+    assert sorted(fibers.wire.__all__) == ["decode", "encode", "whitelisted_name"]
+    for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view,
+                   fibers.services, fibers.wire):
         for name in module.__all__:
             assert getattr(module, name) is not None
 
