@@ -85,6 +85,7 @@ class Router:
 
     @property
     def durable(self) -> bool:
+        """Whether what arrives is stored (the node has storage)."""
         return self._checkpoints is not None
 
     # ----- responders -----------------------------------------------------------------------------
