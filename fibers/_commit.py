@@ -448,8 +448,8 @@ class CommitStage:
         if self.durable:
             self._unacked.sent(key, self._clock.now())
 
-    def resent_at_restart(self, key: bytes) -> None:
-        """An outbox message was re-sent after a restart: re-send it again until acked."""
+    def resent(self, key: bytes) -> None:
+        """An outbox message was sent again (restart, reconnect): re-send it until acked."""
         self._unacked.sent(key, self._clock.now())
 
     @property

@@ -100,7 +100,7 @@ class Restore:
                 self._outbox_record_corrupt(key, frame)
             else:
                 self.resend(split_message_key(key)[0], frame)
-                self._commit.resent_at_restart(key)
+                self._commit.resent(key)
                 sent += 1
         return sent
 
