@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import logging
 import struct
-import sys
-import types
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fibers import _wire
-from fibers._annotations import is_suspendable
 from fibers._checkpoint import (
+    SnapshotCache,
     TokenContext,
     Unserialisable,
     capture_frames,
@@ -46,7 +44,7 @@ from fibers._journal import JournalEntry, Snapshot, decode_entry, encode_entry
 from fibers._storage import CorruptRecordError, NodeStorage, Txn, journal_key
 
 if TYPE_CHECKING:
-    from fibers._state_machine import FlowStateMachine
+    from fibers._stack import FlowStack
 
 DATABASES = ("flows", "flow_status", "journal", "snapshots", "outbox", "inbox", "dedup")
 _SESSION = struct.Struct(">QB")
@@ -125,26 +123,21 @@ class CheckpointStore:
         for name in DATABASES:
             storage.db(name)  # open outside any write group (LMDB needs its own txn for it)
 
-    # ----- capture (in the flow's greenlet, at a suspension) ----------------------------------
+    # ----- capture (in the flow's greenlet, at a suspension) ---------------------------------
 
-    def snapshot(self, fiber: FlowStateMachine, waiting: str, with_locals: bool) -> Snapshot:
-        """The @suspendable frames on the current stack, outermost first, with their locals
-        when ``with_locals`` (else only the call chain, lines and wait: enough to verify)."""
-        frames: list[types.FrameType] = []
-        frame: types.FrameType | None = sys._getframe(1)
-        run_code = _run_code()
-        while frame is not None and frame.f_code is not run_code:
-            if is_suspendable(frame.f_code):
-                frames.append(frame)
-            frame = frame.f_back
-        frames.reverse()
+    def snapshot(
+        self, stack: FlowStack, waiting: str, cache: SnapshotCache | None, with_locals: bool
+    ) -> Snapshot:
+        """The snapshot of a flow suspended with ``stack`` (see ``fibers._stack``): its
+        ``@suspendable`` call chain, lines and wait, and their locals when ``with_locals`` (else
+        only what verifying a restored flow's place needs). ``cache`` is the flow's own (see
+        ``capture_frames``)."""
+        frames = stack.suspendable
         return Snapshot(
-            call_chain=tuple(f.f_code.co_qualname for f in frames),
-            lines=tuple(f.f_lineno for f in frames),
+            call_chain=stack.call_chain,
+            lines=stack.lines,
             waiting=waiting,
-            frames=encode_snapshots(
-                capture_frames(frames, self.tokens, _summarise_flow, fiber.snapshot_cache)
-            )
+            frames=encode_snapshots(capture_frames(frames, self.tokens, _summarise_flow, cache))
             if with_locals
             else b"",
         )
@@ -381,10 +374,3 @@ def _decode_snapshot(data: bytes) -> Snapshot:
 def _uuid(key: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=key)
 
-
-def _run_code() -> types.CodeType:
-    # Deferred: _state_machine imports this module's callers; the code object is the frame
-    # that bounds a flow's stack.
-    from fibers._state_machine import RUN_CODE
-
-    return RUN_CODE

@@ -11,16 +11,21 @@ Hierarchy::
     ├── NondeterminismError                replay of a restored flow diverged from its journal
     ├── SuspendableError                   a flow suspended with unmarked functions on its stack
     ├── FlowConfigurationError             a flow class is annotated or registered inconsistently
-    └── SerializationError (ValueError)    a value cannot cross the wire (see ``fibers._wire``)
+    └── SerializationError (ValueError)    a value cannot cross the wire (``fibers._wire``)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+# The codec owns its error (it raises it); it is re-exported here with the engine's others.
+from fibers._wire import SerializationError, serializable
 
-class SerializationError(ValueError):
-    """A value cannot be encoded for, or decoded from, the wire."""
+__all__ = [
+    "FlowConfigurationError", "FlowException", "HospitalizeFlowException", "KilledFlowException",
+    "NondeterminismError", "ReceiveTimeoutException", "SerializationError", "SuspendableError",
+    "UnexpectedFlowEndException",
+]
 
 
 class FlowException(Exception):
@@ -36,8 +41,6 @@ class FlowException(Exception):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every FlowException subclass may cross the wire to a counterparty: whitelist it.
         super().__init_subclass__(**kwargs)
-        from fibers._wire import serializable
-
         serializable(cls)
 
     def __init__(self, message: str | None = None, *args: object) -> None:
@@ -47,6 +50,10 @@ class FlowException(Exception):
     def message(self) -> str | None:
         """The message the exception was raised with, or None."""
         return str(self.args[0]) if self.args else None
+
+
+# Its subclasses whitelist themselves in __init_subclass__; the base is one too.
+serializable(FlowException)
 
 
 class UnexpectedFlowEndException(FlowException):

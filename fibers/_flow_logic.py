@@ -1,8 +1,9 @@
 """``FlowLogic``: the base class of every flow, and the small value types flows see.
 
 A flow's methods never touch the network or storage themselves: each IO operation becomes a
-request object handed to ``FlowStateMachine.execute`` (see ``fibers._state_machine``), the one
-place where requests are performed, recorded and, after a restart, replayed.
+request object (``fibers._io``) handed to its state machine's ``execute``, which performs it in
+``fibers._requests``, the one place where requests are performed, journaled and, after a
+restart, answered again from the journal.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fibers import _io
-from fibers._errors import FlowConfigurationError, FlowException
+from fibers._errors import FlowConfigurationError
 from fibers._identity import Party
 from fibers._wire import serializable
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# FlowException's subclasses whitelist themselves (see FlowException.__init_subclass__).
-serializable(FlowException)
 
 
 @serializable
@@ -116,12 +114,8 @@ class FlowLogic(Generic[T]):
     be used from inside ``call`` (or functions it calls) while the flow runs in its node.
     """
 
-    # Set by the engine when the flow starts; None while the flow object is merely constructed.
-    _fiber: FlowStateMachine | None = None
-    # The flow whose sessions this flow uses: itself when it is an initiating or top-level flow,
-    # its parent's session owner when it is an inlined sub-flow.
-    _session_owner: FlowLogic[Any] | None = None
-    _flow_index: int = 0
+    # The engine's hook (see ``bind``); None while the flow object is merely constructed.
+    _binding: FlowBinding | None = None
 
     def call(self) -> T:
         """The flow's body. Override and mark with ``@suspendable``."""
@@ -249,17 +243,40 @@ class FlowLogic(Generic[T]):
 
     @property
     def _state_machine(self) -> FlowStateMachine:
-        fiber = self._fiber
-        if fiber is None:
+        binding = self._binding
+        if binding is None:
             raise FlowConfigurationError(
                 f"{type(self).__qualname__} is not running: start it with node.start_flow(...) "
                 "or self.sub_flow(...) instead of calling call() directly"
             )
-        return fiber
+        return binding.machine
 
     def __getstate__(self) -> dict[str, Any]:
-        # The engine's attachments are rebuilt on restore; the checkpoint keeps only user state.
+        # The engine's binding is rebuilt on restore; the checkpoint keeps only user state.
         state = self.__dict__.copy()
-        for name in ("_fiber", "_session_owner", "_flow_index"):
-            state.pop(name, None)
+        state.pop("_binding", None)
         return state
+
+
+@dataclass(frozen=True, slots=True)
+class FlowBinding:
+    """How the engine attached a flow (or sub-flow) to the state machine running it.
+
+    ``index`` numbers the flow within its run (0 for the top-level flow, then sub-flows in the
+    order they start); ``session_owner`` is the flow whose sessions it uses: itself when it is
+    a top-level or ``@initiating_flow`` flow, its parent's session owner when it is an inlined
+    sub-flow."""
+
+    machine: FlowStateMachine
+    index: int
+    session_owner: FlowLogic[Any]
+
+
+def bind(flow: FlowLogic[Any], binding: FlowBinding) -> None:
+    """Attach ``flow`` to the state machine running it (engine only, once per flow object)."""
+    flow._binding = binding
+
+
+def binding_of(flow: FlowLogic[Any]) -> FlowBinding | None:
+    """The engine's binding of ``flow``, or None when it has not been started."""
+    return flow._binding

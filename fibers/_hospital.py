@@ -37,7 +37,8 @@ from fibers._messages import encode_message
 from fibers._node_types import HospitalEntry, NetworkMap
 from fibers._router import Route, Router
 from fibers._scheduler import Scheduler
-from fibers._state_machine import FlowStateMachine, class_name
+from fibers._sessions import class_name
+from fibers._state_machine import FlowStateMachine
 from fibers._storage import Txn
 
 __all__ = ["Hospital", "parked_routes"]
@@ -283,9 +284,8 @@ class Hospital:
             for peer, key, frame in frames:
                 self._commit.send_tracked(peer, key, frame)
             self._flow_ended(run_id)
-            result = old.result if old is not None else None
-            if result is not None and not result.done():
-                result.set_exception(KilledFlowException(
+            if old is not None:
+                old.fail_result(KilledFlowException(
                     f"flow {run_id} was killed by an operator in the hospital"))
 
         if self._checkpoints is None:

@@ -17,7 +17,8 @@ from fibers._identity import Party
 from fibers._journal import describe_wait
 from fibers._node_types import FlowSummary
 from fibers._scheduler import Scheduler
-from fibers._state_machine import FlowStateMachine, class_name
+from fibers._sessions import class_name
+from fibers._state_machine import FlowStateMachine
 
 __all__ = ["Inspection", "summary"]
 

@@ -13,10 +13,13 @@ counterparty expects next, so it raises ``UnexpectedFlowEndException`` at its ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fibers._checkpoint_store import StoredFlow
 from fibers._messages import ErrorEnd, ExistingSessionMessage, InitialSessionMessage
-from fibers._state_machine import FlowStateMachine
+
+if TYPE_CHECKING:
+    from fibers._state_machine import FlowStateMachine
 
 
 @dataclass(slots=True)
@@ -59,20 +62,20 @@ def sessions_from_records(stored: StoredFlow) -> list[OpenSession]:
     return list(open_.values())
 
 
-def sessions_in_memory(fiber: FlowStateMachine) -> list[OpenSession]:
+def sessions_in_memory(machine: FlowStateMachine) -> list[OpenSession]:
     """The sessions of a parked flow on a node without storage: the messages of the step that
     parked it are still in its outbox, never sent, so each session's next number is the
     first of them; a session whose init is among them was never heard of."""
     unsent_inits: set[int] = set()
     first_unsent: dict[tuple[int, bool], int] = {}
-    for _, message in fiber.outbox:
+    for _, message in machine.outbox:
         if isinstance(message, InitialSessionMessage):
             unsent_inits.add(message.initiator_session_id)
         else:
             key = (message.session_id, not message.to_initiator)
             first_unsent[key] = min(first_unsent.get(key, message.seq), message.seq)
     sessions = []
-    for s in fiber.sessions.values():
+    for s in machine.sessions.values():
         if s.peer_ended or s.rejected is not None or s.closed:
             continue
         if s.we_initiated and s.session_id in unsent_inits:

@@ -25,7 +25,13 @@ from fibers._checkpoint_store import CheckpointStore, StoredFlow
 from fibers._clock import Clock, SystemClock
 from fibers._commit import CommitStage, Frames
 from fibers._errors import FlowConfigurationError, KilledFlowException
-from fibers._flow_logic import FlowHandle, FlowLogic, FlowProgressHandle, StateMachineRunId
+from fibers._flow_logic import (
+    FlowHandle,
+    FlowLogic,
+    FlowProgressHandle,
+    StateMachineRunId,
+    binding_of,
+)
 from fibers._hospital import Hospital
 from fibers._identity import NodeIdentity, Party
 from fibers._inbound import FrameStats
@@ -42,7 +48,8 @@ from fibers._restore import Restore
 from fibers._router import ResponderFactory, Router
 from fibers._scheduler import Scheduler
 from fibers._session import FlowSession
-from fibers._state_machine import FlowStateMachine, class_name, current_fiber
+from fibers._sessions import class_name
+from fibers._state_machine import FlowStateMachine, current_machine
 from fibers._storage import NodeStorage, Txn
 from fibers._tracking import label_stream
 from fibers.transport import Transport
@@ -185,7 +192,7 @@ class Node:
                 f"node {self.party} is draining: it starts no new flows until "
                 "set_flows_draining_mode(False)"
             )
-        if flow._fiber is not None:
+        if binding_of(flow) is not None:
             raise FlowConfigurationError(f"{type(flow).__qualname__} has already been started")
         if self.durable:
             check_restorable(type(flow), "start the flow")
@@ -276,7 +283,7 @@ class Node:
         together with the journal record of the flow that caused them."""
         if not self.durable:
             return
-        machine = current_fiber()
+        machine = current_machine()
         if machine is not None and machine.node is self:
             machine.extra_writes.append(write)
         else:
@@ -290,7 +297,7 @@ class Node:
         if not self.durable:
             action()
             return
-        machine = current_fiber()
+        machine = current_machine()
         if machine is not None and machine.node is self and not machine.abandoned:
             self._commit.unit_for(machine).after.append(action)
         else:
@@ -300,7 +307,7 @@ class Node:
         """Outside flows, commit the writes services made (``step_write``) now, so that a call
         that returns has stored its effect. Inside a flow step (or a callback of the running
         scheduler) they commit with the round instead."""
-        if current_fiber() is None:
+        if current_machine() is None:
             self.run_until_idle()
 
     def on_flow_end(self, callback: Callable[[StateMachineRunId], object]) -> None:

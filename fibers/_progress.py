@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeAlias
 
 from rich.tree import Tree
 
+from fibers._progress_view import render_tracker
 from fibers._stream import Stream
 
 __all__ = ["Change", "Position", "ProgressTracker", "Rendering", "Step", "Structural"]
@@ -563,9 +564,6 @@ class ProgressTracker:
         See :func:`fibers._progress_view.render_tracker` for the layout and for titled or
         animated trees.
         """
-        # Imported here because the view module builds on this one.
-        from fibers._progress_view import render_tracker
-
         return render_tracker(self)
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.segment import Segment
@@ -22,8 +23,11 @@ from rich.spinner import Spinner
 from rich.text import Text
 from rich.tree import Tree
 
-from fibers._progress import Change, ProgressTracker
 from fibers._stream import Subscription
+
+if TYPE_CHECKING:
+    # Types only: the tracker module renders itself with this one (ProgressTracker.__rich__).
+    from fibers._progress import Change, ProgressTracker
 
 __all__ = ["STATIC_MARKER", "FlowTreesView", "describe_error", "render_tracker", "summary_line"]
 

@@ -4,7 +4,10 @@ A restored flow re-runs its code from the start. Each request it makes is answer
 journal (``fibers._journal``) instead of being performed, until the journal is used up; then
 the next request must be the checkpoint's *pending* request, the one its frame snapshot was
 taken in. ``Replay`` holds the journal cursor and that expected snapshot, and words what went
-wrong when the code does something else (the flow state machine parks the flow with it).
+wrong when the code does something else. ``FlowJournal`` is the journal part of one state
+machine: the records of the current step (live) and the ``Replay`` of a restored flow; on a
+divergence it calls the state machine back, which parks the flow (see docs/checkpoint-format.md,
+"Journal records" and "Replay").
 
 Replay is complete: ending, failing, or making any request other than the recorded ones and
 then the pending one is a divergence, detected before anything the flow produced can leave the
@@ -12,6 +15,9 @@ node (replayed messages are never emitted again; a new one is refused before it 
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NoReturn
 
 from fibers._journal import JournalEntry, Snapshot, describe_entry
 
@@ -74,3 +80,87 @@ class Replay:
             f"the code now suspends in {' > '.join(actual.call_chain)} waiting for "
             f"{actual.waiting}"
         )
+
+
+class FlowJournal:
+    """The journal of one state machine: what its requests recorded in the current step, and
+    while it is restored, the way back to its checkpoint.
+
+    ``diverge(where)`` is called (and does not return) when the code does not do what the
+    records say; ``where`` names the record and what the code did instead."""
+
+    __slots__ = ("_diverge", "_replay", "journaling", "length", "new_entries")
+
+    def __init__(self, journaling: bool, diverge: Callable[[str], NoReturn]) -> None:
+        self.journaling = journaling
+        self._diverge = diverge
+        # Invariant: length counts every record the flow made, committed or in new_entries
+        # (so a step's records are stored at indexes length - len(new_entries) onwards).
+        self.length = 0
+        self.new_entries: list[JournalEntry] = []
+        # None while live: the replay ends when the restored flow reaches its checkpoint.
+        self._replay: Replay | None = None
+
+    def start_replay(self, journal: list[JournalEntry], expected: Snapshot | None) -> None:
+        """Answer the next requests from ``journal`` (a restore), then expect ``expected``."""
+        self._replay = Replay(journal, expected) if journal or expected is not None else None
+        self.length = len(journal)
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the flow is re-running requests answered from its journal."""
+        return self._replay is not None and self._replay.replaying
+
+    def peek(self) -> JournalEntry | None:
+        """The next record to replay, or None when live or the journal is used up."""
+        return self._replay.peek() if self._replay is not None else None
+
+    def replayed(self, *key: object) -> JournalEntry | None:
+        """In replay: the next record, checked to start with ``key`` (else a divergence); None
+        when the journal is used up or there is none."""
+        replay = self._replay
+        entry = replay.peek() if replay is not None else None
+        if entry is None:
+            return None
+        assert replay is not None
+        if entry[: len(key)] != key:
+            self.diverged(f"the code now did {describe_entry(key)}")
+        replay.advance()
+        return entry
+
+    def record(self, entry: JournalEntry) -> None:
+        """Record a completed live request (refused while the checkpoint is not reached)."""
+        self.check_live(entry)
+        if self.journaling:
+            self.new_entries.append(entry)
+            self.length += 1
+
+    def check_live(self, key: tuple[object, ...]) -> None:
+        """A request the journal does not hold is refused until the restored flow has reached
+        its checkpoint's pending request: a new request there would be new output."""
+        if self._replay is not None and self._replay.expected is not None:
+            self.diverged(f"the code now did {describe_entry(key)} first")
+
+    def check_done(self, outcome: str) -> None:
+        """A restored flow may only end once past its checkpoint; ``outcome`` is how it
+        ended ("returned", "raised ...")."""
+        if self._replay is not None and not self._replay.done:
+            self.diverged(f"the code now {outcome}")
+
+    def take_expected(self) -> Snapshot | None:
+        """The checkpoint a restored flow that used up its journal must now be at (None when
+        there is none to check); the replay is over after this."""
+        replay = self._replay
+        if replay is None or replay.replaying:
+            return None
+        self._replay = None
+        return replay.expected
+
+    def misplaced(self, expected: Snapshot, actual: Snapshot) -> str | None:
+        """Why the flow is not where its checkpoint says (see ``Replay.misplaced``)."""
+        return Replay.misplaced(expected, actual, self.length)
+
+    def diverged(self, what: str) -> NoReturn:
+        """Report that the code did ``what`` where the records say otherwise."""
+        assert self._replay is not None
+        self._diverge(self._replay.divergence(what, self.length))

@@ -38,7 +38,8 @@ from fibers._messages import (
 )
 from fibers._scheduler import Scheduler
 from fibers._session import FlowSession
-from fibers._state_machine import FlowStateMachine, app_name_of
+from fibers._sessions import app_name_of
+from fibers._state_machine import FlowStateMachine
 
 __all__ = ["ResponderFactory", "Route", "Router"]
 
@@ -188,8 +189,7 @@ class Router:
         is the only copy."""
         session = FlowSession(initiator, session_id, False, 0, next_send_seq=0, next_recv_seq=1)
         session.peer_info = peer_info
-        machine.sessions[(0, initiator.name)] = session
-        machine.session_history.append(session)
+        machine.session_table.adopt(session)
         self.register(machine, session)
         confirm = Confirm(0, our_version, app_name_of(type(machine.flow)))
         machine.outbox.append(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 
 from fibers import _io
 from fibers._journal import digest_arguments
-from fibers._state_machine import current_fiber
+from fibers._state_machine import current_machine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,14 +27,14 @@ def journaled(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: object, *args: Any, **kwargs: Any) -> Any:
-        fiber = current_fiber()
-        if fiber is None:
+        machine = current_machine()
+        if machine is None:
             return method(self, *args, **kwargs)
         call = _io.ServiceCall(
             method.__qualname__,
             digest_arguments(args, kwargs),
             lambda: method(self, *args, **kwargs),
         )
-        return fiber.execute(call)
+        return machine.execute(call)
 
     return cast(F, wrapper)

@@ -55,13 +55,16 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from fibers._errors import SerializationError
-
 __all__ = [
     "MAX_DEPTH", "MAX_MESSAGE_SIZE", "SerializationError", "decode", "describe_error", "encode",
     "is_whitelisted",
     "register_custom_type", "serializable", "unregister", "whitelisted_class", "whitelisted_name",
 ]
+
+
+class SerializationError(ValueError):
+    """A value cannot be encoded for, or decoded from, the wire."""
+
 
 MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 MAX_DEPTH: Final = 100

@@ -25,7 +25,7 @@ from fibers._messages import (
     encode_message,
 )
 from fibers._router import Router
-from fibers._state_machine import class_name
+from fibers._sessions import class_name
 from fibers._wire import encode
 from fibers.testing import MockNetwork
 from tests.fibers.test_sessions import Ping

@@ -32,9 +32,6 @@ NODE_SIDE = (
 ALLOWED_PRIVATE = {
     # Run ids are minted by the engine only (and made deterministic by the golden tests).
     ("_node", "StateMachineRunId._new"),
-    # Whether a flow is already bound to a state machine: the flow side's binding
-    # (``binding_of`` on branch d2 replaces it).
-    ("_node", "flow._fiber"),
 }
 # (file, private ledger module) still imported by finance or cli; each should become public.
 KNOWN_PRIVATE_LEDGER_IMPORTS = {

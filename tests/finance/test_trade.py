@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from fibers import FlowException, FlowHandle, FlowLogic, Party, suspendable
 from fibers._annotations import is_startable_by_rpc
+from fibers._flow_logic import binding_of
 from fibers._node import Node
 from finance import (
     Amount,
@@ -137,9 +138,10 @@ def buyer_outcome(trade: Trade) -> object:
     """What the one Buyer flow of ``trade`` returned or failed with (its engine keeps a
     responder's outcome though nobody asked for its result future)."""
     [flow] = trade.buyers
-    fiber = flow._fiber
-    assert fiber is not None and fiber.finished
-    return fiber.failure if fiber.failure is not None else fiber._result_value
+    binding = binding_of(flow)
+    assert binding is not None and binding.machine.finished
+    machine = binding.machine
+    return machine.failure if machine.failure is not None else machine.result_value
 
 
 def assert_nothing_traded(trade: Trade) -> None:

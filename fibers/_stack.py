@@ -1,0 +1,102 @@
+"""One walk over a flow's stack, for both the ``@suspendable`` check and the frame snapshot;
+the only module that reads a flow's frames (``flows_on_stack`` serves inspection).
+
+At each request that may suspend, the state machine walks the flow greenlet's stack once
+(``walk``): every frame from the request's caller to the bottom of the greenlet (whose
+outermost frame has no ``f_back``). The walk sorts the frames into
+
+* *unmarked* ones: user functions not marked ``@suspendable`` (refused or warned about, see
+  ``unmarked_message``), and
+* *suspendable* ones: the ``@suspendable`` frames, outermost first, whose locals the frame
+  snapshot captures (docs/checkpoint-format.md, "Frame snapshots").
+
+Framework frames (files of this package) and comprehension frames are neither: the former are
+rebuilt by replay, the latter belong to the function containing them, which is itself checked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from fibers._annotations import is_suspendable
+from fibers._flow_logic import FlowLogic
+
+_FRAMEWORK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Comprehensions run in frames of their own on Python 3.11 but belong to the function that
+# contains them; replay re-runs them like any other code.
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+# Verdicts of _may_be_on_stack by code object: the walk runs at every potential suspension.
+_ALLOWED_ON_STACK: dict[types.CodeType, bool] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStack:
+    """A flow's stack at one request: the unmarked user frames (code, line; innermost first)
+    and the ``@suspendable`` frames (outermost first)."""
+
+    unmarked: list[tuple[types.CodeType, int]]
+    suspendable: list[types.FrameType]
+
+    @property
+    def call_chain(self) -> tuple[str, ...]:
+        """The qualnames of the ``@suspendable`` frames, outermost first."""
+        return tuple(f.f_code.co_qualname for f in self.suspendable)
+
+    @property
+    def lines(self) -> tuple[int, ...]:
+        """The current lines of the ``@suspendable`` frames, outermost first."""
+        return tuple(f.f_lineno for f in self.suspendable)
+
+
+def walk(depth: int = 1) -> FlowStack:
+    """The stack of the caller's caller (``depth`` frames above this call) down to the bottom of
+    the running greenlet."""
+    unmarked: list[tuple[types.CodeType, int]] = []
+    marked: list[types.FrameType] = []
+    frame: types.FrameType | None = sys._getframe(depth + 1)
+    allowed = _ALLOWED_ON_STACK
+    while frame is not None:
+        code = frame.f_code
+        if is_suspendable(code):
+            marked.append(frame)
+        else:
+            ok = allowed.get(code)
+            if ok is None:
+                ok = allowed[code] = _may_be_on_stack(code)
+            if not ok:
+                unmarked.append((code, frame.f_lineno))
+        frame = frame.f_back
+    marked.reverse()
+    return FlowStack(unmarked, marked)
+
+
+def flows_on_stack(frame: types.FrameType | None) -> list[FlowLogic[Any]]:
+    """The flow objects (``self`` of the frames: a flow and its sub-flows) on the stack from
+    ``frame`` down, innermost first, each once; for inspecting a suspended flow."""
+    found: list[FlowLogic[Any]] = []
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, FlowLogic) and all(owner is not f for f in found):
+            found.append(owner)
+        frame = frame.f_back
+    return found
+
+
+def unmarked_message(flow_name: str, request: str, stack: FlowStack) -> str:
+    """The error (or warning) for a suspension with unmarked user functions on the stack."""
+    lines = "\n".join(f"  - {c.co_qualname} ({c.co_filename}:{line})"
+                      for c, line in stack.unmarked)
+    return (
+        f"{flow_name} suspended in {request}() with functions that are not marked "
+        f"@suspendable on its stack:\n{lines}\nMark each of them with @suspendable "
+        "(from fibers import suspendable): every function on a flow's stack when it waits "
+        "must be marked so that its frame is checkpointed and restored."
+    )
+
+
+def _may_be_on_stack(code: types.CodeType) -> bool:
+    return code.co_filename.startswith(_FRAMEWORK_DIR) or code.co_name in _COMPREHENSIONS
