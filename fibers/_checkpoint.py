@@ -114,7 +114,8 @@ class TokenContext:
                 "register it with TokenContext.register before restoring flows"
             ) from None
 
-    def _persistent_id(self, obj: SerializeAsToken) -> tuple[str, str]:
+    def persistent_id(self, obj: SerializeAsToken) -> tuple[str, str]:
+        """How a checkpoint refers to the registered service ``obj``."""
         token = self._tokens.get(id(obj))
         if token is None:
             # Resolving by token would silently substitute this node's service for another one.
@@ -124,7 +125,8 @@ class TokenContext:
             )
         return (_SERVICE, token)
 
-    def _persistent_load(self, pid: object) -> object:
+    def persistent_load(self, pid: object) -> object:
+        """The live service a checkpoint's reference ``pid`` names."""
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == _SERVICE):
             raise CheckpointError(f"unknown persistent id {pid!r} in checkpoint")
         token = pid[1]
@@ -144,7 +146,7 @@ class _Pickler(pickle.Pickler):
 
     def persistent_id(self, obj: object) -> object:
         if isinstance(obj, SerializeAsToken):
-            return self._tokens._persistent_id(obj)
+            return self._tokens.persistent_id(obj)
         return None
 
 
@@ -154,7 +156,7 @@ class _Unpickler(pickle.Unpickler):
         self._tokens = tokens
 
     def persistent_load(self, pid: object) -> object:
-        return self._tokens._persistent_load(pid)
+        return self._tokens.persistent_load(pid)
 
 
 class _DillPickler(dill.Pickler):  # type: ignore[misc]  # dill ships no type information
@@ -166,7 +168,7 @@ class _DillPickler(dill.Pickler):  # type: ignore[misc]  # dill ships no type in
 
     def persistent_id(self, obj: object) -> object:
         if isinstance(obj, SerializeAsToken):
-            return self._tokens._persistent_id(obj)
+            return self._tokens.persistent_id(obj)
         if isinstance(obj, _RESOURCE_TYPES) and not isinstance(obj, _IN_MEMORY_IO):
             raise TypeError(f"cannot checkpoint {_type_name(obj)}: an OS resource")
         return None
@@ -178,7 +180,7 @@ class _DillUnpickler(dill.Unpickler):  # type: ignore[misc]  # dill ships no typ
         self._tokens = tokens
 
     def persistent_load(self, pid: object) -> object:
-        return self._tokens._persistent_load(pid)
+        return self._tokens.persistent_load(pid)
 
 
 def dumps(obj: object, tokens: TokenContext) -> bytes:

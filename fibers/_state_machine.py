@@ -386,7 +386,12 @@ class FlowStateMachine:
         ``successor``: the same flow restored for a retry, so that handles taken before the
         retry see its result."""
         if self._result is not None:
-            successor._result = self._result
+            successor.inherit_result(self._result)
+
+    def inherit_result(self, future: Future[Any]) -> None:
+        """Complete ``future`` (a predecessor's, see ``hand_over_result``) with this flow's
+        result."""
+        self._result = future
 
     def settle_result(self) -> None:
         """Complete the result future (after the final step committed), if anyone asked for
