@@ -7,7 +7,7 @@ Encoding: the C ``pickle.Pickler`` (protocol 5) first, and only if it fails (lam
 local classes...) the whole object again with ``dill`` (~40x slower). A one-byte tag in front says
 which unpickler reads it back. Node services (``SerializeAsToken``) are never copied: they pickle
 as a persistent id ``("svc", token)`` and load as the live instance registered under that token
-in the restoring node's ``TokenContext``.
+in the restoring node's ``TokenContext``. Where these bytes are stored: docs/checkpoint-format.md.
 """
 
 from __future__ import annotations

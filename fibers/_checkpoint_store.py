@@ -13,7 +13,8 @@ Databases (all values sealed with the node's HMAC, see ``NodeStorage.seal``):
                     pruned once ended on both sides (``fibers._dedup`` says how growth is bounded)
 
 A message key is ``peer name, 0, session id (8 bytes), direction (1 byte), seq (4 bytes)``, so
-a prefix scan returns one session's messages in order.
+a prefix scan returns one session's messages in order. docs/checkpoint-format.md describes every
+record, its encoding and sealing; tests/fibers/golden pins them byte for byte.
 """
 
 from __future__ import annotations

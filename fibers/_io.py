@@ -1,8 +1,9 @@
 """The IO requests a flow hands to its state machine.
 
 Every interaction of a flow with the world outside its own objects is one of these requests,
-executed by ``FlowStateMachine.execute``. Keeping them as plain values is what lets the engine
-journal each completed request and, after a restart, answer it again from the journal.
+handed to its state machine's ``execute`` and performed in ``fibers._requests``. Keeping them as
+plain values is what lets the engine journal each completed request and, after a restart,
+answer it again from the journal (docs/checkpoint-format.md, "Journal records").
 """
 
 from __future__ import annotations

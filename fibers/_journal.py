@@ -25,7 +25,8 @@ Entries are encoded with the wire codec: plain values only, deterministic, no co
 Replay is complete: a restored flow must make exactly the recorded requests, in order, and then
 the checkpoint's pending request (the one its snapshot waits in). Ending, failing or making any
 other request first parks it with a NondeterminismError naming the record, before anything it
-produced can leave the node.
+produced can leave the node. The format, and the golden files pinning it, are described in
+docs/checkpoint-format.md.
 """
 
 from __future__ import annotations

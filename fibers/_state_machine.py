@@ -376,11 +376,6 @@ class FlowStateMachine:
             self._result = Future()
         return self._result
 
-    @property
-    def result_requested(self) -> bool:
-        """Whether anyone took the result future (so it must be completed)."""
-        return self._result is not None
-
     def hand_over_result(self, successor: FlowStateMachine) -> None:
         """Give this (abandoned) flow's result future, if anyone asked for it, to
         ``successor``: the same flow restored for a retry, so that handles taken before the
@@ -457,5 +452,3 @@ def _attach_child_tracker(parent: FlowLogic[Any], child: FlowLogic[Any]) -> None
         parent_tracker.current_step = ProgressTracker.STARTING
     parent_tracker.set_child_tracker(parent_tracker.current_step, child_tracker)
 
-
-SessionFactory = Callable[[Party], FlowLogic[Any]]

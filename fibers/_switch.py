@@ -56,11 +56,6 @@ class Switch:
         return bool(self._greenlet) or self._greenlet.dead
 
     @property
-    def inside(self) -> bool:
-        """Whether the caller runs in the flow's own greenlet."""
-        return getcurrent() is self._greenlet
-
-    @property
     def suspended_frame(self) -> FrameType | None:
         """The innermost frame of the suspended flow (its stack can be read from there to its
         bottom), or None when it never ran, runs or ended."""
