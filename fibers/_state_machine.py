@@ -100,9 +100,13 @@ class FlowStateMachine:
         self.extra_writes: list[Callable[[Any], object]] = []
         self.session_table = SessionTable(self, node, self.journal, self.emit)
         # Invariant: abandoned is set when the engine parks (hospital) or drops (node stop) the
-        # flow; from then on its greenlet has no further effect on the node.
+        # flow; from then on its greenlet has no further effect on the node. A flow parked from
+        # inside (hospital_diagnosis set) is abandoned and HOSPITALIZED.
         self.abandoned = False
         self.hospital_diagnosis: str | None = None
+        # The snapshot of the flow's last suspension: written with the step when it did IO,
+        # else the one already stored (or, for a restored flow, the one it was verified
+        # against).
         self.snapshot: Snapshot | None = None
         self.start_record: bytes | None = None
         self.needs_refeed = False
@@ -111,7 +115,9 @@ class FlowStateMachine:
         self.kill: KilledFlowException | None = None
         # Pickled frozen values reused between this flow's snapshots (see capture_frames).
         self.snapshot_cache: SnapshotCache = {}
-        # The stack of the request being performed (suspending requests only), walked once.
+        # Invariant: set exactly while a request that may suspend is being performed: the
+        # stack walked once for it, used by the @suspendable check and by every snapshot
+        # taken before the request returns (the flow's own frames do not move meanwhile).
         self._stack: FlowStack | None = None
         self._switch = Switch(self._run, self)
         bind(flow, FlowBinding(self, 0, flow))
