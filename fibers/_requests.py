@@ -5,8 +5,10 @@ on replay, answered again from the journal.
 it. Each handler follows the same pattern: while the restored flow replays, the next journal
 record must match the request (else the flow is parked, see ``fibers._replay``) and its
 recorded result is the answer; live, the request is performed, waiting (``machine.suspend``)
-as long as its condition does not hold, and its result recorded. The records are listed in
-docs/checkpoint-format.md ("Journal records").
+as long as its condition does not hold, and its result recorded. The session records a
+request implies (``open`` on first contact, ``recv_end`` when the peer ended) are written by
+the session table (``fibers._sessions``) on the handler's behalf, within the same request. The
+records are listed in docs/checkpoint-format.md ("Journal records").
 """
 
 from __future__ import annotations
