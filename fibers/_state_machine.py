@@ -85,8 +85,9 @@ class FlowStateMachine:
         # The value the flow returned, once it COMPLETED.
         self.result_value: object = None
         # What the suspended flow waits for: a FlowSession, a sleep deadline, an event
-        # request, or None while it runs. Set by the node's scheduler too (scheduled).
+        # request, or None while it runs (the node wakes it by what arrives).
         self.waiting: object = None
+        # Whether the flow is on the node's run queue (the scheduler's flag).
         self.scheduled = False
         # Invariant: finished is set once, with status COMPLETED/FAILED/KILLED and failure.
         self.finished = False
@@ -108,7 +109,9 @@ class FlowStateMachine:
         # else the one already stored (or, for a restored flow, the one it was verified
         # against).
         self.snapshot: Snapshot | None = None
+        # The encoded start record, until the step that writes it is taken by the node.
         self.start_record: bytes | None = None
+        # Set on a restored flow: its stored inbox is fed to it once its first step is done.
         self.needs_refeed = False
         # Set by the operator's kill: the flow ends KILLED at its next request, whatever it
         # does with the KilledFlowException thrown into it.
