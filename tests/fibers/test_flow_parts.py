@@ -1,5 +1,6 @@
-"""The flow side's parts on their own: the switch protocol, the journal with its replay, the
-stack walk. Each is driven directly, without a node, against the contract in its docstring."""
+"""The flow side's parts: the switch protocol, the journal with its replay, the stack walk.
+Each is driven directly, without a node, against the contract in its docstring; then in a node,
+the switch protocol's refusal of foreign IO and the one walk per suspending request."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ from typing import NoReturn
 import pytest
 from greenlet import GreenletExit  # type: ignore[import-untyped]
 
-from fibers import FlowConfigurationError, suspendable
+import fibers._stack
+import fibers._state_machine
+from fibers import (
+    FlowConfigurationError,
+    FlowLogic,
+    Party,
+    initiated_by,
+    initiating_flow,
+    suspendable,
+)
+from fibers._flow_logic import binding_of
 from fibers._journal import Snapshot
 from fibers._replay import FlowJournal
 from fibers._stack import FlowStack, unmarked_message, walk
 from fibers._switch import Switch, owner_of_current
+from fibers.testing import MockNetwork
 
 # ----- the switch protocol ----------------------------------------------------------------------
 
@@ -192,3 +204,63 @@ def test_one_walk_finds_both_the_marked_frames_and_the_unmarked_ones() -> None:
     assert message.startswith("MyFlow suspended in receive() with functions that are not "
                               "marked @suspendable on its stack:\n  - _unmarked (")
     assert "Mark each of them with @suspendable" in message
+
+
+# ----- in a node: the switch protocol's refusal and the single walk ---------------------------
+
+
+@initiating_flow
+class Ask(FlowLogic[int]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> int:
+        self.send(self.other, 1)
+        first = self.receive(self.other, int).unwrap(int)
+        return first + self.receive(self.other, int).unwrap(int)
+
+
+@initiated_by(Ask)
+class Answer(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        question = self.receive(self.other, int).unwrap(int)
+        self.send(self.other, question + 1)
+        self.send(self.other, question + 2)
+
+
+def test_io_from_outside_the_flows_greenlet_names_the_likely_cause() -> None:
+    with MockNetwork() as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        flow = Ask(bob.party)
+        alice.start_flow(flow)  # suspended in its first receive: nothing delivered yet
+        assert binding_of(flow).machine.status.name == "SUSPENDED"  # type: ignore[union-attr]
+        with pytest.raises(FlowConfigurationError, match=r"outside its own greenlet.*thread"):
+            flow.receive(bob.party, int)
+        network.run_network()
+        binding = binding_of(flow)
+        assert binding is not None and binding.machine.result_value == 5
+
+
+def test_each_suspending_request_walks_the_stack_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    walks: list[tuple[str, ...]] = []
+    real_walk = fibers._state_machine.walk
+
+    def counting_walk(depth: int = 1) -> fibers._stack.FlowStack:
+        stack = real_walk(depth + 1)
+        walks.append(stack.call_chain)
+        return stack
+
+    monkeypatch.setattr(fibers._state_machine, "walk", counting_walk)
+    with MockNetwork() as network:  # durable: every suspension takes a frame snapshot
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        handle = alice.start_flow(Ask(bob.party))
+        network.run_network()
+        assert handle.result.result(timeout=0) == 5
+    ask, answer = (f"{cls.__qualname__}.call" for cls in (Ask, Answer))
+    # one walk per receive (two in Ask, one in Answer), shared by check and snapshot
+    assert sorted(walks) == sorted([(ask,), (ask,), (answer,)])

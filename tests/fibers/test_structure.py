@@ -1,13 +1,16 @@
-"""The structure of the engine, checked on its source (``ast``) and at run time.
+"""The structure of the engine, checked on its source (``ast``); see docs/architecture.md,
+"The parts", and docs/checkpoint-format.md.
 
-* No import cycle among ``fibers`` modules, counting the imports executed when a module is
-  imported: module level, not under ``if TYPE_CHECKING:`` and not inside functions.
-* No import inside a function that exists to dodge a cycle (``DEFERRED_IMPORTS`` lists those
-  kept, each with its reason; today none).
-* The flow side's parts touch no other object's underscore attributes, and one module walks a
-  flow's stack (``fibers._stack``): the ``@suspendable`` check and the frame snapshot share it.
-* The switch protocol's error names the likely cause when a flow does IO from outside its
-  greenlet, and each potentially suspending request walks the stack once.
+* No import cycle among ``fibers`` modules, counting every import that runs: at module level
+  and inside functions, not the type-only ones under ``if TYPE_CHECKING:``.
+* No import deferred into a function to dodge a cycle (``DEFERRED_IMPORTS`` lists those kept,
+  each with its reason; today none).
+* The parts, node side and flow side, touch no other object's underscore attributes: they talk
+  through small, named methods.
+* One module reads a flow's frames (``fibers._stack``): the ``@suspendable`` check, the frame
+  snapshot and inspection share it.
+* ``ledger``, ``finance`` and ``cli`` import no private ``fibers`` name; ``finance`` and
+  ``cli`` import only the private ``ledger`` names listed here (to be made public).
 """
 
 from __future__ import annotations
@@ -18,52 +21,51 @@ from pathlib import Path
 
 import pytest
 
-import fibers._state_machine
-from fibers import FlowConfigurationError, FlowLogic, Party, initiated_by, initiating_flow
-from fibers import suspendable as suspendable_
-from fibers._flow_logic import binding_of
-from fibers.testing import MockNetwork
+import fibers
 
 PACKAGE = Path(fibers.__file__).parent
+ROOT = PACKAGE.parent
 
-# (importing module, imported module) -> why the import must run inside a function.
-DEFERRED_IMPORTS: dict[tuple[str, str], str] = {}
-
-# The flow side's parts (docs/checkpoint-format.md): none touches another object's privates.
+# The node side (docs/architecture.md): the facade, its parts, the seams and the runtime.
+NODE_SIDE = (
+    "_commit", "_dedup", "_hospital", "_inbound", "_inspection", "_node",
+    "_node_service", "_node_types", "_redelivery", "_restore", "_router", "_scheduler",
+    "runtime", "services", "storage", "transport", "wire",
+)
+# The flow side (docs/checkpoint-format.md): the state machine and its parts.
 FLOW_SIDE = (
     "_annotations", "_checkpoint", "_checkpoint_store", "_flow_host", "_flow_logic", "_io",
     "_journal", "_kill", "_replay", "_requests", "_session", "_sessions", "_stack",
     "_state_machine", "_switch",
 )
-# Underscore names of other objects the flow side may use: the standard library's.
-ALLOWED_PRIVATE = {("sys", "_getframe")}
+# (module, expression) of underscore names the parts may still use, with the reason.
+ALLOWED_PRIVATE = {
+    # Run ids are minted by the engine only (and made deterministic by the golden tests).
+    ("_node", "StateMachineRunId._new"),
+    # The one stack walk reads frames (fibers._stack).
+    ("_stack", "sys._getframe"),
+    # The module that owns a flow's engine binding, behind bind() and binding_of().
+    ("_flow_logic", "flow._binding"),
+}
+# (importing module, imported module) -> why the import must run inside a function.
+DEFERRED_IMPORTS: dict[tuple[str, str], str] = {}
+# (file, private ledger module) still imported by finance or cli; each should become public.
+KNOWN_PRIVATE_LEDGER_IMPORTS = {
+    ("finance/_cash_flows.py", "ledger._transactions"),
+    ("finance/_trade.py", "ledger._crypto"),
+    ("finance/_trade.py", "ledger._resolution"),
+    ("finance/_trade.py", "ledger._tx_flows"),
+}
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
-
-def _imported(node: ast.Import | ast.ImportFrom, module: str) -> set[str]:
-    """The fibers modules ``node`` (in ``module``) imports. ``from fibers import _io`` imports
-    the submodule; the package itself counts only when a name is taken from it."""
-    if isinstance(node, ast.Import):
-        return {a.name for a in node.names if a.name in MODULES}
-    if node.level:
-        package = module.split(".")
-        if MODULES[module].name != "__init__.py":
-            package = package[:-1]
-        base = ".".join(package[: len(package) - node.level + 1])
-        target = f"{base}.{node.module}" if node.module else base
-    else:
-        target = node.module or ""
-    found = {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES}
-    if target in MODULES and len(found) < len(node.names):
-        found.add(target)
-    return found
+Import = ast.Import | ast.ImportFrom
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -72,40 +74,58 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-Imports = Iterator[tuple[ast.Import | ast.ImportFrom, bool]]
+def _imports(tree: ast.AST, *, type_only: bool) -> Iterator[tuple[Import, bool]]:
+    """Every import in ``tree`` (those under ``if TYPE_CHECKING:`` only if ``type_only``),
+    with whether it is deferred (inside a function)."""
+
+    def visit(node: ast.AST, deferred: bool) -> Iterator[tuple[Import, bool]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child) and not type_only:
+                for stmt in child.orelse:
+                    yield from visit(stmt, deferred)
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                yield child, deferred
+            inner = deferred or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                   ast.Lambda))
+            yield from visit(child, inner)
+
+    yield from visit(tree, False)
 
 
-def _visit(body: list[ast.stmt], at_import: bool) -> Imports:
-    for node in body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node, at_import
-        elif isinstance(node, ast.If) and _is_type_checking(node):
-            yield from _visit(node.orelse, at_import)
-        else:
-            inner = at_import and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            for field in ("body", "orelse", "finalbody"):
-                yield from _visit(getattr(node, field, None) or [], inner)
-            for part in (getattr(node, "handlers", None) or []) + (
-                    getattr(node, "cases", None) or []):
-                yield from _visit(part.body, inner)
+def _targets(node: Import, module: str) -> set[str]:
+    """The fibers modules ``node`` (in ``module``) imports. ``from fibers import _io`` imports
+    the submodule; the package itself counts only when a name is taken from it."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names if a.name in MODULES}
+    base = node.module or ""
+    if node.level:
+        package = module.split(".")
+        if MODULES[module].name != "__init__.py":
+            package = package[:-1]
+        prefix = ".".join(package[: len(package) - node.level + 1])
+        base = f"{prefix}.{base}" if base else prefix
+    found = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
+    if base in MODULES and len(found) < len(node.names):
+        found.add(base)
+    return found
 
 
-def _imports(module: str) -> Imports:
-    """Each import of ``module`` with whether it runs at import time."""
-    path = MODULES[module]
-    yield from _visit(ast.parse(path.read_text(), str(path)).body, True)
+def _tree(module: str) -> ast.Module:
+    return ast.parse(MODULES[module].read_text(), str(MODULES[module]))
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the fibers modules it imports at import time (packages count as modules)."""
-    return {m: {t for node, now in _imports(m) if now for t in _imported(node, m)} - {m}
+def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the fibers modules it imports (deferred ones included)."""
+    return {m: {t for node, _ in _imports(_tree(m), type_only=type_only)
+                for t in _targets(node, m)} - {m}
             for m in MODULES}
 
 
 def deferred_imports() -> set[tuple[str, str]]:
     """(module, imported fibers module) for every import inside a function."""
-    return {(m, t) for m in MODULES for node, now in _imports(m) if not now
-            for t in _imported(node, m)}
+    return {(m, t) for m in MODULES for node, deferred in _imports(_tree(m), type_only=False)
+            if deferred for t in _targets(node, m)}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -118,7 +138,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     def connect(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
-        for w in graph[v]:
+        for w in sorted(graph[v]):
             if w not in index:
                 connect(w)
                 low[v] = min(low[v], low[w])
@@ -140,18 +160,29 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_checker_sees_imports_at_import_time_only() -> None:
+def test_the_checker_finds_cycles_and_tells_import_kinds_apart() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = import_graph()
+    assert "fibers._scheduler" in graph["fibers._node"]
     assert "fibers._wire" in graph["fibers._errors"]
     assert "fibers._errors" not in graph["fibers._wire"]
-    # type-only imports do not count: _flow_logic names the state machine for mypy only
-    assert "fibers._state_machine" not in graph["fibers._flow_logic"]
-    assert "fibers._flow_logic" in graph["fibers._state_machine"]
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert "fibers._node" not in graph["fibers._node_service"]  # type-only: not counted
+    assert "fibers._node" in import_graph(type_only=True)["fibers._node_service"]
+    deferred = ast.parse("def f():\n    from fibers import _io\nimport fibers._wire\n")
+    assert [(ast.unparse(n), d) for n, d in _imports(deferred, type_only=False)] == [
+        ("from fibers import _io", True), ("import fibers._wire", False)]
 
 
 def test_fibers_has_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
+
+
+@pytest.mark.xfail(strict=False, reason="type-only imports still loop: the flow side names "
+                   "FlowStateMachine in the modules it composes (_requests, _sessions, "
+                   "_flow_host, _flow_logic's binding) and the node side names Node in "
+                   "_node_types/_node_service; _progress_view names ProgressTracker")
+def test_fibers_has_no_import_cycle_even_counting_type_only_imports() -> None:
+    assert cycles(import_graph(type_only=True)) == []
 
 
 def test_no_import_is_deferred_into_a_function_to_dodge_a_cycle() -> None:
@@ -160,9 +191,10 @@ def test_no_import_is_deferred_into_a_function_to_dodge_a_cycle() -> None:
     assert deferred_imports() == set(DEFERRED_IMPORTS)
 
 
-def test_the_flow_side_touches_no_other_objects_private_fields() -> None:
+@pytest.mark.parametrize("side", [NODE_SIDE, FLOW_SIDE], ids=["node side", "flow side"])
+def test_the_parts_touch_no_other_objects_private_fields(side: tuple[str, ...]) -> None:
     offences = []
-    for name in FLOW_SIDE:
+    for name in side:
         path = PACKAGE / f"{name}.py"
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
@@ -171,77 +203,47 @@ def test_the_flow_side_touches_no_other_objects_private_fields() -> None:
             owner = node.value
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                 continue
-            if isinstance(owner, ast.Name) and (owner.id, node.attr) in ALLOWED_PRIVATE:
+            if (name, ast.unparse(node)) in ALLOWED_PRIVATE:
                 continue
-            if name == "_flow_logic" and node.attr == "_binding":
-                continue  # the module owning a flow's binding, through bind()/binding_of()
             offences.append(f"fibers/{name}.py:{node.lineno}: {ast.unparse(node)}")
     assert offences == []
 
 
-def test_one_module_walks_flow_stacks() -> None:
-    walkers = sorted(
-        name for name, path in MODULES.items()
-        if "_getframe" in path.read_text() or ".f_back" in path.read_text()
-    )
-    assert walkers == ["fibers._stack"]
+def test_one_module_reads_flow_frames() -> None:
+    readers = sorted(name for name, path in MODULES.items()
+                     if any(word in path.read_text() for word in ("_getframe", ".f_back",
+                                                                   "gr_frame")))
+    assert readers == ["fibers._stack", "fibers._switch"]  # _switch: where a suspended
+    # greenlet's stack starts (Switch.suspended_frame); _stack walks it
 
 
-# ----- run time: the switch protocol and the single walk ------------------------------------
+def _private_imports(package: str, private_of: str) -> set[tuple[str, str]]:
+    """(file, module) for each import in ``package`` of a private module of ``private_of``
+    (``private_of._x``), or of an underscore name from it."""
+    found = set()
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        where = str(path.relative_to(ROOT))
+        for node, _ in _imports(tree, type_only=True):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif node.level == 0 and node.module is not None:
+                modules = [node.module] + [
+                    f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == private_of and any(p.startswith("_") for p in parts[1:]):
+                    found.add((where, module))
+    return found
 
 
-@initiating_flow
-class Ask(FlowLogic[int]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable_
-    def call(self) -> int:
-        self.send(self.other, 1)
-        first = self.receive(self.other, int).unwrap(int)
-        return first + self.receive(self.other, int).unwrap(int)
+@pytest.mark.parametrize("package", ["ledger", "finance", "cli"])
+def test_no_private_fibers_name_is_imported_by(package: str) -> None:
+    assert _private_imports(package, "fibers") == set()
 
 
-@initiated_by(Ask)
-class Answer(FlowLogic[None]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable_
-    def call(self) -> None:
-        question = self.receive(self.other, int).unwrap(int)
-        self.send(self.other, question + 1)
-        self.send(self.other, question + 2)
-
-
-def test_io_from_outside_the_flows_greenlet_names_the_likely_cause() -> None:
-    with MockNetwork() as network:
-        alice, bob = network.create_node("Alice"), network.create_node("Bob")
-        flow = Ask(bob.party)
-        alice.start_flow(flow)  # suspended in its first receive: nothing delivered yet
-        assert binding_of(flow).machine.status.name == "SUSPENDED"  # type: ignore[union-attr]
-        with pytest.raises(FlowConfigurationError, match=r"outside its own greenlet.*thread"):
-            flow.receive(bob.party, int)
-        network.run_network()
-        binding = binding_of(flow)
-        assert binding is not None and binding.machine.result_value == 5
-
-
-def test_each_suspending_request_walks_the_stack_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    walks: list[tuple[str, ...]] = []
-    real_walk = fibers._state_machine.walk
-
-    def counting_walk(depth: int = 1) -> fibers._stack.FlowStack:
-        stack = real_walk(depth + 1)
-        walks.append(stack.call_chain)
-        return stack
-
-    monkeypatch.setattr(fibers._state_machine, "walk", counting_walk)
-    with MockNetwork() as network:  # durable: every suspension takes a frame snapshot
-        alice, bob = network.create_node("Alice"), network.create_node("Bob")
-        handle = alice.start_flow(Ask(bob.party))
-        network.run_network()
-        assert handle.result.result(timeout=0) == 5
-    ask, answer = (f"{cls.__qualname__}.call" for cls in (Ask, Answer))
-    # one walk per receive (two in Ask, one in Answer), shared by check and snapshot
-    assert sorted(walks) == sorted([(ask,), (ask,), (answer,)])
+def test_finance_and_cli_import_only_the_listed_private_ledger_names() -> None:
+    found = _private_imports("finance", "ledger") | _private_imports("cli", "ledger")
+    assert found == KNOWN_PRIVATE_LEDGER_IMPORTS
