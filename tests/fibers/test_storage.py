@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import stat
@@ -140,15 +141,31 @@ def test_sealed_record_format_is_stable(tmp_path: Path) -> None:
     key = journal_key(bytes(16), 7)
     with NodeStorage.open(tmp_path) as storage:
         blob = storage.seal("journal", key, b"payload")
-    # Version 2: the MAC key is HKDF-SHA256(secret, info) rather than the secret itself.
+    # Version 3: keyed BLAKE2b-256 under HKDF-SHA256(secret, info) (docs: fibers/_storage.py).
+    seal_key = HKDF(algorithm=SHA256(), length=32, salt=None,
+                    info=b"fibers/storage/v1: record sealing").derive(bytes(range(32)))
+    mac_input = b"\x03" + b"\x00\x07journal" + b"\x00\x00\x00\x14" + key + b"payload"
+    expected_mac = hashlib.blake2b(mac_input, key=seal_key, digest_size=32).digest()
+    assert blob == b"\x03" + expected_mac + b"payload"
+    assert blob.hex() == (
+        "03882f4b20095349e18f4c5748b1131f629d5f92f3d1212e9d60f6b928af44b70e7061796c6f6164"
+    )
+
+
+def test_version_2_record_is_refused_not_decoded(tmp_path: Path) -> None:
+    # A record sealed the old way (HMAC-SHA256, version byte 2) with this very node's key is
+    # refused: version 3 does not read version 2 (no node written by it exists outside tests).
+    fd = os.open(tmp_path / "node.secret", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, bytes(range(32)))
+    os.close(fd)
+    key = journal_key(bytes(16), 7)
     seal_key = HKDF(algorithm=SHA256(), length=32, salt=None,
                     info=b"fibers/storage/v1: record sealing").derive(bytes(range(32)))
     mac_input = b"\x02" + b"\x00\x07journal" + b"\x00\x00\x00\x14" + key + b"payload"
-    expected_mac = hmac.digest(seal_key, mac_input, "sha256")
-    assert blob == b"\x02" + expected_mac + b"payload"
-    assert blob.hex() == (
-        "02034b5a476dea3ed2d8a9871ad90e41d40f9e5c06332620a9dc01444b2b4fa2947061796c6f6164"
-    )
+    v2_blob = b"\x02" + hmac.digest(seal_key, mac_input, "sha256") + b"payload"
+    with NodeStorage.open(tmp_path) as storage, pytest.raises(CorruptRecordError) as raised:
+        storage.unseal("journal", key, v2_blob)
+    assert raised.value.reason == "bad version"
 
 
 def test_put_sealed_get_sealed(storage: NodeStorage) -> None:
