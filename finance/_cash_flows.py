@@ -96,6 +96,11 @@ def _quantity(state: Cash.State) -> int:
     return state.amount.quantity
 
 
+def _token(state: Cash.State) -> Issued:
+    """The vault's selection index groups cash by issued token (``select_states``)."""
+    return state.amount.token
+
+
 def select_cash(
     flow: FlowLogic[Any], amount: Amount[Any], *, notary: Party | None = None
 ) -> list[CashRef]:
@@ -111,16 +116,18 @@ def select_cash(
     ours: set[bytes] = hub.key_management.keys()
     token = amount.token
 
+    def pays(held: Issued) -> bool:
+        return held == token if isinstance(token, Issued) else held.product == token
+
     def spendable(sar: CashRef) -> bool:
         state = sar.state.data
-        held = state.amount.token
-        matches = held == token if isinstance(token, Issued) else held.product == token
-        return (matches and state.owner.owning_key in ours
+        return (pays(state.amount.token) and state.owner.owning_key in ours
                 and (notary is None or sar.state.notary == notary))
 
     try:
         chosen: list[CashRef] = hub.vault.select_states(
-            Cash.State, _quantity, amount.quantity, flow.run_id, criteria=spendable)
+            Cash.State, _quantity, amount.quantity, flow.run_id, criteria=spendable,
+            group_of=_token, in_group=pays)
     except InsufficientStatesException as exc:
         raise InsufficientBalanceException(amount, Amount(exc.available, token)) from None
     return chosen

@@ -19,7 +19,8 @@ journaled, so a replayed flow sees the answer it saw live.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
@@ -30,6 +31,7 @@ from ledger._errors import _rebuild
 from ledger._services import LedgerService, ref_from_key, ref_key
 from ledger._states import ContractState, OwnableState, StateAndRef, StateRef, TransactionState
 from ledger._transactions import SignedTransaction
+from ledger._vault_index import SelectionIndex, largest_first, smallest_covering
 
 if TYPE_CHECKING:
     from fibers import Node
@@ -42,6 +44,7 @@ __all__ = [
 T = TypeVar("T", bound=ContractState)
 _STATES: Final = "vault_states"
 _CONSUMED: Final = "vault_consumed"
+_MAX_INDEXES: Final = 16  # selection indexes kept; a caller passing fresh lambdas evicts its own
 log = logging.getLogger("ledger.vault")
 
 
@@ -116,6 +119,9 @@ class VaultService(LedgerService):
         self._locks: dict[StateRef, StateMachineRunId] = {}
         self._locked_by: dict[StateMachineRunId, set[StateRef]] = {}
         self._feed: Stream[VaultUpdate] = Stream()
+        # Invariant: every index holds exactly the _unconsumed states of its type (most recently
+        # used last).
+        self._indexes: OrderedDict[_IndexKey, SelectionIndex] = OrderedDict()
         self.reload_from_storage()
         node.on_flow_end(self.release_soft_locks)
 
@@ -145,6 +151,10 @@ class VaultService(LedgerService):
             self._unlock(sar.ref)
         for sar in produced:
             self._unconsumed[sar.ref] = sar
+        for index in self._indexes.values():
+            for sar in consumed:
+                index.remove(sar.ref)
+            index.add_all(produced)
         update = VaultUpdate(consumed, produced)
         if not update.is_empty:
             self._store(tx_id, update)
@@ -314,9 +324,18 @@ class VaultService(LedgerService):
         lock_id: StateMachineRunId,
         *,
         criteria: Callable[[StateAndRef[T]], bool] | None = None,
+        group_of: Callable[[T], Hashable] | None = None,
+        in_group: Callable[[Any], bool] | None = None,
     ) -> list[StateAndRef[T]]:
         """Unconsumed states of ``state_type`` passing ``criteria``, not locked by another id,
         whose ``amount_of`` add up to at least ``target``; soft-locked to ``lock_id``.
+
+        The vault keeps an index of the states per ``(state_type, amount_of, group_of)`` in
+        memory, ordered largest first, so a selection looks at the states it needs rather than
+        sorting them all: ``amount_of`` and ``group_of`` must be pure functions of the state
+        (pass module-level functions, not a new lambda per call, or the index is rebuilt each
+        time). With ``group_of``, only states whose group ``in_group`` accepts are candidates
+        (for cash: the group is the issued token), as if ``criteria`` also checked that.
 
         Deterministic choice: the smallest single state worth ``target`` or more when there is
         one (no change when it matches exactly); otherwise the largest states first, so that
@@ -324,7 +343,8 @@ class VaultService(LedgerService):
         nothing are never chosen. Raises ``InsufficientStatesException`` (needed, available)
         if the candidates are not worth ``target``, and ``ValueError`` if ``target`` < 0.
         """
-        chosen, available = self._select(state_type, amount_of, target, lock_id, criteria)
+        chosen, available = self._select(state_type, amount_of, target, lock_id, criteria,
+                                         group_of=group_of, in_group=in_group)
         if chosen is None:
             raise InsufficientStatesException(target, available, f"{state_type.__qualname__} "
                                               "states")
@@ -339,32 +359,53 @@ class VaultService(LedgerService):
         target: int,
         lock_id: StateMachineRunId,
         criteria: Callable[[StateAndRef[T]], bool] | None,
+        *,
+        group_of: Callable[[T], Hashable] | None = None,
+        in_group: Callable[[Any], bool] | None = None,
     ) -> tuple[list[StateAndRef[T]] | None, int]:
-        """The selection and the candidates' total (the selection is None if not enough)."""
+        """The selection and, when it is None (not enough), the candidates' total; else the
+        chosen states' total."""
         if type(target) is not int or target < 0:
             raise ValueError(f"select_states needs a target amount >= 0, got {target!r}")
-        candidates = []
-        for sar in self.query(state_type, criteria=criteria):
-            if self._locks.get(sar.ref, lock_id) == lock_id:
-                amount = amount_of(sar.state.data)
-                if amount > 0:
-                    candidates.append((amount, sar))
-        available = sum(amount for amount, _ in candidates)
-        if available < target:
-            return None, available
-        covering = [c for c in candidates if c[0] >= target]
-        if covering:
-            chosen = [min(covering, key=lambda c: (c[0], c[1].ref))[1]] if target else []
+        if target == 0:
+            return [], 0
+        groups = self._index(state_type, amount_of, group_of).groups(in_group)
+        unconsumed, locks = self._unconsumed, self._locks
+
+        def eligible(ref: StateRef) -> bool:
+            return locks.get(ref, lock_id) == lock_id and (
+                criteria is None or criteria(cast(StateAndRef[T], unconsumed[ref])))
+
+        covering = smallest_covering(groups, target, eligible)
+        if covering is not None:
+            picked = [(-covering[0], covering[1])]
         else:
-            chosen, total = [], 0
-            for amount, sar in sorted(candidates, key=lambda c: (-c[0], c[1].ref)):
-                if total >= target:
-                    break
-                chosen.append(sar)
-                total += amount
+            picked, total = [], 0
+            for negative, ref in largest_first(groups):
+                if negative >= 0 or total >= target:
+                    break  # covered, or only states worth nothing are left
+                if eligible(ref):
+                    picked.append((-negative, ref))
+                    total += -negative
+            if total < target:
+                return None, total
+        chosen = [cast(StateAndRef[T], unconsumed[ref]) for _, ref in picked]
         for sar in chosen:
             self._hold(sar.ref, lock_id)
-        return chosen, available
+        return chosen, sum(amount for amount, _ in picked)
+
+    def _index(self, state_type: type[ContractState], amount_of: Callable[[Any], int],
+               group_of: Callable[[Any], Hashable] | None) -> SelectionIndex:
+        """The index of ``state_type`` by ``amount_of`` and ``group_of``, built on first use."""
+        key = (state_type, amount_of, group_of)
+        index = self._indexes.get(key)
+        if index is None:
+            index = self._indexes[key] = SelectionIndex(state_type, amount_of, group_of)
+            index.add_all(self._unconsumed.values())
+            if len(self._indexes) > _MAX_INDEXES:
+                self._indexes.popitem(last=False)
+        self._indexes.move_to_end(key)
+        return index
 
     # ----- storage --------------------------------------------------------------------------------
 
@@ -387,12 +428,19 @@ class VaultService(LedgerService):
             for key, blob in storage.prefix_items(txn, _CONSUMED, b""):
                 consumed[ref_from_key(key)] = SecureHash(storage.unseal(_CONSUMED, key, blob))
         self._unconsumed, self._consumed = unconsumed, consumed
+        indexes = [SelectionIndex(*key) for key in self._indexes]
+        for index in indexes:
+            index.add_all(unconsumed.values())
+        self._indexes = OrderedDict(zip(self._indexes, indexes, strict=True))
         for ref in [ref for ref in self._locks if ref not in unconsumed]:
             self._unlock(ref)
 
     def __repr__(self) -> str:
         return (f"<VaultService of {self._node.party}: {len(self._unconsumed)} unconsumed, "
                 f"{len(self._locks)} soft-locked>")
+
+
+_IndexKey = tuple[type[ContractState], Callable[[Any], int], Callable[[Any], Hashable] | None]
 
 
 def _is_relevant(state: ContractState, ours: set[bytes]) -> bool:

@@ -1,0 +1,106 @@
+"""The vault's in-memory coin-selection index (used by ``ledger._vault.VaultService``).
+
+A ``SelectionIndex`` keeps the vault's unconsumed states of one type in largest-first order,
+split into groups (for cash: one group per issued token), so that a selection walks the states
+of the groups it may spend, largest first, and stops as soon as the target is covered, instead
+of filtering and sorting every state of the vault each time. It lives in memory only, next to
+the vault's own maps: the vault adds and removes states as it records and consumes them, and
+rebuilds its indexes when it reloads from storage. Soft locks are not part of it: a selection
+checks each state it walks against the vault's locks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
+
+from ledger._states import ContractState, StateAndRef, StateRef
+
+__all__ = ["Entry", "SelectionIndex"]
+
+Entry = tuple[int, StateRef]
+"""``(-amount, ref)``: sorting entries ascending puts the largest amount first, ties by ref."""
+
+
+class SelectionIndex:
+    """The states of ``state_type`` (subclasses included) in largest-first order per group.
+
+    ``amount_of`` and ``group_of`` must be pure functions of the state's data: they are called
+    once, when a state is added, not at each selection.
+    """
+
+    def __init__(
+        self,
+        state_type: type[ContractState],
+        amount_of: Callable[[Any], int],
+        group_of: Callable[[Any], Hashable] | None,
+    ) -> None:
+        self.state_type = state_type
+        self._amount_of = amount_of
+        self._group_of = group_of
+        # Invariant: each list of _order is sorted ascending and non-empty, and holds exactly
+        # the entries (-amount, ref) of the refs that _where maps to its group and amount.
+        self._order: dict[Hashable, list[Entry]] = {}
+        self._where: dict[StateRef, tuple[Hashable, int]] = {}
+
+    def add_all(self, states: Iterable[StateAndRef[ContractState]]) -> None:
+        for sar in states:
+            self.add(sar)
+
+    def add(self, sar: StateAndRef[ContractState]) -> None:
+        """Index ``sar`` if it is of this index's type (once: adding it again changes nothing)."""
+        data = sar.state.data
+        if not isinstance(data, self.state_type) or sar.ref in self._where:
+            return
+        amount = self._amount_of(data)
+        group = None if self._group_of is None else self._group_of(data)
+        insort(self._order.setdefault(group, []), (-amount, sar.ref))
+        self._where[sar.ref] = (group, amount)
+
+    def remove(self, ref: StateRef) -> None:
+        """Forget ``ref`` (nothing happens if it is not indexed)."""
+        where = self._where.pop(ref, None)
+        if where is None:
+            return
+        group, amount = where
+        order = self._order[group]
+        del order[bisect_left(order, (-amount, ref))]
+        if not order:
+            del self._order[group]
+
+    def groups(self, in_group: Callable[[Any], bool] | None) -> list[list[Entry]]:
+        """The entry lists of the groups ``in_group`` accepts (all without it)."""
+        return [order for group, order in self._order.items()
+                if in_group is None or in_group(group)]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def largest_first(groups: list[list[Entry]]) -> Iterator[Entry]:
+    """The entries of ``groups`` merged, largest amount first, ties by ref."""
+    return iter(groups[0]) if len(groups) == 1 else heapq.merge(*groups)
+
+
+def smallest_covering(
+    groups: list[list[Entry]], target: int, eligible: Callable[[StateRef], bool]
+) -> Entry | None:
+    """The eligible entry of the smallest amount >= ``target`` (> 0), ties to the smallest ref.
+
+    Each group's covering entries are a prefix of its list; it is walked from its end (the
+    smallest covering amounts), so a selection with plenty of large states looks at few."""
+    best: Entry | None = None
+    boundary_key = (1 - target,)  # sorts after every entry whose amount is >= target
+    for order in groups:
+        found: Entry | None = None
+        for i in range(bisect_left(order, boundary_key) - 1, -1, -1):
+            entry = order[i]
+            if found is not None and entry[0] != found[0]:
+                break  # a larger amount: the smallest-ref eligible of `found`'s amount is found
+            if eligible(entry[1]):
+                found = entry  # walking down, equal amounts come in decreasing ref order
+        if found is not None and (best is None or (-found[0], found[1]) < (-best[0], best[1])):
+            best = found
+    return best
