@@ -1,0 +1,141 @@
+"""The collector policy for parked flows: freeze after restore and per batch, reclaim later."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fibers import FlowLogic, Party, initiated_by, initiating_flow, suspendable
+from fibers._gc import YOUNG_THRESHOLD, ParkedFlowsGc
+from fibers.testing import MockNetwork
+
+
+@pytest.fixture(autouse=True)
+def collector() -> Iterator[None]:
+    """Each test starts with nothing frozen and leaves the collector as it found it."""
+    threshold = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def frozen_cycle() -> weakref.ref[Cycle]:
+    """A cycle, frozen while alive, then garbage (only the collector can free it)."""
+    cycle = Cycle()
+    gc.freeze()
+    return weakref.ref(cycle)
+
+
+def test_install_raises_the_young_threshold_and_keeps_the_others() -> None:
+    gc.set_threshold(700, 11, 12)
+    ParkedFlowsGc.install()
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)
+    gc.set_threshold(50_000, 11, 12)
+    ParkedFlowsGc.install()  # never lowers a threshold someone raised further
+    assert gc.get_threshold() == (50_000, 11, 12)
+
+
+def test_a_restore_with_flows_freezes_and_an_empty_one_does_not() -> None:
+    policy = ParkedFlowsGc(batch=10)
+    policy.restored(0)
+    assert gc.get_freeze_count() == 0 and policy.freezes == 0
+    policy.restored(3)
+    assert gc.get_freeze_count() > 0 and policy.freezes == 1
+
+
+def test_a_freeze_comes_after_each_batch_of_newly_live_flows() -> None:
+    policy = ParkedFlowsGc(batch=10, reclaim_below=0.5)
+    for live in (1, 5, 9):
+        policy.observe(live)
+    assert policy.freezes == 0
+    policy.observe(10)
+    assert policy.freezes == 1
+    policy.observe(19)
+    policy.observe(12)  # fewer, but above the reclaim share: nothing happens
+    assert (policy.freezes, policy.unfreezes) == (1, 0)
+    policy.observe(20)
+    assert policy.freezes == 2
+
+
+def test_frozen_garbage_is_reclaimed_once_the_flows_fall_below_the_share() -> None:
+    policy = ParkedFlowsGc(batch=10, reclaim_below=0.5)
+    policy.observe(40)
+    cycle = frozen_cycle()
+    gc.collect()
+    assert cycle() is not None  # frozen: the collector does not see it
+    policy.observe(21)
+    assert cycle() is not None and policy.unfreezes == 0
+    policy.observe(20)
+    assert cycle() is None
+    assert policy.unfreezes == 1 and gc.get_freeze_count() > 0  # the 20 live are frozen again
+    policy.observe(29)
+    assert policy.freezes == 2  # the next freeze is a batch above the 20, not the 40
+    policy.observe(30)
+    assert policy.freezes == 3
+
+
+def test_when_no_flow_is_left_nothing_stays_frozen() -> None:
+    policy = ParkedFlowsGc(batch=5, reclaim_below=0.0)
+    policy.observe(5)
+    cycle = frozen_cycle()
+    policy.observe(1)
+    assert cycle() is not None
+    policy.observe(0)
+    assert cycle() is None and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize(("batch", "share"), [(0, 0.5), (1, -0.1), (1, 1.0)])
+def test_bad_settings_are_refused(batch: int, share: float) -> None:
+    with pytest.raises(ValueError, match=r"batch|reclaim_below"):
+        ParkedFlowsGc(batch=batch, reclaim_below=share)
+
+
+@initiating_flow
+class Ask(FlowLogic[str]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> str:
+        return self.send_and_receive(self.other, "ping", str).unwrap(str)
+
+
+@initiated_by(Ask)
+class Answer(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.send(self.other, self.receive(self.other, str).unwrap(str) + "/pong")
+
+
+def test_a_node_restarted_with_parked_flows_freezes_them_and_they_still_finish(
+    tmp_path: Path,
+) -> None:
+    first = MockNetwork(tmp_path)
+    alice, bob = first.create_node("Alice"), first.create_node("Bob")
+    handles = [alice.start_flow(Ask(bob.party)) for _ in range(3)]  # parked: Bob never runs
+    first.stop_nodes()
+    gc.unfreeze()
+
+    second = MockNetwork(tmp_path)
+    alice = second.create_node("Alice")  # restores the three parked flows
+    assert gc.get_freeze_count() > 0
+    restored = [alice.handle(h.id) for h in handles]
+    second.create_node("Bob")
+    second.run_network()
+    assert [h.result.result(timeout=0) for h in restored] == ["ping/pong"] * 3
+    second.stop_nodes()
