@@ -47,9 +47,9 @@ collection, and the lower the share, the longer ended flows' cyclic garbage is k
 class ParkedFlowsGc:
     """When to freeze and unfreeze the collector for one node; see the module docstring.
 
-    Call ``restored(live)`` once the node has restored its flows, and ``observe(live)`` after
-    each scheduling round, ``live`` being the count of the node's unfinished flows. Both are
-    cheap when nothing is due (two comparisons)."""
+    Call ``started()`` once the node is built (it has restored its flows), and
+    ``observe(live)`` after each scheduling round, ``live`` being the count of the node's
+    unfinished flows; ``observe`` is cheap when nothing is due (two comparisons)."""
 
     def __init__(self, batch: int = DEFAULT_BATCH, reclaim_below: float = RECLAIM_BELOW) -> None:
         if batch < 1:
@@ -70,10 +70,12 @@ class ParkedFlowsGc:
         if young < YOUNG_THRESHOLD:
             gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
-    def restored(self, live: int) -> None:
-        """After a restore: freeze what it built, if it restored any flows."""
-        if live > 0:
-            self._freeze(live)
+    @staticmethod
+    def started() -> None:
+        """Once a node is built: freeze what the start built (the flows it restored, its
+        services, the modules imported), all long-lived. The live count is not needed: the
+        next ``observe`` freezes again at ``batch`` flows and starts counting from there."""
+        gc.freeze()
 
     def observe(self, live: int) -> None:
         """After a round: freeze when ``batch`` more flows are live than at the last freeze;

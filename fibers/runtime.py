@@ -60,9 +60,9 @@ class NodeRuntime:
     ``build`` runs on the node thread, because a node restores its flows (runs greenlets) as it
     is built; it must pass ``transport`` to the node it returns. ``max_batch`` bounds how many
     inbound frames one scheduler round takes, so calls and timers are not starved. With
-    ``tune_gc`` (the default) the runtime keeps the cyclic garbage collector off the node's
-    parked flows (``fibers._gc``: a freeze after the restore and after each batch of flows
-    parked, a higher young-generation threshold for the process).
+    ``tune_gc`` (the default) the runtime keeps the cyclic garbage collector off the flows the
+    node restored (``fibers._gc``: a freeze once the node is built, and a higher
+    young-generation threshold for the process).
     """
 
     def __init__(
@@ -88,7 +88,7 @@ class NodeRuntime:
         self._state = "new"  # new -> running -> stopped
         self._stopping = False
         self._woken = False
-        self._gc = ParkedFlowsGc() if tune_gc else None
+        self._tune_gc = tune_gc
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -234,9 +234,9 @@ class NodeRuntime:
         self._node = node
         with self._cond:
             self._state = "running"
-        if self._gc is not None:
+        if self._tune_gc:
             ParkedFlowsGc.install()
-            self._gc.restored(_live_flows(node))
+            ParkedFlowsGc.started()
 
     def _main(self, built: Future[None]) -> None:
         try:
@@ -298,10 +298,7 @@ class NodeRuntime:
         done = len(calls) + node.fire_due_timers()
         if frames:
             node.deliver_batch(frames)
-        done += len(frames)
-        if done and self._gc is not None:
-            self._gc.observe(_live_flows(node))
-        return done
+        return done + len(frames)
 
     def _close(self) -> None:
         """On the node thread: stop the transport, hand the node the frames that had already
@@ -331,11 +328,6 @@ class NodeRuntime:
 
     def __repr__(self) -> str:
         return f"<NodeRuntime {self.party.name} {self._state}>"
-
-
-def _live_flows(node: Node) -> int:
-    """The node's unfinished flows, counted without building their summaries."""
-    return len(node._flows)
 
 
 def _run_call(fn: Callable[[Node], T], node: Node, future: Future[T]) -> None:

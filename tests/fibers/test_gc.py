@@ -11,7 +11,11 @@ import pytest
 
 from fibers import FlowLogic, Party, initiated_by, initiating_flow, suspendable
 from fibers._gc import YOUNG_THRESHOLD, ParkedFlowsGc
+from fibers._identity import NodeIdentity
+from fibers._node import Node
+from fibers.runtime import NodeRuntime
 from fibers.testing import MockNetwork
+from fibers.transport import InMemoryNetwork
 
 
 @pytest.fixture(autouse=True)
@@ -47,12 +51,14 @@ def test_install_raises_the_young_threshold_and_keeps_the_others() -> None:
     assert gc.get_threshold() == (50_000, 11, 12)
 
 
-def test_a_restore_with_flows_freezes_and_an_empty_one_does_not() -> None:
-    policy = ParkedFlowsGc(batch=10)
-    policy.restored(0)
-    assert gc.get_freeze_count() == 0 and policy.freezes == 0
-    policy.restored(3)
-    assert gc.get_freeze_count() > 0 and policy.freezes == 1
+def test_a_started_node_freezes_what_exists_then_counts_from_its_first_batch() -> None:
+    policy = ParkedFlowsGc(batch=10, reclaim_below=0.5)
+    ParkedFlowsGc.started()
+    assert gc.get_freeze_count() > 0
+    policy.observe(4)  # counting starts at the first batch: nothing to reclaim before it
+    assert (policy.freezes, policy.unfreezes) == (0, 0)
+    policy.observe(10)
+    assert policy.freezes == 1
 
 
 def test_a_freeze_comes_after_each_batch_of_newly_live_flows() -> None:
@@ -132,10 +138,21 @@ def test_a_node_restarted_with_parked_flows_freezes_them_and_they_still_finish(
     gc.unfreeze()
 
     second = MockNetwork(tmp_path)
-    alice = second.create_node("Alice")  # restores the three parked flows
+    alice = second.create_node("Alice")  # restores the three parked flows, then freezes
     assert gc.get_freeze_count() > 0
     restored = [alice.handle(h.id) for h in handles]
     second.create_node("Bob")
     second.run_network()
     assert [h.result.result(timeout=0) for h in restored] == ["ping/pong"] * 3
     second.stop_nodes()
+
+
+def test_a_runtime_told_not_to_tune_leaves_the_collector_alone(tmp_path: Path) -> None:
+    gc.set_threshold(700, 10, 10)
+    network = InMemoryNetwork()
+    identity = NodeIdentity("Alice")
+    runtime = NodeRuntime(network.endpoint(identity.party),
+                          lambda transport: Node(identity, transport), tune_gc=False)
+    runtime.start(threaded=False)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == (700, 10, 10)
+    runtime.stop()
