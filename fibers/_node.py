@@ -503,6 +503,11 @@ class Node:
         return self._draining
 
     @property
+    def live_flow_count(self) -> int:
+        """How many flows run on this node now (not finished, not parked in the hospital)."""
+        return len(self._scheduler)
+
+    @property
     def is_drained(self) -> bool:
         """Draining and no flow left in flight (nor waiting for a retry): safe to stop for an
         upgrade."""

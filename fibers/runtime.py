@@ -61,8 +61,9 @@ class NodeRuntime:
     is built; it must pass ``transport`` to the node it returns. ``max_batch`` bounds how many
     inbound frames one scheduler round takes, so calls and timers are not starved. With
     ``tune_gc`` (the default) the runtime keeps the cyclic garbage collector off the flows the
-    node restored (``fibers._gc``: a freeze once the node is built, and a higher
-    young-generation threshold for the process).
+    node restored and off parked flows (``fibers._gc``: a freeze once the node is built, again
+    after each batch of more live flows, a reclaim when most of them have finished, and a
+    higher young-generation threshold for the process).
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class NodeRuntime:
         self._stopping = False
         self._woken = False
         self._tune_gc = tune_gc
+        self._gc_policy = ParkedFlowsGc() if tune_gc else None
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -298,6 +300,8 @@ class NodeRuntime:
         done = len(calls) + node.fire_due_timers()
         if frames:
             node.deliver_batch(frames)
+        if self._gc_policy is not None:
+            self._gc_policy.observe(node.live_flow_count)
         return done + len(frames)
 
     def _close(self) -> None:

@@ -156,3 +156,28 @@ def test_a_runtime_told_not_to_tune_leaves_the_collector_alone(tmp_path: Path) -
     runtime.start(threaded=False)
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == (700, 10, 10)
     runtime.stop()
+
+
+def test_the_runtime_observes_its_nodes_live_flows_after_each_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+
+    class Recording(ParkedFlowsGc):
+        def __init__(self) -> None:
+            super().__init__(batch=2, reclaim_below=0.0)
+
+        def observe(self, live: int) -> None:
+            seen.append(live)
+            super().observe(live)
+
+    monkeypatch.setattr("fibers.runtime.ParkedFlowsGc", Recording)
+    network = MockNetwork()
+    alice, bob = network.create_node("Alice"), network.create_node("Bob")
+    handles = [alice.start_flow(Ask(bob.party)) for _ in range(3)]
+    network.run_network()
+    assert [h.result.result(timeout=0) for h in handles] == ["ping/pong"] * 3
+    assert alice.live_flow_count == 0 and bob.live_flow_count == 0
+    assert max(seen) >= 2  # the parked flows were counted while they waited
+    assert seen[-1] == 0  # and the last round saw them all finished
+    network.stop_nodes()
