@@ -196,6 +196,11 @@ class CommitStage:
     result settles at once, and nothing is acknowledged or re-sent.
     """
 
+    # The simulation explorer's crash point (set through ``Node.commit_hook``): called with
+    # "before" ahead of each group commit that writes, and "after" it, before anything that
+    # waited for it is sent, settled or acknowledged.
+    hook: Callable[[str], object] | None = None
+
     def __init__(
         self,
         who: Party,
@@ -411,7 +416,13 @@ class CommitStage:
             forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
             forgetting.on_failure = lambda _: self._forget_later(acked)
         storage = self._checkpoints.storage if self._checkpoints is not None else None
-        result = commit_units(storage, self._queue.take(), str(self._who))
+        units = self._queue.take()
+        hook = self.hook if any(unit.writes for unit in units) else None
+        if hook is not None:
+            hook("before")
+        result = commit_units(storage, units, str(self._who))
+        if hook is not None:
+            hook("after")
         for unit in result.committed:
             for action in unit.after:
                 action()

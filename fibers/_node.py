@@ -12,8 +12,8 @@ here runs on the node's scheduler thread (see fibers.runtime).
 
 from __future__ import annotations
 
+import functools
 import logging
-import secrets
 import types
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -34,6 +34,7 @@ from fibers._flow_logic import (
 )
 from fibers._hospital import Hospital
 from fibers._identity import NodeIdentity, Party
+from fibers._ids import IdSource
 from fibers._inbound import FrameStats
 from fibers._inspection import Inspection, summary
 from fibers._node_types import (
@@ -63,6 +64,24 @@ log = logging.getLogger("fibers.node")
 class Node:
     """A party's flow runtime: starts flows, routes session messages, runs flows until they
     suspend, and sends their messages once each step is stored (docs/architecture.md)."""
+
+    # Two hooks for the simulation explorer (fibers.testing.explore), set on the instance by a
+    # ``setup`` before the restore: where new run and session ids come from (the default is
+    # stateless, so one instance serves every node), and a call at each group commit that
+    # writes: ``hook(node, "before")`` before it and ``hook(node, "after")`` after it, before
+    # anything that waited for it is sent or acknowledged. The explorer crashes nodes there.
+    ids: IdSource = IdSource()
+    _commit_hook: Callable[[Node, str], object] | None = None
+
+    @property
+    def commit_hook(self) -> Callable[[Node, str], object] | None:
+        """See the comment above ``ids``."""
+        return self._commit_hook
+
+    @commit_hook.setter
+    def commit_hook(self, hook: Callable[[Node, str], object] | None) -> None:
+        self._commit_hook = hook
+        self._commit.hook = None if hook is None else functools.partial(hook, self)
 
     def __init__(
         self,
@@ -196,7 +215,7 @@ class Node:
             raise FlowConfigurationError(f"{type(flow).__qualname__} has already been started")
         if self.durable:
             check_restorable(type(flow), "start the flow")
-        machine = FlowStateMachine(self, StateMachineRunId._new(), flow)
+        machine = FlowStateMachine(self, StateMachineRunId(self.ids.run_id()), flow)
         if self.durable:
             machine.start_record = self.checkpoints.start_record(flow, class_name(type(flow)),
                                                                  **responder)
@@ -331,8 +350,8 @@ class Node:
         self._scheduler.wake_at(machine, deadline)
 
     def new_session_id(self) -> int:
-        """A fresh random session id."""
-        return secrets.randbits(63)
+        """A fresh session id (random, from ``ids``)."""
+        return self.ids.session_id()
 
     def register_session(self, machine: FlowStateMachine, session: FlowSession) -> None:
         """Route ``session``'s inbound messages to ``machine``."""

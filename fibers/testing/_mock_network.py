@@ -61,6 +61,10 @@ class MockNetwork:
         self.network_map = NetworkMap()
         self.nodes: list[Node] = []
         self.transcript: list[TranscriptEntry] = []
+        # Run on every node this network builds (created or restarted), after the network's
+        # own setup and before the node restores its flows: e.g. to register responders that
+        # a restarted node needs too. The explorer installs its crash hook here.
+        self.node_hooks: list[Callable[[Node], object]] = []
         self._strict = strict_suspendable
         self._record = record_transcript
         self._durable = durable
@@ -105,7 +109,7 @@ class MockNetwork:
                 strict_suspendable=self._strict,
                 storage=storage,
                 services=services,
-                setup=self._node_setup(identity),
+                setup=self._setup_with_hooks(self._node_setup(identity)),
             )
 
         runtime = NodeRuntime(self.network.endpoint(identity.party), build)
@@ -116,6 +120,21 @@ class MockNetwork:
         """What to run on each node this network builds, before it restores its flows
         (subclasses install their services here)."""
         return None
+
+    def _setup_with_hooks(
+        self, setup: Callable[[Node], object] | None
+    ) -> Callable[[Node], object] | None:
+        if not self.node_hooks:
+            return setup
+        hooks = list(self.node_hooks)
+
+        def run(node: Node) -> None:
+            if setup is not None:
+                setup(node)
+            for hook in hooks:
+                hook(node)
+
+        return run
 
     def stop_node(self, node: Node) -> None:
         """Stop ``node`` as a crash would; messages for it wait in the network until a node
