@@ -85,6 +85,7 @@ class Report:
     sampled: int = 0  # of schedules_run, how many were random (past max_schedules / 2)
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+    schedules: list[str] = field(default_factory=list)  # the text of each schedule run
 
     def raise_first(self) -> None:
         """Raise the first failure as an ``AssertionError`` carrying its minimal schedule."""
@@ -118,7 +119,7 @@ def explore(
     (nothing deliverable, no deadline left, nothing runnable; crashed nodes restarted). Stops
     at the first failure, shrunk. See the module docstring for what is explored and how."""
     options = Options(crashes, reorder, duplicates, storage_faults, max_crashes, max_duplicates,
-                      1, max_events, seed, network)
+                      1, max_events, seed, network, shrink)
     report, started = Report(), time.monotonic()
     budget = None if max_schedules is None else max(1, max_schedules // 2)
     _Search(scenario, invariant, options, report).depth_first(budget)
@@ -203,6 +204,7 @@ class _Search:
                 depth += 1
                 if depth > self.options.max_events:
                     raise AssertionError(f"the network was not quiet after {depth} events")
+            self.report.schedules.append(format_schedule(sim.trace))
             sim.check(self.invariant)
             self.report.schedules_run += 1
         except _Stop:
@@ -289,6 +291,7 @@ def _sample(scenario: Scenario, invariant: Invariant, options: Options, report: 
             if text in seen:
                 continue
             seen.add(text)
+            report.schedules.append(text)
             sim.check(invariant)
             report.schedules_run += 1
             report.sampled += 1
@@ -365,7 +368,7 @@ def _failure(scenario: Scenario, invariant: Invariant, options: Options, trace: 
             return False
         return found is not None and type(found) is type(error)
 
-    if trace and fails(minimal):
+    if options.shrink and trace and fails(minimal):
         minimal = ddmin(minimal, fails)
     schedule = format_schedule(minimal)
     try:

@@ -60,6 +60,7 @@ class Options:
     max_events: int = 1000
     seed: int = 0
     network: Callable[[Path], MockNetwork] = MockNetwork
+    shrink: bool = True
 
 
 @dataclass
@@ -216,6 +217,8 @@ class Simulation:
         if failing is not None and fault is not None:
             plan = self._plans[fault.node]
             injected = plan.injected > before
+            if injected:
+                self.transcript.append(f"  {fault.node}'s storage write {fault.index} failed")
             plan._write_numbers.discard(failing)  # a write that never came: disarm it
         writes_done = {name: plan.writes - writes.get(name, 0)
                        for name, plan in self._plans.items()}
