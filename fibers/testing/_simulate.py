@@ -24,7 +24,7 @@ from fibers._messages import Data, ExistingSessionMessage, InitialSessionMessage
 from fibers._node import Node
 from fibers._storage import FaultPlan
 from fibers.testing._mock_network import MockNetwork
-from fibers.testing._schedule import Choice, LabelledNetwork, ScheduleError
+from fibers.testing._schedule import Choice, Fault, LabelledNetwork, ScheduleError
 from fibers.transport import InFlightMessage
 
 __all__ = ["END", "TIMERS", "Options", "SimulatedCrash", "Simulation"]
@@ -191,48 +191,55 @@ class Simulation:
         and what the event did."""
         self._commits.clear()
         writes = {name: plan.writes for name, plan in self._plans.items()}
-        fault, injected, restore_commits = choice.fault, False, 0
-        failing: int | None = None
-        before = 0
-        if fault is not None and fault.is_crash:
-            self._armed = (fault.node, fault.point, fault.index)
-        elif fault is not None:
-            plan = self._plans.get(fault.node)
-            if plan is None:
-                raise ScheduleError(f"{choice}: storage faults are off or {fault.node} has "
-                                    "no storage")
-            failing = writes[fault.node] + fault.index
-            before = plan.injected
-            plan.fail_writes(failing)
+        fault, restore_commits = choice.fault, 0
+        failing = self._arm(fault, writes) if fault is not None else None
         try:
             self._run(choice)
         except SimulatedCrash as crash:
-            injected = True
+            crashed = True
             commits = dict(self._commits)
             restore_commits = self._restart(crash.node, fault.restore if fault else None)
         else:
+            crashed = False
             commits = dict(self._commits)
         finally:
             self._armed = None
-        if failing is not None and fault is not None:
-            plan = self._plans[fault.node]
-            injected = plan.injected > before
-            if injected:
-                self.transcript.append(f"  {fault.node}'s storage write {fault.index} failed")
-            plan._write_numbers.discard(failing)  # a write that never came: disarm it
-        writes_done = {name: plan.writes - writes.get(name, 0)
-                       for name, plan in self._plans.items()}
-        if fault is not None and not injected:
+        if fault is not None and not fault.is_crash:
+            crashed = self._disarm(fault, failing)
+        if fault is not None and not crashed:
             choice = choice.base
+        elif fault is not None and fault.is_crash:
+            self.crashes += 1
         elif fault is not None:
-            if fault.is_crash:
-                self.crashes += 1
-            else:
-                self.faults += 1
+            self.faults += 1
         if choice.kind == "dup":
             self.duplicates += 1
         self.trace.append(choice)
-        return choice, Observed(commits, writes_done, restore_commits)
+        written = {name: plan.writes - writes.get(name, 0) for name, plan in self._plans.items()}
+        return choice, Observed(commits, written, restore_commits)
+
+    def _arm(self, fault: Fault, writes: dict[str, int]) -> tuple[int, int] | None:
+        """Arm ``fault`` for the coming event; for a write failure, (write number, failures
+        injected so far)."""
+        if fault.is_crash:
+            self._armed = (fault.node, fault.point, fault.index)
+            return None
+        plan = self._plans.get(fault.node)
+        if plan is None:
+            raise ScheduleError(f"{fault}: storage faults are off or {fault.node} has no "
+                                "storage")
+        plan.fail_writes(writes[fault.node] + fault.index)
+        return writes[fault.node] + fault.index, plan.injected
+
+    def _disarm(self, fault: Fault, failing: tuple[int, int] | None) -> bool:
+        """Whether the write failure ``fault`` happened; disarms it if it did not."""
+        assert failing is not None
+        plan = self._plans[fault.node]
+        plan._write_numbers.discard(failing[0])  # a write that never came must not fail later
+        if plan.injected > failing[1]:
+            self.transcript.append(f"  {fault.node}'s storage write {fault.index} failed")
+            return True
+        return False
 
     def _run(self, choice: Choice) -> None:
         if choice.kind == "deliver":

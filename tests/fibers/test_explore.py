@@ -31,10 +31,10 @@ def posted_once(net: MockNetwork) -> None:
     """Both sides posted the transfer exactly once, nothing is left running or parked."""
     total = 0
     for node in net.nodes:
-        assert node.flows() == [] and node.hospital() == [], (node, node.hospital())
         posted = node.services.books.posted()
         assert posted.get("t1") == 1, (node.party.name, posted)
         total += posted["~total"]
+        assert node.flows() == [] and node.hospital() == [], (node, node.hospital())
     assert total == 0
 
 
