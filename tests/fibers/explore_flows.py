@@ -153,3 +153,26 @@ class TakeAsk(FlowLogic[None]):
         if market.bid is None:
             raise ValueError("an ask before any bid")
         market.trades.append((market.bid, ask))
+
+
+@initiating_flow
+class Ping(FlowLogic[str]):
+    """The README's example flow pair, for its explorer example."""
+
+    def __init__(self, other: Party):
+        self.other = other
+
+    @suspendable
+    def call(self) -> str:
+        return self.send_and_receive(self.other, "ping", str).unwrap(lambda s: s)
+
+
+@initiated_by(Ping)
+class Pong(FlowLogic[None]):
+    def __init__(self, other: Party):
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.receive(self.other, str)
+        self.send(self.other, "pong")

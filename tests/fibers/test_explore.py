@@ -12,7 +12,7 @@ from fibers._checkpoint_store import CheckpointStore
 from fibers._node import Node
 from fibers.testing import ExplorationFailure, MockNetwork, explore, replay
 from fibers.testing._schedule import Choice, Fault, ScheduleError, format_schedule, parse_schedule
-from tests.fibers.explore_flows import Ask, Bid, Market, Transfer, install_books
+from tests.fibers.explore_flows import Ask, Bid, Market, Ping, Transfer, install_books
 
 
 def transfer(net: MockNetwork) -> None:
@@ -185,3 +185,20 @@ def test_the_invariant_runs_on_a_quiet_network_with_restarted_nodes() -> None:
 
     replay(transfer, quiet, "A>B#0 !B<0")
     assert seen == [[("A", False, []), ("B", False, [])]]
+
+
+def ping_pong(net: MockNetwork) -> None:
+    alice, bob = net.create_node("Alice"), net.create_node("Bob")
+    alice.start_flow(Ping(bob.party))
+
+
+def finished(net: MockNetwork) -> None:
+    for node in net.nodes:
+        assert node.flows() == [] and node.hospital() == [], node
+
+
+def test_the_readme_example() -> None:
+    """README, "Test a flow against every crash": exhaustive in about 70 schedules."""
+    report = explore(ping_pong, finished)
+    report.raise_first()
+    assert report.exhaustive and report.schedules_run > 10
