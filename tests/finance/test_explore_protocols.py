@@ -44,20 +44,47 @@ def finalised(net: MockNetwork) -> None:
     assert magics == {"Notary": [], "Alice": [], "Bob": [6], "Charlie": [4]}, (magics, owned)
 
 
-@pytest.mark.parametrize(("scenario", "invariant", "schedules"), [
-    (cash_payment, paid, 40),
-    (finality, finalised, 40),
-    (trade, traded, 40),
+@pytest.mark.parametrize(("scenario", "invariant", "options"), [
+    (cash_payment, paid, {}),
+    (finality, finalised, {}),
+    # With crashes the explorer finds an engine bug in the trade: see the tests below.
+    (trade, traded, {"crashes": False}),
 ])
 def test_the_protocol_holds_its_invariants_under_the_explorer(
-    scenario: object, invariant: object, schedules: int
+    scenario: object, invariant: object, options: dict[str, bool]
 ) -> None:
-    report = explore(scenario, invariant, max_schedules=schedules,  # type: ignore[arg-type]
-                     network=ledger_network, seed=7)
+    """40 schedules each: 20 depth first, 20 sampled from the seed."""
+    report = explore(scenario, invariant, max_schedules=40,  # type: ignore[arg-type]
+                     network=ledger_network, seed=7, **options)
     report.raise_first()
-    assert report.schedules_run == schedules and report.sampled == schedules // 2
+    assert report.schedules_run == 40 and report.sampled == 20
     text = " | ".join(report.schedules)
-    assert "!" in text and "dup " in text  # crashes and duplicates were among them
+    assert "dup " in text
+    assert ("!" in text) == options.get("crashes", True)  # crashes were among them
+
+
+LOST_INIT = "Seller>Buyer#0 !Buyer<0"
+
+
+def test_the_explorer_finds_a_lost_session_init_in_the_trade() -> None:
+    """An engine bug the explorer found (open; fibers/_node.py ``_on_unrouted``): the buyer
+    crashes before storing the seller's session init, then gets the seller's next message of
+    that session. It acknowledges and drops it as a message of an ended session; the re-sent
+    init opens the session, whose responder waits forever for the message its sender forgot.
+    Found within 40 schedules; shrunk to one choice."""
+    report = explore(trade, traded, max_schedules=40, network=ledger_network, seed=7)
+    [failure] = report.failures
+    assert failure.schedule == LOST_INIT
+    assert "SellerStarter" in str(failure.error) and "SUSPENDED" in str(failure.error)
+    with pytest.raises(ExplorationFailure, match="SellerStarter"):
+        replay(trade, traded, LOST_INIT, network=ledger_network, seed=7)
+
+
+@pytest.mark.xfail(strict=True, raises=ExplorationFailure,
+                   reason="engine bug: a message for a session whose init was lost in a crash "
+                          "is acknowledged and dropped (see the test above)")
+def test_the_trade_holds_at_the_lost_init_crash_point() -> None:
+    replay(trade, traded, LOST_INIT, network=ledger_network, seed=7)
 
 
 def test_the_invariants_have_teeth() -> None:
@@ -74,11 +101,3 @@ def test_the_invariants_have_teeth() -> None:
     transcript = replay(cash_payment, paid, "Alice>Bob#0 !Bob<0", network=ledger_network)
     assert "  Bob crashed; restarted from its storage" in transcript
 
-
-def test_a_message_for_a_session_whose_init_was_lost_is_kept_for_the_init() -> None:
-    """Found by the explorer: the buyer crashed before storing the seller's init, then got the
-    seller's next message of that session. It used to acknowledge and drop it as one of an
-    ended session, so the re-sent init opened a session waiting forever for it."""
-    transcript = replay(trade, traded, "Seller>Buyer#0 !Buyer<0, Seller>Buyer#1",
-                        network=ledger_network, seed=7)
-    assert "  Buyer crashed; restarted from its storage" in transcript
