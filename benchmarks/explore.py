@@ -144,6 +144,8 @@ def measure(schedules: int, seed: int = 0) -> float:
 def scenario(*, quick: bool) -> list[Result]:
     """Schedules explored per second on the two-party trade (every one a fresh network, the
     scenario's issuances, the trade under one schedule, the ledger invariants)."""
-    per_second = measure(4 if quick else 60)
-    return [Result(scenario="explore", name="explore.schedules_per_s.trade", value=per_second,
-                   unit="schedules/s")]
+    schedules = 4 if quick else 60
+    per_second = measure(schedules)
+    return [Result(id="explore.schedules_per_s.trade", scenario="explore",
+                   name="explorer schedules/s, two-party trade", value=per_second,
+                   unit="schedules/s", flows=schedules)]

@@ -31,6 +31,7 @@ SCENARIOS: Final[dict[str, tuple[str, str]]] = {
     "restore": ("parked", "100,000 parked flows after a restart: ready, then all finished"),
     "trade": ("trade_scenario", "CPU and time per two-party trade vs its Ed25519 floor"),
     "latency": ("latency", "p50/p99 of one durable round trip vs a raw synced commit"),
+    "explore": ("explore", "simulation explorer schedules/s on the two-party trade"),
 }
 
 def _scenario_results(module: str, quick: bool) -> list[Result]:

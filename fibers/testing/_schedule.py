@@ -175,7 +175,7 @@ class LabelledNetwork(InMemoryNetwork):
         self.numbers: dict[int, int] = {}
         self._channels: dict[int, object] = {}  # channel_of each queued frame, by identity
 
-    def _send(self, message: InFlightMessage) -> None:
+    def post(self, message: InFlightMessage) -> None:
         pair = (message.sender.name, message.recipient.name)
         with self._lock:
             self.numbers[id(message)] = self._sent[pair]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from fibers._errors import SerializationError
 from fibers._ids import SeededIds
-from fibers._local_driver import ManualDriver
 from fibers._messages import Data, ExistingSessionMessage, InitialSessionMessage, decode_message
 from fibers._node import Node
 from fibers._storage import FaultPlan
+from fibers.runtime import ManualDriver
 from fibers.testing._mock_network import MockNetwork
 from fibers.testing._schedule import Choice, Fault, LabelledNetwork, ScheduleError
 from fibers.transport import InFlightMessage
