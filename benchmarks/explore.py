@@ -149,3 +149,17 @@ def scenario(*, quick: bool) -> list[Result]:
     return [Result(id="explore.schedules_per_s.trade", scenario="explore",
                    name="explorer schedules/s, two-party trade", value=per_second,
                    unit="schedules/s", flows=schedules)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.explore [--schedules N]``: print the schedules per second."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=60)
+    args = parser.parse_args(argv)
+    print(f"{measure(args.schedules):.1f} schedules/s on the two-party trade")
+
+
+if __name__ == "__main__":
+    main()
