@@ -20,8 +20,10 @@ class IdSource:
     """Fresh random ids (the production source)."""
 
     def run_id(self) -> uuid.UUID:
-        """A new flow run id."""
-        return uuid.uuid4()
+        """A new flow run id (``StateMachineRunId._new``'s, the one place they are drawn)."""
+        from fibers._flow_logic import StateMachineRunId  # _flow_logic imports the engine
+
+        return StateMachineRunId._new().uuid
 
     def session_id(self) -> int:
         """A new session id in ``0 .. 2**63 - 1``."""
