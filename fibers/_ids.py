@@ -13,6 +13,8 @@ import random
 import secrets
 import uuid
 
+from fibers._flow_logic import StateMachineRunId
+
 __all__ = ["IdSource", "SeededIds"]
 
 
@@ -21,8 +23,6 @@ class IdSource:
 
     def run_id(self) -> uuid.UUID:
         """A new flow run id (``StateMachineRunId._new``'s, the one place they are drawn)."""
-        from fibers._flow_logic import StateMachineRunId  # _flow_logic imports the engine
-
         return StateMachineRunId._new().uuid
 
     def session_id(self) -> int:
