@@ -83,6 +83,10 @@ class Node:
         self._commit_hook = hook
         self._commit.hook = None if hook is None else functools.partial(hook, self)
 
+    # Where network-map changes are handled: None runs them on the thread that changed the map
+    # (single-threaded nodes); a runtime hands them to its node thread instead.
+    _map_changes_to: Callable[[Callable[[], object]], object] | None = None
+
     def __init__(
         self,
         identity: NodeIdentity,
@@ -450,7 +454,30 @@ class Node:
         self.run_until_idle()  # a corrupt record may have parked a flow
         return sent
 
+    def hand_network_map_changes_to(self, submit: Callable[[Callable[[], object]], object]
+                                    ) -> None:
+        """Handle every later change of the network map through ``submit(fn)``, which must run
+        ``fn`` on this node's thread (``NodeRuntime`` passes its ``call``): the map may be
+        changed from any thread, the node is touched only on its own. Call it on the node
+        thread; frames that wait for a party the map learnt meanwhile are sent now."""
+        self._map_changes_to = submit
+        if self._restore is not None:
+            for name in self._restore.awaited_peers():
+                try:
+                    party = self.network_map.party(name)
+                except KeyError:
+                    continue
+                self._send_awaiting(party)
+
     def _party_added(self, party: Party) -> None:
+        submit = self._map_changes_to
+        if submit is None:
+            self._send_awaiting(party)
+        else:
+            submit(lambda: self._send_awaiting(party))
+
+    def _send_awaiting(self, party: Party) -> None:
+        """On the node thread: send what waited for ``party`` to be known."""
         if self._restore is not None and not self.stopped:
             self._restore.party_added(party)
 

@@ -197,6 +197,10 @@ class Restore:
             return
         self._transport.send(party, frame)
 
+    def awaited_peers(self) -> list[str]:
+        """The names of the parties frames wait for (unknown to the network map when sent)."""
+        return list(self._awaiting_peer)
+
     def party_added(self, party: Party) -> None:
         """The network map learnt ``party``: send what waited for it."""
         for frame in self._awaiting_peer.pop(party.name, None) or ():

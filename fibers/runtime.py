@@ -228,6 +228,8 @@ class NodeRuntime:
             node.stop()
             raise ValueError(f"the runtime's transport speaks for {self.party} but the node "
                              f"built is {node.party}: pass the runtime's transport to the node")
+        # The network map may change on any thread; the node handles it on this one.
+        node.hand_network_map_changes_to(lambda fn: self.call(lambda _node: fn()))
         try:
             self.transport.start(self.deliver)
         except BaseException:

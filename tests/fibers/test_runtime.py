@@ -287,3 +287,78 @@ def test_stopping_a_runtime_first_handles_the_frames_that_already_reached_it(
     driver.run()  # Bob's answer, sent while it stopped, reaches Alice
     assert handle.result.result(timeout=0) == 10
     alice.stop()
+
+
+class _RecordingTransport:
+    """A transport that records each send with the thread it was called on."""
+
+    def __init__(self, party: Party) -> None:
+        self._party = party
+        self.sent: list[tuple[str, bytes, str]] = []
+
+    @property
+    def party(self) -> Party:
+        return self._party
+
+    def start(self, deliver: object) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def send(self, recipient: Party, frame: bytes) -> None:
+        self.sent.append((recipient.name, frame, threading.current_thread().name))
+
+
+def _restored_waiting_for_bob(directory: Path) -> tuple[NodeRuntime, _RecordingTransport,
+                                                         NetworkMap, Party]:
+    """Alice, durable, sent a Ping to Bob that Bob never acknowledged; restarted on a manual
+    runtime with a network map that does not know Bob, so the re-sent frame waits for him."""
+    alice, bob = NodeIdentity("Alice"), NodeIdentity("Bob")
+    first_map = NetworkMap()
+    first_map.add(alice.party)
+    first_map.add(bob.party)
+    first = _RecordingTransport(alice.party)
+    runtime = NodeRuntime(first, lambda t: Node(alice, t, network_map=first_map,
+                                                storage=NodeStorage.open(directory, sync=False)))
+    runtime.start(threaded=False).start_flow(Ping(bob.party, 1))
+    runtime.run_until_quiet()
+    assert [name for name, _, _ in first.sent] == ["Bob"]
+    runtime.stop()
+    network_map = NetworkMap()
+    network_map.add(alice.party)
+    transport = _RecordingTransport(alice.party)
+    runtime = NodeRuntime(transport, lambda t: Node(
+        alice, t, network_map=network_map, storage=NodeStorage.open(directory, sync=False)))
+    runtime.start(threaded=False)
+    runtime.run_until_quiet()
+    assert transport.sent == []  # Bob is unknown: the re-sent init waits for him
+    return runtime, transport, network_map, bob.party
+
+
+def test_a_party_added_from_another_thread_is_handled_on_the_node_thread(
+        tmp_path: Path) -> None:
+    """The network map may change on any thread; the frame that waited for the new party is
+    sent by the node thread once it runs, exactly once."""
+    runtime, transport, network_map, bob = _restored_waiting_for_bob(tmp_path)
+    adder = threading.Thread(target=network_map.add, args=(bob,), name="map-changer")
+    adder.start()
+    adder.join()
+    assert transport.sent == []  # nothing ran on the thread that changed the map
+    runtime.run_until_quiet()
+    me = threading.current_thread().name
+    assert [(name, thread) for name, _, thread in transport.sent] == [("Bob", me)]
+    network_map.add(bob)  # learnt again: nothing waits any more, nothing is re-sent
+    runtime.run_until_quiet()
+    assert len(transport.sent) == 1
+    runtime.stop()
+
+
+def test_a_party_added_to_the_map_of_a_stopped_runtime_reaches_no_node(
+        tmp_path: Path) -> None:
+    runtime, transport, network_map, bob = _restored_waiting_for_bob(tmp_path)
+    runtime.stop()
+    adder = threading.Thread(target=network_map.add, args=(bob,))
+    adder.start()
+    adder.join()
+    assert transport.sent == []
