@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-crash", action="store_true", help="do not crash the buyer's node")
     demo.add_argument("--plain", action="store_true",
                       help="plain lines instead of live trees (automatic when not a terminal)")
+    demo.add_argument("--processes", action="store_true",
+                      help="run each party as its own 'fibers node run' process over mutual "
+                      "TLS, driven over RPC; the buyer's process is killed with SIGKILL")
     demo.add_argument("--dir", type=Path, default=None, metavar="PATH",
                       help="run directory for the nodes' storage (default: a fresh one)")
     shell = commands.add_parser(
@@ -154,6 +157,10 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
     live = console.is_terminal and not args.plain
     options = DemoOptions(trades=args.trades, crash=not args.no_crash, live=live,
                           base_dir=args.dir)
+    if args.processes:
+        from cli._process_demo import run_process_demo
+
+        return run_process_demo(console, options)
     return run_trade_demo(console, options)
 
 
