@@ -1,0 +1,152 @@
+"""Real node processes (``fibers node run``) started by the tests: a trade settled through the
+RPC client; SIGKILL at seeded random moments of payments and of trades, every one settled
+exactly once with cash conserved; ``fibers demo --processes --plain`` end to end.
+
+Synchronisation is on each node's ``ready`` line and on RPC state polled with a deadline; the
+only sleeps choose *when* to kill a process (the seeded random moment), never wait for it."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cli._process_demo import cash_total
+from cli._process_network import ProcessNetwork
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 120.0
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[ProcessNetwork]:
+    with ProcessNetwork(tmp_path, "Notary", ("BankA", "BankB")) as network:
+        network.start_all()
+        yield network
+
+
+def _until(what: str, check: Callable[[], bool], timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.05)
+
+
+def _cash(net: ProcessNetwork, name: str) -> int:
+    return cash_total(net.client(name).vault_query("Cash.State"))
+
+
+def _papers(net: ProcessNetwork, name: str) -> list[str]:
+    return [dict(r["fields"])["issuance"] for r in
+            net.client(name).vault_query("CommercialPaper.State")]
+
+
+def _idle(net: ProcessNetwork, *names: str) -> bool:
+    return all(not net.client(n).state_machines() and not net.client(n).hospital()
+               for n in names)
+
+
+def _issue(net: ProcessNetwork, cash: list[str], papers: int) -> None:
+    """Cash states for BankB (one per amount) and ``papers`` papers for BankA."""
+    for i, amount in enumerate(cash):
+        net.client("BankB").start_flow("CashIssueFlow", amount=amount,
+                                       issuer_ref=f"{i + 1:02x}", notary="Notary")
+    for _ in range(papers):
+        net.client("BankA").start_flow("CommercialPaperIssueFlow", face_value="1000.00 USD",
+                                       maturity="now+30d", notary="Notary")
+    _until("issued", lambda: len(net.client("BankB").vault_query("Cash.State")) == len(cash)
+           and len(_papers(net, "BankA")) == papers and _idle(net, "BankA", "BankB"))
+
+
+def test_three_node_processes_settle_a_trade_through_the_rpc_client(
+        net: ProcessNetwork) -> None:
+    _issue(net, ["1000.00 USD"], papers=1)
+    paper = net.client("BankA").vault_query("CommercialPaper.State")[0]["ref"]
+    started = net.client("BankA").start_flow("SellerStarter", other_party="BankB",
+                                             asset_to_sell=paper, price="900.00 USD",
+                                             acceptable_issuers="BankB")
+    _until("the trade ended", lambda: net.client("BankA").call(
+        "outcome", run_id=started["run_id"]) is not None)
+    outcome = net.client("BankA").call("outcome", run_id=started["run_id"])
+    assert outcome["status"] == "COMPLETED", outcome
+    tx = outcome["result"].removeprefix("SignedTransaction ")
+    _until("the buyer recorded it", lambda: len(_papers(net, "BankB")) == 1)
+    assert net.client("BankB").vault_query("CommercialPaper.State")[0]["ref"].startswith(tx)
+    assert (_cash(net, "BankA"), _cash(net, "BankB")) == (90000, 10000)
+    assert _papers(net, "BankA") == []
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_payments_survive_sigkill_at_random_moments_exactly_once(
+        net: ProcessNetwork, seed: int) -> None:
+    rng = random.Random(seed)
+    count = 6
+    _issue(net, ["100.00 USD"] * count, papers=0)
+    victim = rng.choice(["BankA", "BankB"])
+    for _ in range(count):
+        net.client("BankB").start_flow("CashPaymentFlow", amount="100.00 USD",
+                                       recipient="BankA")
+        if rng.random() < 0.3:
+            time.sleep(rng.uniform(0.0, 0.2))  # when to kill, not a wait for anything
+    time.sleep(rng.uniform(0.0, 0.5))
+    net.kill(victim)
+    net.start(victim)
+    _until("every payment settled", lambda: _idle(net, "BankA", "BankB")
+           and _cash(net, "BankA") == count * 10000)
+    assert _cash(net, "BankB") == 0
+    assert len(net.client("BankA").vault_query("Cash.State")) == count  # each paid once
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_trades_survive_sigkill_at_random_moments_exactly_once(
+        net: ProcessNetwork, seed: int) -> None:
+    rng = random.Random(seed)
+    count = 4
+    _issue(net, ["1000.00 USD"] * count, papers=count)
+    refs = [r["ref"] for r in net.client("BankA").vault_query("CommercialPaper.State")]
+    issuances = sorted(_papers(net, "BankA"))
+    for ref in refs:
+        net.client("BankA").start_flow("SellerStarter", other_party="BankB", asset_to_sell=ref,
+                                       price="900.00 USD", acceptable_issuers="BankB")
+    victim = rng.choice(["BankA", "BankB", "Notary"])
+    time.sleep(rng.uniform(0.0, 1.0))  # when to kill, not a wait for anything
+    net.kill(victim)
+    net.start(victim)
+    _until("every trade settled", lambda: _idle(net, "BankA", "BankB")
+           and len(_papers(net, "BankB")) == count)
+    assert sorted(_papers(net, "BankB")) == issuances  # each paper owned once, by the buyer
+    assert _papers(net, "BankA") == []
+    assert _cash(net, "BankA") == count * 90000
+    assert _cash(net, "BankA") + _cash(net, "BankB") == count * 100000  # conserved
+
+
+def test_fibers_demo_processes_plain_tells_the_story_end_to_end(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "demo", "--processes", "--plain", "--trades", "2",
+         "--dir", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for line in ("Started Notary: pid", "Started SellerBank: pid", "Started BuyerBank: pid",
+                 "Where each flow is parked", "BuyerBank killed (SIGKILL to pid",
+                 "Restarting BuyerBank from", "BuyerBank (pid", "runs again from its storage"):
+        assert line in out, out
+    assert out.count("Notarised transaction") == 2, out
+    after = out[out.index("After: vaults"):]
+    assert "1,800.00 USD" in after and "200.00 USD" in after, out
+    assert (tmp_path / "run" / "network" / "BuyerBank" / "node.toml").exists()
+    pids = [int(m) for m in re.findall(r"pid (\d+)", out)]
+    assert len(pids) >= 4
+    for pid in pids:  # every child was stopped (and reaped) by the demo
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
