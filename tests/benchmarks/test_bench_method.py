@@ -34,6 +34,7 @@ def test_the_issue_contract_is_the_target_table() -> None:
         "restore.ready_s.100000": ("value", "<=", 1.0),
         "restore.wake_all_s.100000": ("value", "<=", 10.0),
         "trade.vs_crypto_floor": ("ratio", "<=", 3.0),
+        "trade.per_s.processes": ("value", ">=", 300),
     }
     assert set(REPORTED) == {"durable.vs_dbos_sqlite.1000", "durable.vs_dbos_postgres.1000"}
     assert len(CONTRACT) == len(set(CONTRACT)) == len(TARGETS) + len(REPORTED)
