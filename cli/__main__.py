@@ -158,9 +158,16 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
     options = DemoOptions(trades=args.trades, crash=not args.no_crash, live=live,
                           base_dir=args.dir)
     if args.processes:
-        from cli._process_demo import run_process_demo
+        from cli._process_demo import DemoFailed, run_process_demo
 
-        return run_process_demo(console, options)
+        try:
+            return run_process_demo(console, options)
+        except DemoFailed as exc:
+            print(f"fibers: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("fibers: interrupted: every node process was stopped", file=sys.stderr)
+            return 130
     return run_trade_demo(console, options)
 
 

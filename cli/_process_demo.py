@@ -23,11 +23,12 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from cli._process_network import ProcessNetwork
+from cli._process_network import NodeProcessError, ProcessNetwork
 from cli._process_view import ProcessReporter
 from cli._trade_demo import DemoOptions
+from fibers.rpc import RpcError
 
-__all__ = ["run_process_demo"]
+__all__ = ["DemoFailed", "run_process_demo"]
 
 NOTARY, SELLER, BUYER = "Notary", "SellerBank", "BuyerBank"
 FACE_VALUE: Final = "1000.00 USD"
@@ -36,9 +37,14 @@ FLOW_TIMEOUT: Final = 120.0
 """Seconds the demo waits for the flows of one stage before it gives up."""
 
 
+class DemoFailed(RuntimeError):
+    """A node process or its RPC failed the demo; every child was stopped."""
+
+
 def run_process_demo(console: Console, options: DemoOptions) -> int:
     """Tell the story on ``console`` with node processes in ``options.base_dir`` (a fresh
-    directory when None); returns the exit status."""
+    directory when None); returns the exit status. Raises ``DemoFailed`` naming what broke
+    when a node did not start or its RPC failed."""
     base_dir = options.base_dir or Path(tempfile.mkdtemp(prefix="fibers-demo-"))
     console.print(
         f"[bold]Fibers demo[/], one process per party: {options.trades} delivery-versus-payment "
@@ -51,6 +57,9 @@ def run_process_demo(console: Console, options: DemoOptions) -> int:
                 console.print(f"Started {name}: pid {net.pid(name)}, {net.node_dir(name)}",
                               highlight=False, soft_wrap=True)
             return _story(console, options, net)
+    except (NodeProcessError, RpcError, RuntimeError) as exc:
+        raise DemoFailed(f"{exc} (the nodes' directories and storage are in {base_dir})"
+                         ) from exc
     finally:
         console.print(f"Run directory (each node's directory and storage): [bold]{base_dir}[/]",
                       soft_wrap=True)

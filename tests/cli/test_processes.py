@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cli._process_demo import cash_total
-from cli._process_network import ProcessNetwork
+from cli._process_network import NodeProcessError, ProcessNetwork
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +151,41 @@ def test_fibers_demo_processes_plain_tells_the_story_end_to_end(tmp_path: Path) 
     for pid in pids:  # every child was stopped (and reaped) by the demo
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_ctrl_c_during_demo_processes_stops_every_child(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cli", "demo", "--processes", "--plain", "--trades", "3",
+         "--dir", str(tmp_path / "run")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert demo.stdout is not None
+    seen = []
+    try:
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("Started BuyerBank: pid"):
+                break
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        rest = demo.communicate(timeout=60)[0]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = "".join(seen) + rest
+    assert demo.returncode != 0, output
+    assert "interrupted: every node process was stopped" in output, output
+    assert "Traceback" not in output, output
+    pids = {int(m) for m in re.findall(r"Started \w+: pid (\d+)", output)}
+    assert len(pids) == 3, output
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_node_that_cannot_start_is_reported_with_its_output(tmp_path: Path) -> None:
+    with ProcessNetwork(tmp_path, "Notary", ("BankA",)) as network:
+        (network.node_dir("BankA") / "node.toml").write_text("name = [broken\n")
+        with pytest.raises(NodeProcessError, match="BankA did not get ready") as raised:
+            network.start("BankA")
+        assert "node.toml" in str(raised.value)
+        assert not network.is_up("BankA")
