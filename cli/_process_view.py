@@ -35,7 +35,8 @@ class ProcessReporter:
 
     def __init__(self, console: Console, *, live: bool) -> None:
         self.console = console
-        self.steps: dict[str, tuple[str, str, str]] = {}  # run id -> node, flow, step
+        # run id (or its short form, for flows seen only when parked) -> node, flow, step
+        self.steps: dict[str, tuple[str, str, str]] = {}
         self.events: list[str] = []
         self.down: set[str] = set()
         self._live = Live(console=console, auto_refresh=False, transient=False) if live \
@@ -74,6 +75,9 @@ class ProcessReporter:
             self.down.add(down)
         if up is not None:
             self.down.discard(up)
+            for run_id, (node, flow, step) in list(self.steps.items()):
+                if node == up and step.startswith("parked"):
+                    self.steps[run_id] = (node, flow, "resumed from its checkpoint")
         if self._live is None:
             self.console.print(f"* {text}", highlight=False, soft_wrap=True)
         else:
@@ -91,6 +95,9 @@ class ProcessReporter:
             return
         self.events.extend(f"  {node} {flow} {run_id}: parked at {where}"
                            for node, flow, run_id, where in rows)
+        for node, flow, run_id, where in rows:
+            if node == down:  # its feed is gone with it: show where its flows wait
+                self.steps[run_id] = (node, flow, f"parked at {where}")
         self._draw()
 
     def hold(self, seconds: float) -> None:
