@@ -1,11 +1,9 @@
-"""``fibers shell --connect`` through a pty against a node served in another process (the
-test-only ``tests.cli.rpc_node_server``, started by the test), by node directory and by URL
-with ``--user``; and its argument errors."""
+"""``fibers shell --connect`` through a pty against a real ``fibers node run`` process started by
+the test, by node directory and by URL with ``--user``; and its argument errors."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,19 +13,16 @@ from typing import Any
 import pytest
 
 from cli.__main__ import main
-from tests.cli.rpc_nodes import PASSWORDS, write_node_config
+from cli._process_network import ProcessNetwork
+from cli.rpc_node import client_settings
+from fibers.rpc import hash_password
 
 pexpect = pytest.importorskip("pexpect")
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "BankA>"
+VIEWER_PASSWORD = "view-secret"
 TIMEOUT = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _environment(**extra: str) -> dict[str, str]:
@@ -37,22 +32,22 @@ def _environment(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """BankA's node directory and RPC URL, served by a node process of the test's own."""
-    node_dir = write_node_config(tmp_path / "BankA", port=_free_port())
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.cli.rpc_node_server", str(tmp_path / "storage"),
-         str(node_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("ready https://127.0.0.1:"), line
-        yield node_dir, line.split()[1]
-    finally:
-        server.terminate()
-        status = server.wait(TIMEOUT)
-        if server.stdout is not None:
-            server.stdout.close()
-        assert status == 0
+    """BankA's node directory and RPC URL: real ``fibers node run`` processes of the Notary
+    and BankA (BankB is never started, so a payment to it stays running). BankA's node.toml
+    gets a ``viewer`` user who may only call ``node_info``."""
+    with ProcessNetwork(tmp_path / "net", "Notary", ("BankA", "BankB")) as network:
+        node_dir = network.node_dir("BankA")
+        with (node_dir / "node.toml").open("a", encoding="utf-8") as config:
+            config.write("\n[[rpc.users]]\nusername = \"viewer\"\n"
+                         f"password_hash = \"{hash_password(VIEWER_PASSWORD, n=1024)}\"\n"
+                         'permissions = ["InvokeRpc.node_info"]\n')
+        network.start("Notary")
+        network.start("BankA")
+        yield node_dir, client_settings(node_dir).url
+
+
+def _operator_password(node_dir: Path) -> str:
+    return (node_dir / "operator.password").read_text(encoding="utf-8").strip()
 
 
 def _spawn(args: list[str], tmp_path: Path, **env: str) -> Any:
@@ -82,14 +77,14 @@ def test_a_remote_terminal_session_starts_watches_kills_and_queries(
         child.expect_exact(f"✓ CashIssueFlow {issue} completed: SignedTransaction")
         command("vault Cash")
         child.expect_exact("500.00 USD")
-        command("flow start Parked label: waiting")
-        child.expect(r"Started Parked (\w{8})")
+        command("flow start CashPaymentFlow amount: 100 USD, recipient: BankB")
+        child.expect(r"Started CashPaymentFlow (\w{8})")
         parked = child.match.group(1)
-        child.expect_exact("is still running")
+        child.expect_exact("is still running")  # BankB is down: it waits for BankB
         command("flow list")
         child.expect_exact(parked)
         command(f"flow kill {parked}")
-        child.expect_exact(f"Killed Parked {parked}")
+        child.expect_exact(f"Killed CashPaymentFlow {parked}")
         command("crash BankA")
         child.expect_exact("'crash' works on the embedded network only")
         command("restart BankA")
@@ -109,11 +104,11 @@ def test_a_url_and_user_connect_with_the_password_from_the_environment(
     node_dir, url = served
     child = _spawn(["--connect", url, "--user", "viewer", "--ca",
                     str(node_dir / "tls" / "ca.crt")], tmp_path,
-                   FIBERS_RPC_PASSWORD=PASSWORDS["viewer"])
+                   FIBERS_RPC_PASSWORD=VIEWER_PASSWORD)
     try:
         child.expect_exact("Connected to BankA")
         child.expect_exact(PROMPT)
-        child.send("flow start Parked label: x\r")
+        child.send("flow start CashIssueFlow amount: 1 USD, issuer_ref: 01, notary: Notary\r")
         child.expect_exact("may not call 'start_tracked_flow'")
         child.expect_exact(PROMPT)
         child.send("exit\r")
@@ -134,7 +129,7 @@ def test_without_the_environment_variable_the_password_is_prompted_for(
                     str(node_dir / "tls" / "ca.crt")], tmp_path)
     try:
         child.expect_exact(f"Password of operator at {url}: ")
-        child.send(PASSWORDS["operator"] + "\r")
+        child.send(_operator_password(node_dir) + "\r")
         child.expect_exact("Connected to BankA")
         child.expect_exact(PROMPT)
         child.send("node\r")
@@ -146,7 +141,7 @@ def test_without_the_environment_variable_the_password_is_prompted_for(
         child.close()
         child.logfile_read.close()
     assert child.exitstatus == 0
-    assert PASSWORDS["operator"] not in (tmp_path / "transcript.txt").read_text()  # unechoed
+    assert _operator_password(node_dir) not in (tmp_path / "transcript.txt").read_text()  # unechoed
 
 
 @pytest.mark.slow
