@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -67,6 +68,14 @@ def _error(response: httpx.Response) -> RpcError:
     return _BY_STATUS.get(status, RpcError)(status, kind, message)
 
 
+def _transport(tls: ssl.SSLContext) -> httpx.HTTPTransport:
+    """HTTPS with TCP_NODELAY: a request goes out as a header record and a body record, and
+    with Nagle's algorithm the body waits for the server's delayed ACK of the headers (~40 ms
+    on Linux), which made every call cost ~45 ms on an idle node."""
+    return httpx.HTTPTransport(verify=tls,
+                               socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+
+
 class Subscription:
     """One feed subscription; events arrive on its reader thread. ``unsubscribe`` asks the
     server to end the stream (idempotent)."""
@@ -102,8 +111,8 @@ class RpcClient:
         self._tls = ssl.create_default_context(cafile=None if ca is None else str(ca))
         self._auth = httpx.BasicAuth(user, password)
         self._timeout = timeout
-        self._http = httpx.Client(base_url=self.url, auth=self._auth, verify=self._tls,
-                                  timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, auth=self._auth, timeout=timeout,
+                                  transport=_transport(self._tls))
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -170,8 +179,9 @@ class RpcClient:
                    on_event: Callable[[Any], object], on_end: Callable[[str], object]) -> None:
         reason = "the stream ended"
         try:
-            with httpx.Client(base_url=self.url, auth=self._auth, verify=self._tls,
-                              timeout=httpx.Timeout(self._timeout, read=None)) as http, \
+            with httpx.Client(base_url=self.url, auth=self._auth,
+                              timeout=httpx.Timeout(self._timeout, read=None),
+                              transport=_transport(self._tls)) as http, \
                     http.stream("POST", f"/api/v1/feeds/{feed}", json=body) as response:
                 if response.status_code != 200:
                     response.read()

@@ -126,6 +126,7 @@ class RpcServer:
         self._document = openapi_document(title, self._operations, self._feeds)
         self._subscriptions: dict[str, _Subscription] = {}
         self._socket = socket.create_server((host, port))
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host, self.port = host, self._socket.getsockname()[1]
         app = Starlette(routes=[
             Route(OPENAPI_PATH, self._openapi, methods=["GET"]),
