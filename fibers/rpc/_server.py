@@ -126,6 +126,8 @@ class RpcServer:
         self._document = openapi_document(title, self._operations, self._feeds)
         self._subscriptions: dict[str, _Subscription] = {}
         self._socket = socket.create_server((host, port))
+        # Accepted connections inherit it: a response goes out as a header record and a body
+        # record, and with Nagle's algorithm the body waited ~40 ms for the delayed ACK.
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host, self.port = host, self._socket.getsockname()[1]
         app = Starlette(routes=[
