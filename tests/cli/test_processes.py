@@ -87,21 +87,35 @@ def test_three_node_processes_settle_a_trade_through_the_rpc_client(
     assert _papers(net, "BankA") == []
 
 
+def _crash_now_and_then(net: ProcessNetwork, rng: random.Random, starts: list[Callable[[], object]],
+                        victims: list[str]) -> list[str]:
+    """Run ``starts`` one after another; after some of them (and at least once), at a random
+    moment, SIGKILL a random victim and start it again. Returns who was killed."""
+    killed: list[str] = []
+    for i, start in enumerate(starts):
+        start()
+        if rng.random() < 0.35 or (i == len(starts) - 1 and not killed):
+            time.sleep(rng.uniform(0.0, 0.4))  # when to kill, not a wait for anything
+            victim = rng.choice(victims)
+            net.kill(victim)
+            net.start(victim)
+            killed.append(victim)
+    return killed
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_payments_survive_sigkill_at_random_moments_exactly_once(
         net: ProcessNetwork, seed: int) -> None:
     rng = random.Random(seed)
     count = 6
     _issue(net, ["100.00 USD"] * count, papers=0)
-    victim = rng.choice(["BankA", "BankB"])
-    for _ in range(count):
-        net.client("BankB").start_flow("CashPaymentFlow", amount="100.00 USD",
-                                       recipient="BankA")
-        if rng.random() < 0.3:
-            time.sleep(rng.uniform(0.0, 0.2))  # when to kill, not a wait for anything
-    time.sleep(rng.uniform(0.0, 0.5))
-    net.kill(victim)
-    net.start(victim)
+
+    def pay() -> object:
+        return net.client("BankB").start_flow("CashPaymentFlow", amount="100.00 USD",
+                                              recipient="BankA")
+
+    killed = _crash_now_and_then(net, rng, [pay] * count, ["BankA", "BankB", "Notary"])
+    assert killed
     _until("every payment settled", lambda: _idle(net, "BankA", "BankB")
            and _cash(net, "BankA") == count * 10000)
     assert _cash(net, "BankB") == 0
@@ -116,13 +130,15 @@ def test_trades_survive_sigkill_at_random_moments_exactly_once(
     _issue(net, ["1000.00 USD"] * count, papers=count)
     refs = [r["ref"] for r in net.client("BankA").vault_query("CommercialPaper.State")]
     issuances = sorted(_papers(net, "BankA"))
-    for ref in refs:
-        net.client("BankA").start_flow("SellerStarter", other_party="BankB", asset_to_sell=ref,
-                                       price="900.00 USD", acceptable_issuers="BankB")
-    victim = rng.choice(["BankA", "BankB", "Notary"])
-    time.sleep(rng.uniform(0.0, 1.0))  # when to kill, not a wait for anything
-    net.kill(victim)
-    net.start(victim)
+
+    def sell(ref: str) -> Callable[[], object]:
+        return lambda: net.client("BankA").start_flow(
+            "SellerStarter", other_party="BankB", asset_to_sell=ref, price="900.00 USD",
+            acceptable_issuers="BankB")
+
+    killed = _crash_now_and_then(net, rng, [sell(ref) for ref in refs],
+                                 ["BankA", "BankB", "Notary"])
+    assert killed
     _until("every trade settled", lambda: _idle(net, "BankA", "BankB")
            and len(_papers(net, "BankB")) == count)
     assert sorted(_papers(net, "BankB")) == issuances  # each paper owned once, by the buyer
