@@ -8,6 +8,9 @@ returns once it printed its ``ready`` line (``NodeProcessError`` with its output
 ``kill(name)`` sends SIGKILL and reaps it; ``client(name)`` is an operator RPC client of the
 node; ``close()`` stops every child still running (SIGTERM, then SIGKILL after a grace period),
 so no child outlives the network, on errors and Ctrl-C too (use it as a context manager).
+Should this process die without cleaning up (SIGKILL, SIGHUP of its terminal), each child is
+sent SIGTERM by the kernel (Linux's parent-death signal) and stops cleanly; so call ``start``
+from a thread that lives as long as the network (the signal follows the starting thread).
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ __all__ = ["NodeProcessError", "ProcessNetwork", "free_base_port"]
 READY_TIMEOUT: Final = 60.0
 """Seconds a node process may take to print ``ready`` (a loaded 2-core machine is slow)."""
 _STOP_GRACE: Final = 10.0
+_WITH_PARENT: Final = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG, kept across exec
+except (OSError, AttributeError):
+    pass  # not Linux: the parent's close() is the only clean-up
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)  # the parent died before the signal was arranged
+os.execv(sys.executable, [sys.executable, "-m", "cli", "node", "run", sys.argv[2]])
+"""
+"""Runs as the child: arrange SIGTERM on the parent's death, then become ``fibers node run``."""
 
 
 class NodeProcessError(RuntimeError):
@@ -105,7 +119,7 @@ class ProcessNetwork:
         if self.is_up(name):
             raise NodeProcessError(f"the node {name} runs already (pid {self.pid(name)})")
         child = subprocess.Popen(
-            [sys.executable, "-m", "cli", "node", "run", str(self.node_dir(name))],
+            [sys.executable, "-c", _WITH_PARENT, str(os.getpid()), str(self.node_dir(name))],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
             start_new_session=True)  # a Ctrl-C in the terminal reaches only us: we stop them

@@ -7,6 +7,7 @@ only sleeps choose *when* to kill a process (the seeded random moment), never wa
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
@@ -205,3 +206,41 @@ def test_a_node_that_cannot_start_is_reported_with_its_output(tmp_path: Path) ->
             network.start("BankA")
         assert "node.toml" in str(raised.value)
         assert not network.is_up("BankA")
+
+
+def _gone(pid: int) -> bool:
+    """The process ended (a zombie waiting for a reaper that is not us counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def test_the_nodes_stop_when_the_demo_is_killed_outright(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cli", "demo", "--processes", "--plain", "--trades", "3",
+         "--dir", str(tmp_path / "run")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert demo.stdout is not None
+    pids = []
+    try:
+        for line in demo.stdout:
+            found = re.match(r"Started \w+: pid (\d+)", line)
+            if found:
+                pids.append(int(found.group(1)))
+            if line.startswith("Started BuyerBank: pid"):
+                break
+        demo.kill()  # no clean-up runs in the demo: the kernel tells the children
+        demo.wait()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        demo.stdout.close()
+    assert len(pids) == 3
+    _until("every node process ended", lambda: all(_gone(pid) for pid in pids), 30)
+    for name in ("Notary", "SellerBank", "BuyerBank"):  # each stopped cleanly, lock released
+        lock = tmp_path / "run" / "network" / name / "node.lock"
+        with lock.open("ab") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
