@@ -69,6 +69,9 @@ log = logging.getLogger("fibers.node")
 AckEntry = tuple[int, bool, int]
 """(session id, to initiator, seq) of one received message, as an ``Ack`` lists it."""
 
+Forget = tuple[bytes, bool]
+"""An outbox key to delete, or (True) the prefix of every outbox key of one session."""
+
 
 @dataclass(eq=False, slots=True)
 class Unit:
@@ -221,8 +224,8 @@ class CommitStage:
         # Invariant: they are deleted in the very commit after which the acknowledgements due
         # for the frames that put them here are sent (a commit whose deletions fail sends no
         # acknowledgement); the dedup pruning relies on it.
-        self._acked: list[bytes] = []
-        self._acked_later: list[bytes] = []  # ... whose deletion failed: retried with a commit
+        self._acked: list[Forget] = []
+        self._acked_later: list[Forget] = []  # ... whose deletion failed: retried with a commit
         self._acked_later_at: datetime | None = None  # when _acked_later is retried
         self._unacked = Redelivery(redelivery_interval)
 
@@ -281,8 +284,9 @@ class CommitStage:
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in history] if machine.finished else []
         if machine.finished and any(not s.we_initiated for s in history):
+            # Its final message in each (see fibers._dedup, rule 3) is the last it numbered.
             extra.append(self._responder_sessions_finished(
-                [session_prefix(s.peer.name, s.session_id, False)
+                [(session_prefix(s.peer.name, s.session_id, False), s.next_send_seq - 1)
                  for s in history if not s.we_initiated]))
         return StepWrite(
             run_id=machine.run_id,
@@ -297,19 +301,20 @@ class CommitStage:
             extra_writes=extra,
         )
 
-    def _responder_sessions_finished(self, keys: list[bytes]) -> Callable[[Txn], None]:
+    def _responder_sessions_finished(self, keys: list[tuple[bytes, int]]
+                                     ) -> Callable[[Txn], None]:
         """The write that records, with a finished flow's last step (or its kill), that its
-        responder sessions are over on our side (their dedup records may then go, see
-        ``fibers._dedup``)."""
+        responder sessions (dedup key, number of our final message in it) are over on our side
+        (their dedup records may then go, see ``fibers._dedup``)."""
         store = self._storage()
 
         def write(txn: Txn) -> None:
-            for key in keys:
-                dedup.responder_finished(store, txn, key)
+            for key, final_seq in keys:
+                dedup.responder_finished(store, txn, key, final_seq)
 
         return write
 
-    def record_kill(self, write: StepWrite, responder_keys: list[bytes],
+    def record_kill(self, write: StepWrite, responder_keys: list[tuple[bytes, int]],
                     after: Callable[[], object]) -> None:
         """Delete a parked flow's records (``write``, its last step) and end its responder
         sessions on our side in a unit of its own; ``after`` once that committed."""
@@ -390,7 +395,7 @@ class CommitStage:
         if not self.durable:
             return
         keys = [message_key(sender.name, *entry) for entry in entries]
-        self._acked.extend(keys)
+        self._acked.extend((key, False) for key in keys)
         for key in keys:
             self._unacked.acknowledged(key)
 
@@ -400,7 +405,16 @@ class CommitStage:
         before acknowledging it. Its dedup record may go once we acknowledge (see
         ``fibers._dedup``)."""
         if self.durable:
-            self._acked.append(message_key(responder.name, session_id, False, 0))
+            self._acked.append((message_key(responder.name, session_id, False, 0), False))
+
+    def session_over(self, responder: Party, session_id: int) -> None:
+        """The responder's side of our session ``session_id`` ended (we received its End,
+        ErrorEnd or Reject): delete every message of ours in the session from the outbox in
+        the commit that stores (or drops) that final message, before acknowledging it. Nobody
+        will consume them, and the responder's dedup record may go once we acknowledge (see
+        ``fibers._dedup``, rule 2)."""
+        if self.durable:
+            self._acked.append((session_prefix(responder.name, session_id, False), True))
 
     # ----- the group commit -----------------------------------------------------------------------
 
@@ -440,7 +454,7 @@ class CommitStage:
                 log.error("%s could not store %s: %s", self._who,
                           "a parked flow's records" if unit.owner else "node records", error)
 
-    def _forget_later(self, acked: list[bytes]) -> None:
+    def _forget_later(self, acked: list[Forget]) -> None:
         """Acknowledged messages whose deletion failed: deleted with a later commit, at the
         latest at the next redelivery tick."""
         self._acked_later.extend(acked)
@@ -503,11 +517,16 @@ class CommitStage:
         self._unacked.clear()
 
 
-def _forget_acknowledged(store: NodeStorage, txn: Txn, keys: list[bytes]) -> None:
-    """Delete acknowledged messages from the outbox; an acknowledgement from an initiator
-    also advances its session's dedup record (see ``fibers._dedup``)."""
-    for key in keys:
+def _forget_acknowledged(store: NodeStorage, txn: Txn, keys: list[Forget]) -> None:
+    """Delete acknowledged messages (and the messages of sessions whose responder ended) from
+    the outbox; an acknowledgement from an initiator may also end its session's dedup record
+    (see ``fibers._dedup``)."""
+    for key, whole_session in keys:
+        if whole_session:
+            store.delete_prefix(txn, "outbox", key)
+            continue
         store.delete(txn, "outbox", key)
-        peer, session_id, to_initiator, _ = split_message_key(key)
+        peer, session_id, to_initiator, seq = split_message_key(key)
         if to_initiator:
-            dedup.initiator_acknowledged(store, txn, session_prefix(peer, session_id, False))
+            dedup.initiator_acknowledged(store, txn, session_prefix(peer, session_id, False),
+                                         seq)

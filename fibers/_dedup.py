@@ -1,31 +1,68 @@
-"""Session-init dedup records: a responder never runs the same session init twice, and the
-records do not grow with the number of sessions a node has ever served.
+"""Session-init dedup records: a responder never runs the same session init twice, a message
+from an initiator is never acknowledged and dropped while the initiator may still need it
+consumed, and the records do not grow with the number of sessions a node has ever served.
 
 Database ``dedup``, key ``session_prefix(initiator, session id, False)`` (see
 ``fibers._checkpoint_store``), value the state of that session on the responder's side:
 
 =================  ==========================================================================
 ``b""``            accepted, the responder runs; the initiator may still re-send its init
-``b"A"``           accepted, and the initiator acknowledged one of the responder's messages
-``b"F"``           the responder finished; the initiator has not acknowledged anything yet
+``b"F" + s``       the responder finished; its final message of the session (its ``End`` or
+                   ``ErrorEnd``, or the ``Reject`` of a refused init) is number ``s``
 ``b"E" + n``       ended: kept as the ``n``-th of the last ``RECENT_ENDED`` ended sessions
 =================  ==========================================================================
 
-Why an ended session's record can go. The initiator keeps its init in its outbox, and re-sends
-it after a restart, until it knows the responder stored it. Every message the responder sends
-in the session is sent only after the init is stored, so the initiator forgets its init (deletes
-it from its outbox) in the same commit that stores, or drops, the first message it receives in
-the session, and acknowledges that message only after the commit (see the router,
-``fibers._router``).
-So once the initiator acknowledged any of the responder's messages, it will never send the init
-again, and once the responder has also finished, nothing can ask for the session any more.
+(``b"A"`` and a bare ``b"F"``, written by earlier versions, are read as ``b""`` and as a
+finished session whose final message is any one.)
 
-Growth is bounded: records in states ``""``, ``"A"`` and ``"F"`` belong to running responders or
-to finished ones whose initiator has not acknowledged anything yet (it is down or unreachable);
-ended records are kept for the ``RECENT_ENDED`` most recently ended sessions only, so that even
-a duplicate a misbehaving transport delivers late (after the acknowledgement) of one of those
-is recognised, then evicted oldest first. The index ``b"\\xff" + n -> key`` orders them and
-``b"\\xfe"`` holds the next ``n``; neither byte occurs in UTF-8, so no peer name collides.
+What the router does with a message from an initiator for a session no flow routes
+(``Router._on_unrouted``):
+
+(a) with a record, the session ran (or was refused) and our side is over: the message is
+    acknowledged and dropped, nobody will consume it;
+(b) without one, the init was never stored here: it was lost in a crash before its first
+    commit, or it is still on its way (the transport reordered them). The message is dropped
+    *without* acknowledgement (``FrameStats.unknown_session``): the initiator still holds it
+    and its init in its outbox and re-sends both until acknowledged, so the responder starts
+    from the init and then receives the message in order. Acknowledging it would strand the
+    responder waiting for a message its sender forgot.
+
+(b) is only safe if no initiator ever holds an unacknowledged message of a session whose record
+was pruned (it would re-send it forever). Three rules make that so:
+
+1. The initiator forgets its init (deletes it from its outbox) in the commit that stores, or
+   drops, the first message it receives in the session, before acknowledging that message
+   (``CommitStage.init_implied``): the responder sends nothing before storing the init.
+2. Once the initiator learns that the responder's side ended (it receives its ``End``,
+   ``ErrorEnd`` or ``Reject``, routed to its flow, stored for its parked flow, or for a
+   session it no longer runs), it deletes every message of its own in that session from its
+   outbox in the commit that stores, or drops, that final message, and acknowledges the final
+   message only after that commit (``CommitStage.session_over``; the acknowledgements of a
+   round wait for its deletions, see ``CommitStage._acked``). From then on it sends nothing
+   more in the session: its flow does not emit messages to a counterparty that ended
+   (``SessionTable.post``), and a flow that already ended sends nothing at all.
+3. A responder always ends its side with a message, even when the initiator ended first
+   (``SessionTable.close``; a killed parked responder too, ``fibers._kill``), and the record
+   records its number (``F + s``, in the commit of that last step, before the message leaves).
+   The record ends only when the initiator acknowledges exactly that message
+   (``initiator_acknowledged``), not merely one of the responder's messages.
+
+So when a record ends, the initiator has processed the responder's final message, hence
+(rule 2) holds no message of the session any more and will never send one again, and (rule 1)
+no init either. Copies already on the wire, or re-sent from the redelivery schedule before the
+deletion, reach a node without the record and are dropped unacknowledged: harmless, since their
+sender no longer holds them (redelivery skips keys no longer in the outbox). A Reject is number
+0 of the responder's side; an initiator side message (``to_initiator``) for a session no flow
+routes is always acknowledged and dropped: an initiator's session exists from before its init
+left until its flow ends (or is held back or parked, which the router checks first).
+
+Growth is bounded: records in states ``""`` and ``"F"`` belong to running responders or to
+finished ones whose initiator has not acknowledged their final message yet (it is down or
+unreachable); ended records are kept for the ``RECENT_ENDED`` most recently ended sessions only,
+so that even a duplicate a misbehaving transport delivers late (after the acknowledgement) of
+one of those is recognised, then evicted oldest first. The index ``b"\\xff" + n -> key`` orders
+them and ``b"\\xfe"`` holds the next ``n``; neither byte occurs in UTF-8, so no peer name
+collides.
 """
 
 from __future__ import annotations
@@ -40,7 +77,7 @@ RECENT_ENDED: Final = 4096
 """How many ended sessions keep their dedup record (the oldest is evicted first)."""
 
 _LIVE: Final = b""
-_ACKED: Final = b"A"
+_ACKED: Final = b"A"  # written by earlier versions; read as _LIVE
 _FINISHED: Final = b"F"
 _ENDED: Final = b"E"
 _INDEX: Final = b"\xff"
@@ -55,8 +92,9 @@ def accepted(store: NodeStorage, txn: Txn, key: bytes) -> None:
 
 def rejected(store: NodeStorage, txn: Txn, key: bytes) -> None:
     """The session init ``key`` was rejected: no responder ever runs for it. Recorded as a
-    finished responder, so that the record ends once the initiator acknowledged the Reject."""
-    store.put(txn, DB, key, _FINISHED)
+    finished responder whose final message is the Reject (number 0), so that the record ends
+    once the initiator acknowledged it."""
+    store.put(txn, DB, key, _FINISHED + _N.pack(0))
 
 
 def seen(store: NodeStorage, txn: Txn, key: bytes) -> bool:
@@ -64,23 +102,22 @@ def seen(store: NodeStorage, txn: Txn, key: bytes) -> bool:
     return store.get(txn, DB, key) is not None
 
 
-def initiator_acknowledged(store: NodeStorage, txn: Txn, key: bytes) -> None:
-    """The initiator of session ``key`` acknowledged one of our messages in it: it will never
-    re-send its init."""
+def initiator_acknowledged(store: NodeStorage, txn: Txn, key: bytes, seq: int) -> None:
+    """The initiator of session ``key`` acknowledged our message number ``seq`` in it: if that
+    was the responder's final message, the initiator holds nothing of the session any more and
+    the record ends."""
     state = store.get(txn, DB, key)
-    if state == _LIVE:
-        store.put(txn, DB, key, _ACKED)
-    elif state == _FINISHED:
+    if state in (_FINISHED, _FINISHED + _N.pack(seq)):
         _end(store, txn, key)
 
 
-def responder_finished(store: NodeStorage, txn: Txn, key: bytes) -> None:
-    """Our responder in session ``key`` finished (in the commit of its last step)."""
+def responder_finished(store: NodeStorage, txn: Txn, key: bytes, final_seq: int) -> None:
+    """Our responder in session ``key`` finished (in the commit of its last step), and
+    ``final_seq`` is the number of its final message in the session (sent after this
+    commit)."""
     state = store.get(txn, DB, key)
-    if state == _ACKED:
-        _end(store, txn, key)
-    elif state == _LIVE:
-        store.put(txn, DB, key, _FINISHED)
+    if state in (_LIVE, _ACKED):
+        store.put(txn, DB, key, _FINISHED + _N.pack(final_seq))
 
 
 def _end(store: NodeStorage, txn: Txn, key: bytes) -> None:

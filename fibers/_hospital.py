@@ -267,13 +267,17 @@ class Hospital:
         old = self._parked.pop(run_id, None)
         if old is not None:
             self._router.unroute(old)
-        responder_keys: list[bytes] = []  # its session as a responder is over on our side
+        # Its session as a responder is over on our side, ended by the message sent now.
+        responder_keys: list[tuple[bytes, int]] = []
         if self._checkpoints is not None:
             stored = self._checkpoints.load_flow(run_id)
             sessions = _kill.sessions_from_records(stored)
-            if stored.start is not None and stored.start.peer is not None:
-                responder_keys.append(
-                    session_prefix(stored.start.peer.name, stored.start.session_id, False))
+            start = stored.start
+            if start is not None and start.peer is not None:
+                responder_keys.extend(
+                    (session_prefix(s.peer, s.session_id, False), s.next_seq) for s in sessions
+                    if not s.we_initiated and (s.peer, s.session_id)
+                    == (start.peer.name, start.session_id))
         else:
             sessions = _kill.sessions_in_memory(old) if old is not None else []
         if old is not None:

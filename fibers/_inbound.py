@@ -35,6 +35,10 @@ class FrameStats:
     """Session messages sent by a party that is not the session's counterparty."""
     too_far_ahead: int = 0
     """Session messages numbered beyond the reorder window (``REORDER_WINDOW``)."""
+    unknown_session: int = 0
+    """Messages from an initiator for a session this node has no record of (no running flow,
+    no session-init dedup record): not acknowledged, so the initiator re-sends them after the
+    init they follow (see ``fibers._dedup``)."""
     failed: int = 0
     """Frames whose handling raised an unexpected error (a bug: the error is logged in full)."""
 

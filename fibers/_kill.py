@@ -42,8 +42,10 @@ def sessions_from_records(stored: StoredFlow) -> list[OpenSession]:
     record and journal (see fibers._journal for the records)."""
     open_: dict[tuple[int, str], OpenSession] = {}
     start = stored.start
+    responder: tuple[int, str] | None = None
     if start is not None and start.peer is not None:  # a responder: its confirm was number 0
-        open_[(0, start.peer.name)] = OpenSession(start.peer.name, start.session_id, False, 1)
+        responder = (0, start.peer.name)
+        open_[responder] = OpenSession(start.peer.name, start.session_id, False, 1)
     previous: tuple[object, ...] = ()
     for entry in stored.journal:
         kind, key = entry[0], (entry[1:3] if len(entry) >= 3 else None)
@@ -56,8 +58,10 @@ def sessions_from_records(stored: StoredFlow) -> list[OpenSession]:
             opened_by_this_send = previous[:3] == ("open", *entry[1:3])
             if not opened_by_this_send:
                 open_[key].next_seq += 1
-        elif kind == "recv_end" and key in open_:
-            del open_[key]  # the counterparty had ended
+        elif kind == "recv_end" and key in open_ and key != responder:
+            # The counterparty had ended. (A responder always ends its own session with a
+            # message, the final one its dedup record waits for: see fibers._dedup, rule 3.)
+            del open_[key]
         previous = entry
     return list(open_.values())
 

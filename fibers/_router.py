@@ -29,6 +29,8 @@ from fibers._inbound import REORDER_WINDOW, FrameStats
 from fibers._messages import (
     Ack,
     Confirm,
+    End,
+    ErrorEnd,
     ExistingSessionMessage,
     InitialSessionMessage,
     Reject,
@@ -44,6 +46,9 @@ from fibers._state_machine import FlowStateMachine
 __all__ = ["ResponderFactory", "Route", "Router"]
 
 log = logging.getLogger("fibers.node")
+
+_FINAL = (End, ErrorEnd, Reject)
+"""The bodies that end a responder's side of a session (see ``fibers._dedup``, rule 2)."""
 
 ResponderFactory = Callable[[Party], FlowLogic[Any]]
 Route = tuple[str, int, bool]
@@ -299,6 +304,8 @@ class Router:
         while body is not None:
             seq = session.next_recv_seq
             session.apply(seq, body)
+            if message.to_initiator and isinstance(body, _FINAL):
+                self._commit.session_over(sender, message.session_id)
             if self.durable:
                 stored = ExistingSessionMessage(message.session_id, message.to_initiator, seq, body)
                 self._commit.store_received(machine, sender, stored)
@@ -310,14 +317,28 @@ class Router:
 
     def _on_unrouted(self, sender: Party, key: Route, message: ExistingSessionMessage) -> None:
         """A message for no running flow: kept for a parked flow; held back for a flow waiting
-        for its retry (neither stored nor acknowledged: the sender re-sends it); else its
-        session ended, and it is acknowledged and dropped."""
+        for its retry (neither stored nor acknowledged: the sender re-sends it). Else, to an
+        initiator, its session ended: acknowledged and dropped. From an initiator, acknowledged
+        and dropped if the session's dedup record says it ran here (or was refused); without
+        one, the init was never stored (lost in a crash, or still on its way), and the message
+        is dropped unacknowledged, so that the initiator re-sends it after the init (see
+        ``fibers._dedup`` for why no message of an ended session is stranded that way)."""
         entry = (message.session_id, message.to_initiator, message.seq)
         if key in self._parked:
             self._store_for_parked(sender, message, *self._parked[key])
-        elif key not in self._held:
-            log.debug("%s dropped a message for an unknown or ended session", self._party)
+        elif key in self._held:
+            return
+        elif message.to_initiator or self._checkpoints is None \
+                or self._checkpoints.seen_init(sender.name, message.session_id):
+            log.debug("%s dropped a message for an ended session", self._party)
+            if message.to_initiator and isinstance(message.body, _FINAL):
+                self._commit.session_over(sender, message.session_id)
             self._commit.ack_after_commit(sender, entry)
+        else:
+            self.frame_stats.unknown_session += 1
+            log.info("%s dropped message %d from %s for session %d, whose init it has not "
+                     "stored: it is re-sent", self._party, message.seq, sender,
+                     message.session_id)
 
     def _store_for_parked(
         self, sender: Party, message: ExistingSessionMessage, run_id: StateMachineRunId,
@@ -339,4 +360,6 @@ class Router:
             self._commit.ack_after_commit(
                 sender, (message.session_id, message.to_initiator, message.seq))
             return
+        if message.to_initiator and isinstance(message.body, _FINAL):
+            self._commit.session_over(sender, message.session_id)
         self._commit.store_received(None, sender, message)

@@ -128,7 +128,12 @@ class SessionTable:
         return session
 
     def post(self, session: FlowSession, body: SessionBody) -> None:
-        """Emit ``body`` as the session's next numbered message."""
+        """Emit ``body`` as the session's next numbered message. In a session we initiated
+        whose responder ended (or refused it) nothing is emitted: nobody would consume it, and
+        the responder's dedup record may already be gone (``fibers._dedup``, rule 2)."""
+        if session.we_initiated and (session.peer_ended or session.rejected is not None):
+            session.take_seq()
+            return
         message = ExistingSessionMessage(
             session.session_id, not session.we_initiated, session.take_seq(), body
         )
@@ -177,8 +182,10 @@ class SessionTable:
             del self.open[key]
             session.closed = True
             self._host.unregister_session(session)
-            if not session.peer_ended and session.rejected is None:
-                self.post(session, error_body if error_body is not None else End())
+            # A responder ends its side with a message even when the initiator ended first:
+            # its dedup record ends once that final message is acknowledged (fibers._dedup,
+            # rule 3). post emits nothing to a responder that ended.
+            self.post(session, error_body if error_body is not None else End())
 
     def error_body_for(self, failure: BaseException) -> ErrorEnd:
         """What the counterparties learn of ``failure``: only a FlowException this flow raised
