@@ -332,3 +332,54 @@ def test_killing_a_parked_responder_ends_its_session_for_the_initiator_and_its_d
     with storage.read() as txn:
         records = dict(storage.prefix_items(txn, "dedup", b"Alice\0"))
     assert records and all(value.startswith(b"E") for value in records.values()), records
+
+
+@initiating_flow
+class SaysOneAndLeaves(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.send(self.other, "one")
+
+
+class HearsTheEndThenParks(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.receive(self.other, str)
+        try:
+            self.receive(self.other, str)
+        except UnexpectedFlowEndException:
+            self.sleep(1)  # a checkpoint whose journal holds the initiator's end
+            raise HospitalizeFlowException("the initiator left; a doctor decides") from None
+
+
+def test_a_killed_parked_responder_ends_its_session_even_after_its_initiator_ended(
+    mock_network: MockNetwork,
+) -> None:
+    """The initiator's End is in the responder's journal: the kill still sends the responder's
+    final message (its dedup record waits for its acknowledgement, see fibers/_dedup.py), and
+    the record ends."""
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    bob.register_initiated_flow(SaysOneAndLeaves, HearsTheEndThenParks)
+    handle = alice.start_flow(SaysOneAndLeaves(bob.party))
+    mock_network.run_network()
+    mock_network.advance_time(1)
+    mock_network.run_network()
+    assert handle.result.done() and alice.flows() == []
+    [entry] = bob.hospital()
+    bob = mock_network.restart_node(bob)
+    assert bob.kill_flow(entry.run_id)
+    [final] = [m for m in mock_network.pending_messages() if m.sender.name == "Bob"]
+    mock_network.run_network()
+    storage = bob.storage
+    assert storage is not None
+    with storage.read() as txn:
+        records = dict(storage.prefix_items(txn, "dedup", b"Alice\0"))
+        outbox = list(storage.prefix_items(txn, "outbox", b""))
+    assert records and all(value.startswith(b"E") for value in records.values()), records
+    assert outbox == [] and final.recipient.name == "Alice"
