@@ -45,7 +45,10 @@ was pruned (it would re-send it forever). Three rules make that so:
    (``SessionTable.close``; a killed parked responder too, ``fibers._kill``), and the record
    records its number (``F + s``, in the commit of that last step, before the message leaves).
    The record ends only when the initiator acknowledges exactly that message
-   (``initiator_acknowledged``), not merely one of the responder's messages.
+   (``initiator_acknowledged``), not merely one of the responder's messages: an earlier
+   message says nothing of what the initiator still holds, since the responder's
+   acknowledgements of the initiator's messages may have been lost (a crash after the commit
+   that stored them, before they were sent), and the initiator re-sends what they were for.
 
 So when a record ends, the initiator has processed the responder's final message, hence
 (rule 2) holds no message of the session any more and will never send one again, and (rule 1)
