@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -37,7 +38,7 @@ from cli._node_config import (
 from cli._repl_embedded import ACCEPTABLE_PRICE
 from fibers import NetworkMap, Node, NodeIdentity, Party
 from fibers.runtime import NodeRuntime
-from fibers.storage import NodeStorage, stored_identity
+from fibers.storage import SECRET_ENV, SECRET_FILE_ENV, NodeStorage, stored_identity
 from fibers.tls import TlsFiles, TlsTransport
 from fibers.transport import Transport
 from finance import CommercialPaper, SellerStarter, TwoPartyTradeFlow
@@ -63,8 +64,10 @@ class NodeProcess:
         entries = load_network(directory / "network.json")
         self.network_map: NetworkMap = network_map(entries)
         self.notary: Party | None = next((e.party for e in entries if e.notary), None)
+        tls = _tls_files(directory / "tls")
         self._lock = _lock_node(directory)
         try:
+            _check_storage(directory / "storage")
             self.storage = NodeStorage.open(directory / "storage", sync=True)
         except BaseException:
             self._lock.close()
@@ -75,9 +78,14 @@ class NodeProcess:
             self.storage.close()
             self._lock.close()
             raise
-        self.transport = TlsTransport(
-            self.identity.party, self.network_map, TlsFiles.in_dir(directory / "tls"),
-            (self.config.p2p_host, self.config.p2p_port))
+        try:
+            self.transport = TlsTransport(
+                self.identity.party, self.network_map, tls,
+                (self.config.p2p_host, self.config.p2p_port))
+        except BaseException:
+            self.storage.close()
+            self._lock.close()
+            raise
         self.runtime = NodeRuntime(self.transport, self._build)
         # Frames in flight on a broken connection may be lost: re-send what the peer has not
         # acknowledged, on the node thread, whenever the transport reconnects to it.
@@ -127,6 +135,30 @@ class NodeProcess:
         self._lock.close()
 
 
+def _tls_files(directory: Path) -> TlsFiles:
+    """The node's TLS files, each present; ``ConfigError`` names the first one missing."""
+    files = TlsFiles.in_dir(directory)
+    for path in (files.key, files.cert, files.ca):
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist: copy it back from the directory "
+                              "'fibers network bootstrap' made (or bootstrap again)")
+    return files
+
+
+def _check_storage(storage: Path) -> None:
+    """Refuse a node directory whose storage or secret is gone: opening it would make a new
+    identity (or a new secret no stored record unseals), not the node's own."""
+    if not (storage / "node.lmdb").is_dir():
+        raise ConfigError(f"{storage / 'node.lmdb'} does not exist: restore the node's "
+                          "storage from a backup (starting afresh would give the node a new "
+                          "identity that network.json does not list)")
+    secret_elsewhere = SECRET_ENV in os.environ or SECRET_FILE_ENV in os.environ
+    if not secret_elsewhere and not (storage / "node.secret").is_file():
+        raise ConfigError(f"{storage / 'node.secret'} does not exist: restore it from a "
+                          f"backup, or name it with {SECRET_ENV} or {SECRET_FILE_ENV} "
+                          "(without it nothing the node stored can be read)")
+
+
 def _lock_node(directory: Path) -> IO[bytes]:
     """Hold ``directory/node.lock`` exclusively while this process runs the node: two
     processes running one node's flows on one storage would send everything twice. The
@@ -171,6 +203,10 @@ def run_node(directory: Path) -> int:
         process.start()
     except (ConfigError, OSError, ValueError) as exc:
         print(f"fibers: error: cannot start the node in {directory}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a damaged store (lmdb, tampering): one line, not a traceback
+        print(f"fibers: error: cannot start the node in {directory}: {type(exc).__name__}: "
+              f"{exc}", file=sys.stderr)
         return 1
     server: RpcServer | None = None
     try:

@@ -68,14 +68,22 @@ class TlsFiles:
     def context(self, side: ssl._SSLMethod) -> ssl.SSLContext:
         """A TLS 1.3-only context for ``side`` (server or client) that presents this node's
         certificate and requires the peer's to be issued by the network's CA. Host names are
-        not checked: the peer's party is (``peer_party``)."""
+        not checked: the peer's party is (``peer_party``). ``ValueError`` names the file that
+        is missing or not PEM."""
         ctx = ssl.SSLContext(side)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         if side == ssl.PROTOCOL_TLS_CLIENT:
             ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=str(self.ca))
-        ctx.load_cert_chain(str(self.cert), str(self.key))
+        try:
+            ctx.load_verify_locations(cafile=str(self.ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"{self.ca} is not a readable PEM CA certificate: {exc}") from None
+        try:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"{self.cert} and {self.key} are not a readable PEM certificate "
+                             f"and its private key: {exc}") from None
         return ctx
 
 
