@@ -87,6 +87,8 @@ class NodeProcess:
             self._lock.close()
             raise
         self.runtime = NodeRuntime(self.transport, self._build)
+        # A peer flooding frames is read no faster than the node handles them.
+        self.transport.set_backlog(lambda: self.runtime.waiting)
         # Frames in flight on a broken connection may be lost: re-send what the peer has not
         # acknowledged, on the node thread, whenever the transport reconnects to it.
         self.transport.set_on_connected(

@@ -48,6 +48,13 @@ __all__ = ["TlsFiles", "TlsTransport", "TransportStats"]
 log = logging.getLogger("fibers.tls")
 
 _HANDSHAKE_TIMEOUT: Final = 10.0
+_MAX_UNAUTHENTICATED: Final = 256
+"""Inbound connections still in their TLS handshake, at most, from everywhere together."""
+_MAX_UNAUTHENTICATED_PER_HOST: Final = 16
+"""... and from one address: a host that opens connections and sends nothing (slowloris)
+holds this many slots for ``handshake_timeout`` seconds each, never all of them."""
+_BACKLOG_POLL: Final = 0.005
+"""Seconds between looks at the node's inbound backlog while a connection is paused."""
 _BATCH: Final = 256
 """Frames written to a connection before waiting for it to drain."""
 
@@ -159,6 +166,10 @@ class TlsTransport:
         max_queue_bytes: int = 64 * 1024 * 1024,
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
+        handshake_timeout: float = _HANDSHAKE_TIMEOUT,
+        max_unauthenticated: int = _MAX_UNAUTHENTICATED,
+        max_unauthenticated_per_host: int = _MAX_UNAUTHENTICATED_PER_HOST,
+        max_inbound_backlog: int = 10_000,
     ) -> None:
         self._party = party
         self._map = network_map
@@ -168,8 +179,18 @@ class TlsTransport:
         self.max_queue_frames = max_queue_frames
         self.max_queue_bytes = max_queue_bytes
         self._backoff = (backoff_initial, backoff_max)
+        self.handshake_timeout = handshake_timeout
+        self.max_unauthenticated = max_unauthenticated
+        self.max_unauthenticated_per_host = max_unauthenticated_per_host
+        # Invariant (IO thread only): _handshaking[host] is the number of accepted connections
+        # from host whose handshake has not ended, never 0 (the entry is removed instead);
+        # _inbound_from[name] is the one authenticated inbound connection of that party.
+        self._handshaking: dict[str, int] = {}
+        self._inbound_from: dict[str, asyncio.BaseTransport] = {}
         self.stats = TransportStats()
         self._on_connected: Callable[[Party], object] = lambda _party: None
+        self.max_inbound_backlog = max_inbound_backlog
+        self._backlog: Callable[[], int] = lambda: 0
         self._lock = threading.Lock()
         self._peers: dict[str, _Peer] = {}
         self._deliver: Deliver | None = None
@@ -191,6 +212,14 @@ class TlsTransport:
         """Call ``callback(party)`` when a connection to ``party`` is re-established or its
         overflowed queue drained: the frames it may have missed must be re-sent."""
         self._on_connected = callback
+
+    def set_backlog(self, backlog: Callable[[], int]) -> None:
+        """Read no more frames from any peer while ``backlog()`` (the frames delivered and not
+        yet handled: ``NodeRuntime.waiting``) exceeds ``max_inbound_backlog``: a peer that
+        floods the node is slowed by TCP flow control (its own queue then fills and drops,
+        and its outbox re-sends), and the node's memory stays bounded. Called on the IO
+        thread; must be thread-safe and fast."""
+        self._backlog = backlog
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -303,13 +332,33 @@ class TlsTransport:
 
     # ----- inbound ------------------------------------------------------------------------------
 
+    @property
+    def unauthenticated(self) -> int:
+        """Inbound connections accepted whose TLS handshake has not ended yet."""
+        return sum(self._handshaking.values())
+
     def _accepted(self, transport: asyncio.BaseTransport) -> None:
+        host = str((transport.get_extra_info("peername") or ("?",))[0])
+        if (self.unauthenticated >= self.max_unauthenticated
+                or self._handshaking.get(host, 0) >= self.max_unauthenticated_per_host):
+            self.stats.refused += 1
+            log.warning("%s refused a connection from %s: too many connections in their "
+                        "TLS handshake (%d from there, %d in all)", self._party, host,
+                        self._handshaking.get(host, 0), self.unauthenticated)
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._handshaking[host] = self._handshaking.get(host, 0) + 1
         self._connections.add(transport)
-        task = asyncio.get_running_loop().create_task(self._serve(transport))
+        task = asyncio.get_running_loop().create_task(self._serve(transport, host))
         self._inbound.add(task)
         task.add_done_callback(self._inbound.discard)
 
-    async def _serve(self, raw: asyncio.BaseTransport) -> None:
+    def _handshake_ended(self, host: str) -> None:
+        left = self._handshaking.pop(host) - 1
+        if left:
+            self._handshaking[host] = left
+
+    async def _serve(self, raw: asyncio.BaseTransport, host: str) -> None:
         remote = raw.get_extra_info("peername")
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 16)
@@ -317,7 +366,7 @@ class TlsTransport:
         try:
             tls = await loop.start_tls(raw, protocol, self._server_ctx,  # type: ignore[arg-type]
                                        server_side=True,
-                                       ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
+                                       ssl_handshake_timeout=self.handshake_timeout)
             if tls is None:
                 raise ConnectionError("the connection closed during the TLS handshake")
             sender = peer_party(tls.get_extra_info("ssl_object").getpeercert(binary_form=True),
@@ -328,12 +377,24 @@ class TlsTransport:
                         type(exc).__name__, exc)
             raw.close()
             return
+        finally:
+            self._handshake_ended(host)
+        # One inbound connection per party: a peer that reconnects (in a tight loop, too)
+        # replaces its older connection, so it never holds more than one.
+        older = self._inbound_from.get(sender.name)
+        self._inbound_from[sender.name] = tls
+        if older is not None:
+            log.info("%s: %s connected again; its older connection is closed", self._party,
+                     sender)
+            older.abort()  # type: ignore[attr-defined]
         try:
             while (frame := await read_frame(reader)) is not None:
                 deliver = self._deliver
                 if deliver is None or self._closing:
                     return
                 deliver(sender, [frame])
+                while self._backlog() > self.max_inbound_backlog and not self._closing:
+                    await asyncio.sleep(_BACKLOG_POLL)
         except (BadFrame, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             self.stats.garbage += 1
             log.warning("%s disconnected %s (%s): %s", self._party, sender, remote,
@@ -342,6 +403,8 @@ class TlsTransport:
         except OSError as exc:
             log.info("%s lost the connection from %s: %s", self._party, sender, exc)
         finally:
+            if self._inbound_from.get(sender.name) is tls:
+                del self._inbound_from[sender.name]
             tls.close()
 
     # ----- outbound -----------------------------------------------------------------------------
