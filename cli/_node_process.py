@@ -212,7 +212,12 @@ def run_node(directory: Path) -> int:
         return 1
     server: RpcServer | None = None
     try:
-        server = _serve_rpc(process.runtime, directory, stop.set)
+        try:
+            server = _serve_rpc(process.runtime, directory, stop.set)
+        except (ValueError, OSError) as exc:  # the [rpc] configuration, or its port taken
+            print(f"fibers: error: cannot start the node in {directory}: its RPC: {exc}",
+                  file=sys.stderr)
+            return 1
         url = server.url if server is not None else \
             f"{process.config.rpc_url} (no RPC server in this build)"
         address = process.transport.address

@@ -50,6 +50,8 @@ def _users(node_dir: Path, rpc: dict[str, Any]) -> list[User]:
         except (KeyError, TypeError):
             raise NodeConfigError(f"{node_dir / 'node.toml'}: each [[rpc.users]] needs a "
                                   "username and a password_hash") from None
+        except ValueError as exc:
+            raise NodeConfigError(f"{node_dir / 'node.toml'}: {exc}") from None
     return users
 
 
@@ -67,10 +69,11 @@ def serve_node(
     operation. ``host``/``port`` override the configuration (port 0: a free one). Returns
     the running server (``.url``, ``.stop()``)."""
     rpc = _rpc_section(node_dir)
+    users = _users(node_dir, rpc)
     ops = NodeOps(lambda: runtime.node)
     server = RpcServer(
         runtime,
-        users=_users(node_dir, rpc),
+        users=users,
         operations=node_operations(ops),
         feeds=node_feeds(ops),
         certfile=str(node_dir / "tls" / "node.crt"),

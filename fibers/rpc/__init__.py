@@ -5,7 +5,7 @@ document at ``/openapi.json``. See docs/rpc.md.
 This package is generic: it knows nothing of the ledger. The operations a node offers are
 registered by whoever starts the server (``cli.rpc_node.serve_node`` for a Fibers node)."""
 
-from fibers.rpc._auth import ALL, User, hash_password, verify_password
+from fibers.rpc._auth import ALL, FailureBackoff, User, hash_password, verify_password
 from fibers.rpc._client import (
     RpcAuthenticationError,
     RpcClient,
@@ -23,6 +23,7 @@ from fibers.rpc._server import RpcServer
 __all__ = [
     "ALL",
     "OPENAPI_PATH",
+    "FailureBackoff",
     "Feed",
     "Operation",
     "Param",

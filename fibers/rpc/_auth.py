@@ -11,14 +11,17 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["ALL", "User", "Users", "hash_password", "verify_password"]
+__all__ = ["ALL", "FailureBackoff", "User", "Users", "hash_password", "verify_password"]
 
 ALL = "ALL"
 _DKLEN = 32
+_PERMISSION = re.compile(r"ALL|(StartFlow|InvokeRpc)\.[A-Za-z_][A-Za-z0-9_.:]*")
 
 
 def hash_password(password: str, *, n: int = 16384, r: int = 8, p: int = 1) -> str:
@@ -51,6 +54,17 @@ class User:
     password_hash: str
     permissions: frozenset[str]
 
+    def __post_init__(self) -> None:
+        # A permission that looks like more than it grants ("all", "StartFlow.*") is refused
+        # here rather than silently granting nothing: its owner would not know why.
+        for permission in sorted(self.permissions):
+            if not _PERMISSION.fullmatch(permission):
+                hint = " (did you mean ALL?)" if permission.strip().upper() == ALL else ""
+                raise ValueError(
+                    f"permission {permission!r} of RPC user {self.username!r} is not ALL, "
+                    f"StartFlow.<flow class> or InvokeRpc.<operation>{hint}: there are no "
+                    "wildcards, and names are case-sensitive")
+
     def may(self, accepted: Iterable[str]) -> bool:
         """Whether the user holds ``ALL`` or one of the ``accepted`` permissions."""
         return ALL in self.permissions or any(a in self.permissions for a in accepted)
@@ -63,7 +77,9 @@ class Users:
 
     def __init__(self, users: Iterable[User]) -> None:
         self._users = {u.username: u for u in users}
-        self._decoy = hash_password(os.urandom(16).hex())
+        # The decoy costs what a real user's check costs: same scrypt parameters.
+        self._decoy = hash_password(os.urandom(16).hex(), **_cost_of(
+            next(iter(self._users.values())).password_hash if self._users else ""))
         self._key = os.urandom(32)
         self._verified: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
@@ -84,3 +100,58 @@ class Users:
         with self._lock:
             self._verified.add(token)
         return user
+
+
+def _cost_of(password_hash: str) -> dict[str, int]:
+    """The scrypt parameters (n, r, p) of ``password_hash``; the defaults if malformed."""
+    try:
+        scheme, n, r, p, _salt, _digest = password_hash.split("$")
+        if scheme == "scrypt":
+            return {"n": int(n), "r": int(r), "p": int(p)}
+    except ValueError:
+        pass
+    return {}
+
+
+class FailureBackoff:
+    """Failed logins per client address: after ``free`` failures in a row, the address must
+    wait ``first`` seconds before it is heard again, doubling with each further failure up to
+    ``longest``; a success clears it. Per address and not per user, so that nobody can lock
+    the operator out by failing in their name; an attacker with many addresses is slowed per
+    address only (docs/rpc.md). At most ``max_tracked`` addresses are remembered (the
+    longest-quiet ones are forgotten first), so memory stays bounded. Thread-safe."""
+
+    def __init__(self, *, free: int = 5, first: float = 1.0, longest: float = 60.0,
+                 max_tracked: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free, self.first, self.longest = free, first, longest
+        self.max_tracked = max_tracked
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Invariant: address -> (failures in a row, not heard again before this time);
+        # in the order the addresses last failed.
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def wait(self, address: str) -> float:
+        """Seconds until ``address`` may try to log in again (0: now)."""
+        with self._lock:
+            _count, until = self._failures.get(address, (0, 0.0))
+        return max(0.0, until - self._clock())
+
+    def failed(self, address: str) -> None:
+        """Count a failed login from ``address``."""
+        with self._lock:
+            count, _until = self._failures.pop(address, (0, 0.0))
+            count += 1
+            until = 0.0
+            if count >= self.free:
+                doubling = 2 ** min(count - self.free, 30)
+                until = self._clock() + min(self.first * doubling, self.longest)
+            self._failures[address] = (count, until)
+            while len(self._failures) > self.max_tracked:
+                del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, address: str) -> None:
+        """``address`` logged in: its failures are forgotten."""
+        with self._lock:
+            self._failures.pop(address, None)

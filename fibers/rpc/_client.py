@@ -47,7 +47,7 @@ class RpcPermissionError(RpcError):
 
 
 class RpcRequestRefused(RpcError):
-    """400: the request was malformed or its arguments unusable."""
+    """400: the request was malformed or its arguments unusable (413: its body too large)."""
 
 
 class RpcConnectionError(RpcError):
@@ -55,7 +55,7 @@ class RpcConnectionError(RpcError):
 
 
 _BY_STATUS: dict[int, type[RpcError]] = {401: RpcAuthenticationError, 403: RpcPermissionError,
-                                         400: RpcRequestRefused}
+                                         400: RpcRequestRefused, 413: RpcRequestRefused}
 
 
 def _error(response: httpx.Response) -> RpcError:
@@ -107,6 +107,14 @@ class RpcClient:
 
     def __init__(self, url: str, *, user: str, password: str, ca: str | Path | None,
                  timeout: float = 60.0) -> None:
+        parsed = httpx.URL(url)
+        if parsed.userinfo:
+            # Never kept: the URL appears in error messages and in the shell's banner.
+            raise ValueError("the RPC URL must not carry credentials (user:password@): pass "
+                             "user= and password= instead")
+        if parsed.scheme != "https":
+            raise ValueError(f"the RPC URL must be https://host:port, got a {parsed.scheme!r} "
+                             "URL: the password is sent with every request")
         self.url = url.rstrip("/")
         self._tls = ssl.create_default_context(cafile=None if ca is None else str(ca))
         self._auth = httpx.BasicAuth(user, password)
@@ -272,5 +280,6 @@ class RpcClient:
 def connect(url: str, *, user: str, password: str, ca: str | Path | None,
             timeout: float = 60.0) -> RpcClient:
     """A client of the node's RPC at ``url`` (``https://host:port``) as ``user``, verifying the
-    server's certificate against the CA certificate file ``ca``."""
+    server's certificate against the CA certificate file ``ca``. ``ValueError`` for a URL that
+    is not https or carries credentials."""
     return RpcClient(url, user=user, password=password, ca=ca, timeout=timeout)

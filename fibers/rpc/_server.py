@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import secrets
 import socket
 import threading
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fibers.rpc._auth import ALL, User, Users
+from fibers.rpc._auth import ALL, FailureBackoff, User, Users
 from fibers.rpc._openapi import OPENAPI_PATH, openapi_document
 from fibers.rpc._operations import Feed, Operation, RpcRequestError, check_arguments
 from fibers.runtime import NodeStoppedError
@@ -45,6 +46,10 @@ MAX_BODY_BYTES = 1 << 20
 MAX_QUEUED_EVENTS = 10_000
 """Events one subscription may have waiting for a slow client before it is ended."""
 
+MAX_SUBSCRIPTIONS = 100
+"""Feed streams open at once, from all users together (each holds a subscription on the
+node); one user may hold at most a quarter of them."""
+
 
 class NodeCaller(Protocol):
     """What the server needs of the node's runtime (``fibers.runtime.NodeRuntime``)."""
@@ -54,9 +59,10 @@ class NodeCaller(Protocol):
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str, kind: str) -> None:
+    def __init__(self, status: int, message: str, kind: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.kind = status, kind
+        self.status, self.kind, self.headers = status, kind, headers
 
 
 @dataclass
@@ -112,9 +118,13 @@ class RpcServer:
         on_shutdown: Callable[[], None] | None = None,
         tick: Callable[[], None] | None = None,
         tick_interval: float = 0.2,
+        backoff: FailureBackoff | None = None,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ) -> None:
         self._runtime = runtime
         self._users = Users(users)
+        self._backoff = backoff or FailureBackoff()
+        self.max_subscriptions = max_subscriptions
         self._operations = {op.name: op for op in operations}
         if on_shutdown is not None:
             self._operations["shutdown"] = Operation(
@@ -143,6 +153,11 @@ class RpcServer:
         self._thread = threading.Thread(target=self._serve, name=f"fibers-rpc-{self.port}",
                                         daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def open_subscriptions(self) -> int:
+        """Feed streams open now."""
+        return len(self._subscriptions)
 
     @property
     def url(self) -> str:
@@ -193,23 +208,48 @@ class RpcServer:
                 .partition(":")
         except (binascii.Error, UnicodeDecodeError):
             sep = ""
+        address = request.client.host if request.client is not None else "unknown"
+        wait = self._backoff.wait(address)
+        if wait > 0:
+            seconds = str(math.ceil(wait))
+            raise _Refused(429, f"too many failed logins from {address}: try again in "
+                           f"{seconds} s", "TooManyFailedLogins", {"Retry-After": seconds})
         if not sep:
+            self._backoff.failed(address)
             raise _Refused(401, "malformed HTTP Basic credentials", "AuthenticationError")
         user = await run_in_threadpool(self._users.authenticate, username, password)
         if user is None:
+            self._backoff.failed(address)
             raise _Refused(401, "wrong user name or password", "AuthenticationError")
+        self._backoff.succeeded(address)
         return user
 
     @staticmethod
-    async def _arguments(request: Request, params: Any) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise RpcRequestError(f"the request body is {len(raw)} bytes; at most "
-                                  f"{MAX_BODY_BYTES} are accepted")
+    async def _body(request: Request) -> bytes:
+        """The body, read no further than ``MAX_BODY_BYTES``: a larger one (announced or
+        sent) is refused with 413 before it is buffered."""
+        too_large = _Refused(413, f"the request body is too large: at most {MAX_BODY_BYTES} "
+                             "bytes are accepted", "RequestTooLarge")
+        announced = request.headers.get("content-length", "0")
+        if not announced.isdigit() or int(announced) > MAX_BODY_BYTES:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _arguments(self, request: Request, params: Any) -> dict[str, Any]:
+        raw = await self._body(request)
         try:
             body = json.loads(raw) if raw.strip() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RpcRequestError(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RpcRequestError("the request body is nested too deeply") from None
+        except ValueError as exc:  # not JSON, not UTF-8, or a number of over 4,300 digits
+            raise RpcRequestError(f"the request body is not valid JSON: "
+                                  f"{_shortened(str(exc))}") from None
         return check_arguments(params, body)
 
     async def _permit(self, user: User, what: Operation | Feed,
@@ -230,8 +270,10 @@ class RpcServer:
         return await asyncio.wrap_future(self._runtime.call(lambda _node: fn()))
 
     def _failure(self, exc: BaseException) -> Response:
+        headers: dict[str, str] = {}
         if isinstance(exc, _Refused):
             status, kind = exc.status, exc.kind
+            headers.update(exc.headers or {})
         elif isinstance(exc, RpcRequestError):
             status, kind = 400, "RpcRequestError"
         elif isinstance(exc, NodeStoppedError):
@@ -239,10 +281,13 @@ class RpcServer:
         else:
             status, kind = self._error_status(exc) or 500, type(exc).__name__
             if status == 500:
-                log.warning("RPC operation failed: %s: %s", kind, exc)
-        headers = {"WWW-Authenticate": 'Basic realm="fibers"'} if status == 401 else None
-        return JSONResponse({"error": {"status": status, "type": kind, "message": str(exc)}},
-                            status_code=status, headers=headers)
+                log.warning("RPC operation failed: %s: %s", kind, _shortened(str(exc)))
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="fibers"'
+        # Shortened: a message may quote an argument, and a client may send a megabyte.
+        return JSONResponse({"error": {"status": status, "type": kind,
+                                       "message": _shortened(str(exc))}},
+                            status_code=status, headers=headers or None)
 
     async def _call(self, request: Request) -> Response:
         try:
@@ -271,19 +316,34 @@ class RpcServer:
                 raise _Refused(404, f"no feed {name!r} (see {OPENAPI_PATH})", "UnknownFeed")
             arguments = await self._arguments(request, feed.params)
             await self._permit(user, feed, arguments)
+            self._check_room(user)
             loop = asyncio.get_running_loop()
             sub = _Subscription(secrets.token_hex(8), user.username, asyncio.Queue(), loop)
 
             def emit(event: Any) -> None:
                 sub.put("end", "the feed ended") if event is None else sub.put("event", event)
 
-            first, sub.close = await self._on_node(lambda: feed.open(arguments, emit))
+            self._subscriptions[sub.sid] = sub  # counted now: opening it awaits
+            try:
+                first, sub.close = await self._on_node(lambda: feed.open(arguments, emit))
+            except BaseException:
+                self._subscriptions.pop(sub.sid, None)
+                raise
         except Exception as exc:
             return self._failure(exc)
-        self._subscriptions[sub.sid] = sub
         self._ensure_ticking()
         return StreamingResponse(self._stream(sub, first), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
+
+    def _check_room(self, user: User) -> None:
+        """429 when the server, or this user, holds as many feed streams as allowed."""
+        mine = sum(1 for sub in self._subscriptions.values() if sub.user == user.username)
+        if len(self._subscriptions) >= self.max_subscriptions:
+            raise _Refused(429, f"{self.max_subscriptions} feeds are open, the most this node "
+                           "serves: close one first", "TooManySubscriptions")
+        if mine >= max(1, self.max_subscriptions // 4):
+            raise _Refused(429, f"user {user.username!r} has {mine} feeds open, the most one "
+                           "user may: close one first", "TooManySubscriptions")
 
     async def _stream(self, sub: _Subscription, first: Any) -> AsyncIterator[str]:
         try:
@@ -337,6 +397,15 @@ class RpcServer:
             except Exception:
                 log.exception("the RPC feeds' tick failed")
             await asyncio.sleep(self._tick_interval)
+
+
+_LONGEST_MESSAGE = 1000
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= _LONGEST_MESSAGE:
+        return message
+    return f"{message[:_LONGEST_MESSAGE]}... ({len(message) - _LONGEST_MESSAGE} more characters)"
 
 
 def _event(payload: dict[str, Any]) -> str:

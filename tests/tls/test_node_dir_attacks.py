@@ -59,6 +59,10 @@ DAMAGE = {
     "network.json not JSON": (_write("network.json", b"{"), "network.json", "not a valid"),
     "network.json wrong shape": (_write("network.json", b'{"nodes": 5}'), "network.json",
                                  "not a valid"),
+    "a permission that looks like ALL": (
+        lambda n: (n / "node.toml").write_text(
+            (n / "node.toml").read_text().replace('"ALL"', '"all"')),
+        "node.toml", "did you mean ALL"),
     "node.crt missing": (_remove("tls/node.crt"), "node.crt", "does not exist"),
     "node.key not PEM": (_write("tls/node.key", b"junk"), "node.key", "not a readable PEM"),
     "ca.crt not PEM": (_write("tls/ca.crt", b"junk"), "ca.crt", "not a readable PEM"),
