@@ -145,9 +145,16 @@ class NodeRuntime:
         with self._cond:
             if self._state in ("new", "stopped"):
                 self._state = "stopped"
-                return
-            self._stopping = True
-            self._cond.notify_all()
+                # Calls queued before a start that will never come would wait forever.
+                never_run = list(self._calls)
+                self._calls.clear()
+            else:
+                never_run = None
+                self._stopping = True
+                self._cond.notify_all()
+        if never_run is not None:
+            _fail_stopped(never_run, self.party)
+            return
         thread = self._thread
         if thread is None:  # manual: the node is this thread's to stop
             self._check_owner("stop")
@@ -328,12 +335,16 @@ class NodeRuntime:
             self._state = "stopped"
             calls = list(self._calls)
             self._calls.clear()
-        for _, future in calls:
-            if future.set_running_or_notify_cancel():
-                future.set_exception(NodeStoppedError(f"the node of {self.party} stopped"))
+        _fail_stopped(calls, self.party)
 
     def __repr__(self) -> str:
         return f"<NodeRuntime {self.party.name} {self._state}>"
+
+
+def _fail_stopped(calls: list[tuple[Callable[[Node], Any], Future[Any]]], party: Party) -> None:
+    for _, future in calls:
+        if future.set_running_or_notify_cancel():
+            future.set_exception(NodeStoppedError(f"the node of {party} stopped"))
 
 
 def _run_call(fn: Callable[[Node], T], node: Node, future: Future[T]) -> None:
