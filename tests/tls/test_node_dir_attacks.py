@@ -6,6 +6,8 @@ of a lost one."""
 from __future__ import annotations
 
 import shutil
+import socket
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,3 +97,20 @@ def test_node_run_on_a_damaged_directory_says_which_file_in_one_line(
     after = sorted(p.name for p in (node / "storage").glob("*")) \
         if (node / "storage").exists() else None
     assert after == before
+
+
+@pytest.mark.parametrize("which", ["p2p", "rpc"])
+def test_node_run_with_its_port_taken_says_so_in_one_line(network: Path, tmp_path: Path,
+                                                          which: str) -> None:
+    copy = tmp_path / "net"
+    shutil.copytree(network, copy)
+    node = copy / "BankA"
+    config = tomllib.loads((node / "node.toml").read_text())
+    port = int(config[which]["port"])
+    with socket.create_server(("127.0.0.1", port)):
+        result = fibers_cli("node", "run", str(node))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "address already in use" in lines[0].lower() or "in use" in lines[0], lines[0]
+    assert "ready" not in result.stdout
