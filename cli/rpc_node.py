@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,10 @@ class ClientSettings:
 def client_settings(node_dir: Path, user: str = "operator") -> ClientSettings:
     """The RPC URL of the node in ``node_dir``, ``user`` and its password from
     ``<user>.password`` there, and the network's CA certificate (tls/ca.crt)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", user):
+        # The name becomes a file name: "../x" or "/etc/x" would read outside the directory.
+        raise NodeConfigError(f"{user!r} is not a user name of a node directory (letters, "
+                              "digits, '_', '.', '-')")
     rpc = _rpc_section(node_dir)
     secret = node_dir / f"{user}.password"
     try:

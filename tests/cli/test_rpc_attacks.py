@@ -245,3 +245,13 @@ def test_permission_strings_that_look_like_more_are_refused_at_load(tmp_path: Pa
         with pytest.raises(NodeConfigError, match="permission") as refused:
             serve_node(None, node_dir)  # type: ignore[arg-type]
         assert repr(permission) in str(refused.value)
+
+
+@pytest.mark.parametrize("user", ["../operator", "/etc/passwd", "..", "a/b", "", "\x00"])
+def test_a_user_name_that_is_a_path_reads_no_file(nodes: RpcNodes, user: str) -> None:
+    from cli.rpc_node import NodeConfigError, client_settings
+
+    (nodes.node_dir.parent / "operator.password").write_text("outside")
+    with pytest.raises(NodeConfigError, match="not a user name"):
+        client_settings(nodes.node_dir, user)
+    assert client_settings(nodes.node_dir).password == PASSWORDS["operator"]
