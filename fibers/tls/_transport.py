@@ -396,6 +396,8 @@ class TlsTransport:
                 while self._backlog() > self.max_inbound_backlog and not self._closing:
                     await asyncio.sleep(_BACKLOG_POLL)
         except (BadFrame, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+            if self._inbound_from.get(sender.name) is not tls:
+                return  # replaced by a newer connection, which cut this one: not garbage
             self.stats.garbage += 1
             log.warning("%s disconnected %s (%s): %s", self._party, sender, remote,
                         exc if not isinstance(exc, asyncio.IncompleteReadError)

@@ -166,6 +166,7 @@ def test_a_peer_reconnecting_in_a_tight_loop_holds_one_connection(make_bob: Any)
         clients[-1].sendall(frame(b"last"))
         wait_for(lambda: bob.inbox.count() == 31, "a frame on the newest connection")
     assert [f for _, f in bob.inbox.frames] == [b"%d" % i for i in range(30)] + [b"last"]
+    assert bob.transport.stats.garbage == 0  # replaced connections are not garbage
 
 
 def test_a_flood_of_small_frames_is_read_no_faster_than_the_node_takes_them(
