@@ -35,6 +35,7 @@ from finance._errors import InsufficientBalanceException
 from finance._selection import generate_cash_exit, generate_cash_issue, generate_cash_spend
 from finance._tokens import MAX_REFERENCE_SIZE, Issued, currency_decimals
 from ledger import (
+    SALT_SIZE,
     FinalityFlow,
     InsufficientStatesException,
     ReceiveFinalityFlow,
@@ -42,7 +43,6 @@ from ledger import (
     StateAndRef,
     TransactionBuilder,
 )
-from ledger._transactions import SALT_SIZE
 
 __all__ = [
     "CashExitFlow", "CashIssueFlow", "CashPaymentFlow", "CashPaymentReceiverFlow", "advance",

@@ -72,6 +72,7 @@ from finance._errors import (
 from finance._selection import generate_cash_spend
 from finance._tokens import Issued
 from ledger import (
+    PUBLIC_KEY_SIZE,
     DataVendingFlow,
     FinalityFlow,
     LedgerTransaction,
@@ -84,10 +85,10 @@ from ledger import (
     StateAndRef,
     TransactionBuilder,
     TransactionState,
+    checked_transaction,
+    remember_own_signatures,
+    state_resolver,
 )
-from ledger._crypto import PUBLIC_KEY_SIZE
-from ledger._resolution import checked_transaction, state_resolver
-from ledger._tx_flows import remember_own_signatures
 
 __all__ = [
     "DEFAULT_FINALITY_TIMEOUT", "AssetMismatchException", "SellerStarter", "SellerTradeInfo",

@@ -8,7 +8,14 @@ signatures over that id as a :class:`SignedTransaction`, and is checked as a
 
 from ledger._builder import TransactionBuilder
 from ledger._contracts import Contract, contract, contract_class, contract_name, require
-from ledger._crypto import DigitalSignature, SecureHash, public_key_bytes, sign, verify
+from ledger._crypto import (
+    PUBLIC_KEY_SIZE,
+    DigitalSignature,
+    SecureHash,
+    public_key_bytes,
+    sign,
+    verify,
+)
 from ledger._errors import (
     ContractRejection,
     InvalidNotary,
@@ -31,6 +38,8 @@ from ledger._resolution import (
     ResolutionException,
     ResolveTransactionsFlow,
     UnauthorisedTransactionRequest,
+    checked_transaction,
+    state_resolver,
 )
 from ledger._services import install_ledger_services, register_notary
 from ledger._states import (
@@ -46,13 +55,18 @@ from ledger._states import (
     UniqueIdentifier,
 )
 from ledger._transactions import (
+    SALT_SIZE,
     LedgerTransaction,
     SignedTransaction,
     Signer,
     StateResolver,
     WireTransaction,
 )
-from ledger._tx_flows import ReceiveTransactionFlow, SendTransactionFlow
+from ledger._tx_flows import (
+    ReceiveTransactionFlow,
+    SendTransactionFlow,
+    remember_own_signatures,
+)
 from ledger._tx_storage import TransactionStorage
 from ledger._uniqueness import UniquenessProvider
 from ledger._vault import (
@@ -63,6 +77,8 @@ from ledger._vault import (
 )
 
 __all__ = [
+    "PUBLIC_KEY_SIZE",
+    "SALT_SIZE",
     "Command",
     "CommandData",
     "Contract",
@@ -113,13 +129,16 @@ __all__ = [
     "VaultService",
     "VaultUpdate",
     "WireTransaction",
+    "checked_transaction",
     "contract",
     "contract_class",
     "contract_name",
     "install_ledger_services",
     "public_key_bytes",
     "register_notary",
+    "remember_own_signatures",
     "require",
     "sign",
+    "state_resolver",
     "verify",
 ]

@@ -49,13 +49,8 @@ ALLOWED_PRIVATE = {
 }
 # (importing module, imported module) -> why the import must run inside a function.
 DEFERRED_IMPORTS: dict[tuple[str, str], str] = {}
-# (file, private ledger module) still imported by finance or cli; each should become public.
-KNOWN_PRIVATE_LEDGER_IMPORTS = {
-    ("finance/_cash_flows.py", "ledger._transactions"),
-    ("finance/_trade.py", "ledger._crypto"),
-    ("finance/_trade.py", "ledger._resolution"),
-    ("finance/_trade.py", "ledger._tx_flows"),
-}
+# (file, private ledger module) imported by finance or cli: none; what they need is public.
+KNOWN_PRIVATE_LEDGER_IMPORTS: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

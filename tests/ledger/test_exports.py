@@ -17,6 +17,9 @@ PIPELINE_NAMES = [
     "TransactionVerificationException", "ContractRejection", "UnknownContract", "InvalidNotary",
     "TransactionResolutionException", "SignaturesMissingException", "SignatureInvalidException",
     "MalformedTransactionException", "RequirementFailed",
+    # what finance builds its own flows from
+    "SALT_SIZE", "PUBLIC_KEY_SIZE", "checked_transaction", "state_resolver",
+    "remember_own_signatures",
 ]
 
 
