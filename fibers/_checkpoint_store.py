@@ -1,6 +1,6 @@
 """Where a node keeps its flows' checkpoints, and how a step's effects are written.
 
-Databases (all values sealed with the node's HMAC, see ``NodeStorage.seal``):
+Databases (all values sealed with the node's HMAC, see ``Storage.seal``):
 
 * ``flows``:        run id -> the flow object as it was started, plus how it was started
 * ``flow_status``:  run id -> ("HOSPITALIZED", None, diagnosis) for parked flows only; a stored
@@ -42,7 +42,8 @@ from fibers._checkpoint import (
 from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot, decode_entry, encode_entry
-from fibers._storage import CorruptRecordError, NodeStorage, Txn, journal_key
+from fibers._storage import CorruptRecordError, journal_key
+from fibers._storage_api import Storage, Txn
 
 if TYPE_CHECKING:
     from fibers._stack import FlowStack
@@ -118,11 +119,11 @@ class StoredFlow:
 class CheckpointStore:
     """Reads and writes flow checkpoints in a node's storage (scheduler thread only)."""
 
-    def __init__(self, storage: NodeStorage, tokens: TokenContext) -> None:
+    def __init__(self, storage: Storage, tokens: TokenContext) -> None:
         self.storage = storage
         self.tokens = tokens
         for name in DATABASES:
-            storage.db(name)  # open outside any write group (LMDB needs its own txn for it)
+            storage.prepare(name)  # open outside any write group (LMDB needs its own txn for it)
 
     # ----- capture (in the flow's greenlet, at a suspension) ---------------------------------
 
@@ -177,10 +178,18 @@ class CheckpointStore:
             s.delete(txn, name, run)
         s.delete_prefix(txn, "journal", run)
 
-    def mark_hospitalized(self, txn: Txn, run_id: StateMachineRunId, diagnosis: str) -> None:
-        """Record that the flow is in the hospital (its checkpoint stays as it was)."""
+    def mark_hospitalized(self, txn: Txn, run_id: StateMachineRunId, diagnosis: str,
+                          start_record: bytes | None = None) -> None:
+        """Record that the flow is in the hospital (its checkpoint stays as it was); a flow
+        parked in its very first step also gets its ``start_record``, so it stays retryable."""
+        if start_record is not None:
+            self.storage.put_sealed(txn, "flows", run_id.uuid.bytes, start_record)
         status = ("HOSPITALIZED", None, diagnosis)
         self.storage.put_sealed(txn, "flow_status", run_id.uuid.bytes, _wire.encode(status))
+
+    def mark_running(self, txn: Txn, run_id: StateMachineRunId) -> None:
+        """Forget that the flow was in the hospital (it runs again)."""
+        self.storage.delete(txn, "flow_status", run_id.uuid.bytes)
 
     def delete_flow(self, txn: Txn, run_id: StateMachineRunId) -> None:
         """Remove every record of a flow (killed from the hospital)."""
@@ -318,7 +327,7 @@ class StepWrite:
 
 
 def _unseal_or_error(
-    s: NodeStorage, db_name: str, key: bytes, blob: bytes
+    s: Storage, db_name: str, key: bytes, blob: bytes
 ) -> bytes | CorruptRecordError:
     try:
         return s.unseal(db_name, key, blob)

@@ -11,7 +11,7 @@ A round's writes are grouped in *units*. Each flow that did something in the rou
 unit (its received messages, its init record and its step, so they are stored together or not
 at all); node-level work (forgetting acknowledged messages, rejecting a session, storing for a
 parked flow, a service's writes outside flows) gets units of its own. Each unit is one nested
-transaction of the group commit (``NodeStorage.group``): a unit whose writes fail is rolled
+transaction of the group commit (``Storage.group``): a unit whose writes fail is rolled
 back alone; a failed group commit fails every unit that wrote something.
 
 Invariant: a unit's ``after`` actions and ``acks`` happen only if its writes committed, so
@@ -48,7 +48,7 @@ from fibers._messages import (
 )
 from fibers._node_types import NetworkMap
 from fibers._redelivery import Redelivery
-from fibers._storage import NodeStorage, Txn
+from fibers._storage_api import Storage, Txn
 from fibers.transport import Transport
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class CommitQueue:
         self.take()
 
 
-def commit_units(storage: NodeStorage | None, units: list[Unit], who: str) -> CommitResult:
+def commit_units(storage: Storage | None, units: list[Unit], who: str) -> CommitResult:
     """Write ``units`` in one group commit (each in its nested transaction)."""
     failed: dict[int, tuple[Unit, Exception]] = {}
     writing = [unit for unit in units if unit.writes]
@@ -461,7 +461,7 @@ class CommitStage:
         if self._acked_later_at is None:
             self._acked_later_at = self._clock.now() + timedelta(seconds=1)
 
-    def _storage(self) -> NodeStorage:
+    def _storage(self) -> Storage:
         assert self._checkpoints is not None, "only a node with storage stores"
         return self._checkpoints.storage
 
@@ -517,7 +517,7 @@ class CommitStage:
         self._unacked.clear()
 
 
-def _forget_acknowledged(store: NodeStorage, txn: Txn, keys: list[Forget]) -> None:
+def _forget_acknowledged(store: Storage, txn: Txn, keys: list[Forget]) -> None:
     """Delete acknowledged messages (and the messages of sessions whose responder ended) from
     the outbox; an acknowledgement from an initiator may also end its session's dedup record
     (see ``fibers._dedup``)."""

@@ -73,7 +73,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from fibers._storage import NodeStorage, Txn
+from fibers._storage_api import Storage, Txn
 
 DB: Final = "dedup"
 RECENT_ENDED: Final = 4096
@@ -88,24 +88,24 @@ _NEXT: Final = b"\xfe"
 _N = struct.Struct(">Q")
 
 
-def accepted(store: NodeStorage, txn: Txn, key: bytes) -> None:
+def accepted(store: Storage, txn: Txn, key: bytes) -> None:
     """The responder accepted the session init ``key`` (in the commit of its first step)."""
     store.put(txn, DB, key, _LIVE)
 
 
-def rejected(store: NodeStorage, txn: Txn, key: bytes) -> None:
+def rejected(store: Storage, txn: Txn, key: bytes) -> None:
     """The session init ``key`` was rejected: no responder ever runs for it. Recorded as a
     finished responder whose final message is the Reject (number 0), so that the record ends
     once the initiator acknowledged it."""
     store.put(txn, DB, key, _FINISHED + _N.pack(0))
 
 
-def seen(store: NodeStorage, txn: Txn, key: bytes) -> bool:
+def seen(store: Storage, txn: Txn, key: bytes) -> bool:
     """Whether the session init ``key`` was accepted before (running, finished or ended)."""
     return store.get(txn, DB, key) is not None
 
 
-def initiator_acknowledged(store: NodeStorage, txn: Txn, key: bytes, seq: int) -> None:
+def initiator_acknowledged(store: Storage, txn: Txn, key: bytes, seq: int) -> None:
     """The initiator of session ``key`` acknowledged our message number ``seq`` in it: if that
     was the responder's final message, the initiator holds nothing of the session any more and
     the record ends."""
@@ -114,7 +114,7 @@ def initiator_acknowledged(store: NodeStorage, txn: Txn, key: bytes, seq: int) -
         _end(store, txn, key)
 
 
-def responder_finished(store: NodeStorage, txn: Txn, key: bytes, final_seq: int) -> None:
+def responder_finished(store: Storage, txn: Txn, key: bytes, final_seq: int) -> None:
     """Our responder in session ``key`` finished (in the commit of its last step), and
     ``final_seq`` is the number of its final message in the session (sent after this
     commit)."""
@@ -123,7 +123,7 @@ def responder_finished(store: NodeStorage, txn: Txn, key: bytes, final_seq: int)
         store.put(txn, DB, key, _FINISHED + _N.pack(final_seq))
 
 
-def _end(store: NodeStorage, txn: Txn, key: bytes) -> None:
+def _end(store: Storage, txn: Txn, key: bytes) -> None:
     counter = store.get(txn, DB, _NEXT)
     n = _N.unpack(counter)[0] if counter is not None else 0
     store.put(txn, DB, _NEXT, _N.pack(n + 1))

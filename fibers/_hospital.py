@@ -39,7 +39,7 @@ from fibers._router import Route, Router
 from fibers._scheduler import Scheduler
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine
-from fibers._storage import Txn
+from fibers._storage_api import Txn
 
 __all__ = ["Hospital", "parked_routes"]
 
@@ -130,9 +130,7 @@ class Hospital:
         machine.start_record = None
 
         def write(txn: Txn) -> None:
-            if start is not None:  # parked in its very first step: keep it retryable
-                store.storage.put_sealed(txn, "flows", run_id.uuid.bytes, start)
-            store.mark_hospitalized(txn, run_id, diagnosis)
+            store.mark_hospitalized(txn, run_id, diagnosis, start)
 
         self._commit.new_unit().writes.append(write)
 
@@ -246,9 +244,9 @@ class Hospital:
                 waiting.hand_over_result(machine)
         machine = self._scheduler.get(run_id)
         if machine is not None:  # running again: a restart must not park it again
-            store = self._checkpoints.storage
+            store = self._checkpoints
             self._commit.unit_for(machine).writes.append(
-                lambda txn: store.delete(txn, "flow_status", run_id.uuid.bytes)
+                lambda txn: store.mark_running(txn, run_id)
             )
         return True
 

@@ -3,7 +3,7 @@
 A node's identity lives in its storage (``stored_identity``), so that a node started again on
 the same directory, in this process or another, is the same party. The private key is stored
 encrypted with AES-GCM under a key derived (HKDF-SHA256) from the node-local secret
-(``NodeStorage.secret``), with the name and public key as associated data, in a record sealed
+(``Storage.secret``), with the name and public key as associated data, in a record sealed
 under that secret: the database alone, copied elsewhere, does not give the key away.
 """
 
@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from fibers import _wire
-from fibers._storage import CorruptRecordError, NodeStorage
+from fibers._storage import CorruptRecordError
+from fibers._storage_api import Storage
 from fibers._wire import serializable
 
 _DB: Final = "meta"
@@ -76,7 +77,7 @@ class NodeIdentity:
         return f"NodeIdentity({self.party.name!r})"
 
 
-def stored_identity(storage: NodeStorage, name: str) -> NodeIdentity:
+def stored_identity(storage: Storage, name: str) -> NodeIdentity:
     """The identity kept in ``storage``, created (a new key) and stored on first use.
 
     Raises ``ValueError`` when the storage belongs to a node with another name, and
@@ -106,7 +107,7 @@ def stored_identity(storage: NodeStorage, name: str) -> NodeIdentity:
     return identity
 
 
-def _decode_identity(storage: NodeStorage, blob: bytes) -> NodeIdentity:
+def _decode_identity(storage: Storage, blob: bytes) -> NodeIdentity:
     values = _wire.decode(blob)
     if not (isinstance(values, tuple) and len(values) == 4
             and all(isinstance(v, t) for v, t in zip(values, (str, bytes, bytes, bytes),
@@ -125,7 +126,7 @@ def _decode_identity(storage: NodeStorage, blob: bytes) -> NodeIdentity:
     return identity
 
 
-def _cipher(storage: NodeStorage) -> AESGCM:
+def _cipher(storage: Storage) -> AESGCM:
     kdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=_HKDF_INFO)
     return AESGCM(kdf.derive(storage.secret))
 

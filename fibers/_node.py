@@ -51,7 +51,7 @@ from fibers._scheduler import Scheduler
 from fibers._session import FlowSession
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine, current_machine
-from fibers._storage import NodeStorage, Txn
+from fibers._storage_api import Storage, Txn
 from fibers._tracking import label_stream
 from fibers.transport import Transport
 
@@ -95,7 +95,7 @@ class Node:
         clock: Clock | None = None,
         network_map: NetworkMap | None = None,
         strict_suspendable: bool = False,
-        storage: NodeStorage | None = None,
+        storage: Storage | None = None,
         services: dict[str, SerializeAsToken] | None = None,
         setup: Callable[[Node], object] | None = None,
         max_transient_retries: int = 3,

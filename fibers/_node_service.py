@@ -16,7 +16,7 @@ from fibers._checkpoint import SerializeAsToken
 
 if TYPE_CHECKING:
     from fibers._node import Node
-    from fibers._storage import NodeStorage, Txn
+    from fibers._storage_api import Storage, Txn
 
 __all__ = ["NodeService"]
 
@@ -27,7 +27,7 @@ class NodeService(SerializeAsToken):
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._storage: NodeStorage | None = node.storage
+        self._storage: Storage | None = node.storage
 
     def _write(self, write: Callable[[Txn], object]) -> None:
         """Make ``write`` part of the current flow step (or of the next commit)."""

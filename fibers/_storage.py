@@ -52,12 +52,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 import lmdb
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fibers._storage_api import Txn
 from fibers._storage_guard import GUARD_DB, StorageGuard, TamperedDatabaseError
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "CorruptRecordError",
     "FaultPlan",
     "InjectedStorageFault",
+    "LmdbTxn",
     "NodeStorage",
     "TamperedDatabaseError",
     "Txn",
@@ -75,12 +77,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    Txn: TypeAlias = lmdb.Transaction[bytes]
+    LmdbTxn: TypeAlias = lmdb.Transaction[bytes]
     DbHandle: TypeAlias = lmdb._Database
 else:
-    Txn = lmdb.Transaction
+    LmdbTxn = lmdb.Transaction
     DbHandle = object
-# Txn: a py-lmdb transaction as handed out by ``NodeStorage.read`` and ``WriteGroup.step``.
+# LmdbTxn: what ``NodeStorage.read`` and ``WriteGroup.step`` hand out as the opaque ``Txn``.
+
+
+def _lmdb(txn: Txn) -> LmdbTxn:
+    # Only this module looks inside a Txn: the ones it is given are the ones it handed out.
+    return cast("LmdbTxn", txn)
 
 ENGINE_DATABASES: Final = ("flows", "journal", "snapshots", "outbox", "dedup", "meta")
 """Named databases the engine uses; opened eagerly by ``NodeStorage.open``."""
@@ -380,6 +387,10 @@ class NodeStorage:
 
     # -- tamper detection (fibers._storage_guard) ------------------------------------------------
 
+    def prepare(self, name: str) -> None:
+        """Open database ``name`` (``db``), for parts and services that use it by name."""
+        self.db(name)
+
     def guard(self, name: str) -> None:
         """Open database ``name`` and detect tampering with it from now on: every later write
         updates its running digest, and ``open`` refuses a database that no longer matches.
@@ -397,7 +408,7 @@ class NodeStorage:
 
     def _check_guarded(self) -> None:
         guard_db = self._open_db(GUARD_DB)
-        with self.read() as txn:
+        with self._env.begin(write=False) as txn:
             # A directory where nothing was ever stored (new, or its first open crashed before
             # writing the root) gets an empty root; one with records but no root was tampered.
             fresh = all(txn.stat(handle)["entries"] == 0 for handle in self._dbs.values())
@@ -405,12 +416,13 @@ class NodeStorage:
             with self._env.begin(write=True) as txn:
                 self._guard.create_root(txn, guard_db)
         with self.read() as txn:
-            self._guard.verify(txn, guard_db, self._open_db)
+            self._guard.verify(_lmdb(txn), guard_db, self._open_db)
 
     def _guard_write(self, txn: Txn, db_name: str, key: bytes, new: bytes | None) -> None:
         if db_name in self._guard.guarded:
-            old = txn.get(key, db=self._open_db(db_name))
-            self._guard.on_write(txn, self._open_db(GUARD_DB), db_name, key, old=old, new=new)
+            raw = _lmdb(txn)
+            old = raw.get(key, db=self._open_db(db_name))
+            self._guard.on_write(raw, self._open_db(GUARD_DB), db_name, key, old=old, new=new)
 
     def _open_db(self, name: str) -> DbHandle:
         try:
@@ -446,25 +458,25 @@ class NodeStorage:
         if self._faults is not None:
             self._faults.before_write("put", db_name)
         self._guard_write(txn, db_name, key, value)
-        txn.put(key, value, db=self._open_db(db_name))
+        _lmdb(txn).put(key, value, db=self._open_db(db_name))
 
     def get(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """The value at ``key`` in database ``db_name``, or None."""
-        return txn.get(key, db=self._open_db(db_name))
+        return _lmdb(txn).get(key, db=self._open_db(db_name))
 
     def delete(self, txn: Txn, db_name: str, key: bytes) -> bool:
         """Delete ``key`` from database ``db_name``; returns whether it existed."""
         if self._faults is not None:
             self._faults.before_write("delete", db_name)
         self._guard_write(txn, db_name, key, None)
-        return txn.delete(key, db=self._open_db(db_name))
+        return _lmdb(txn).delete(key, db=self._open_db(db_name))
 
     def prefix_items(self, txn: Txn, db_name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Lazily yield ``(key, value)`` for every key starting with ``prefix``, in key order.
 
         The iterator is only valid while ``txn`` is; do not write to ``db_name`` in between.
         """
-        cursor = txn.cursor(db=self._open_db(db_name))
+        cursor = _lmdb(txn).cursor(db=self._open_db(db_name))
         if not cursor.set_range(prefix):
             return
         for key, value in cursor:
@@ -476,7 +488,7 @@ class NodeStorage:
         """Delete every key starting with ``prefix`` from ``db_name``; returns how many."""
         if self._faults is not None:
             self._faults.before_write("delete_prefix", db_name)
-        cursor = txn.cursor(db=self._open_db(db_name))
+        cursor = _lmdb(txn).cursor(db=self._open_db(db_name))
         deleted = 0
         if not cursor.set_range(prefix):
             return 0
@@ -549,7 +561,7 @@ class WriteGroup:
     def __init__(self, storage: NodeStorage) -> None:
         """Internal: use ``NodeStorage.group``."""
         self._storage = storage
-        self._txn: Txn | None = None
+        self._txn: LmdbTxn | None = None
         self._entered = False
         self._in_step = False
         self._callbacks: list[Callable[[], object]] = []
@@ -620,7 +632,7 @@ class WriteGroup:
         self._require_txn()
         self._callbacks.append(callback)
 
-    def _require_txn(self) -> Txn:
+    def _require_txn(self) -> LmdbTxn:
         if self._txn is None:
             raise RuntimeError("the write group is not active; use it as `with storage.group()`")
         return self._txn

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from fibers._storage import DbHandle, Txn
+    from fibers._storage import DbHandle, LmdbTxn
 
 __all__ = ["GUARD_DB", "StorageGuard", "TamperedDatabaseError"]
 
@@ -85,11 +85,11 @@ class StorageGuard:
 
     # -- the root record -----------------------------------------------------------------------
 
-    def create_root(self, txn: Txn, guard_db: DbHandle) -> None:
+    def create_root(self, txn: LmdbTxn, guard_db: DbHandle) -> None:
         """Write an empty root (a new node directory)."""
         txn.put(_ROOT_KEY, self._seal(GUARD_DB, _ROOT_KEY, b""), db=guard_db)
 
-    def _load(self, txn: Txn, guard_db: DbHandle) -> dict[str, _Entry]:
+    def _load(self, txn: LmdbTxn, guard_db: DbHandle) -> dict[str, _Entry]:
         blob = txn.get(_ROOT_KEY, db=guard_db)
         if blob is None:
             raise TamperedDatabaseError(GUARD_DB, "its root record is missing, though the node "
@@ -104,7 +104,7 @@ class StorageGuard:
                           f"({exc})") from None
         return dict(_parse_root(payload))
 
-    def _store(self, txn: Txn, guard_db: DbHandle, entries: dict[str, _Entry]) -> None:
+    def _store(self, txn: LmdbTxn, guard_db: DbHandle, entries: dict[str, _Entry]) -> None:
         payload = b"".join(
             _U16.pack(len(name.encode())) + name.encode()
             + _ENTRY.pack(e.count, e.digest.to_bytes(32, "big"))
@@ -113,7 +113,7 @@ class StorageGuard:
 
     # -- checks --------------------------------------------------------------------------------
 
-    def verify(self, txn: Txn, guard_db: DbHandle, handles: Callable[[str], DbHandle]) -> None:
+    def verify(self, txn: LmdbTxn, guard_db: DbHandle, handles: Callable[[str], DbHandle]) -> None:
         """Recompute every guarded database's digest; raise ``TamperedDatabaseError`` naming
         the first that differs from the root record. Sets ``guarded``."""
         entries = self._load(txn, guard_db)
@@ -129,7 +129,7 @@ class StorageGuard:
                           "put back to an older version, replaced or moved)")
         self.guarded = frozenset(entries)
 
-    def guard(self, txn: Txn, guard_db: DbHandle, name: str, db: DbHandle) -> None:
+    def guard(self, txn: LmdbTxn, guard_db: DbHandle, name: str, db: DbHandle) -> None:
         """Start guarding the empty database ``name``; ``TamperedDatabaseError`` if it already
         holds records (they were written before it was guarded, or its guard was removed)."""
         if name in self.guarded:
@@ -146,7 +146,7 @@ class StorageGuard:
 
     # -- updates -------------------------------------------------------------------------------
 
-    def on_write(self, txn: Txn, guard_db: DbHandle, name: str, key: bytes, *,
+    def on_write(self, txn: LmdbTxn, guard_db: DbHandle, name: str, key: bytes, *,
                  old: bytes | None, new: bytes | None) -> None:
         """Account for ``key`` changing from ``old`` to ``new`` (None: absent) in guarded
         database ``name``, in ``txn``: the same transaction as the write itself."""
@@ -173,7 +173,7 @@ class StorageGuard:
         return int.from_bytes(hmac.digest(self._key, header + value, "sha256"), "big")
 
 
-def _items(txn: Txn, db: DbHandle) -> Iterator[tuple[bytes, bytes]]:
+def _items(txn: LmdbTxn, db: DbHandle) -> Iterator[tuple[bytes, bytes]]:
     cursor = txn.cursor(db=db)
     if cursor.first():
         yield from cursor.iternext()

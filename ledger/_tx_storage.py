@@ -13,10 +13,10 @@ a transaction out of it, and whatever a flow left staged is discarded when the f
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from fibers import StateMachineRunId, wire
@@ -27,7 +27,7 @@ from ledger._transactions import SignedTransaction
 
 if TYPE_CHECKING:
     from fibers import Node
-    from fibers.storage import NodeStorage, Txn
+    from fibers.storage import Storage, Txn
     from ledger._vault import VaultService
 
 __all__ = ["TransactionStorage"]
@@ -156,8 +156,7 @@ class TransactionStorage(LedgerService):
             if not staged:
                 del self._staged[run_id]
             if storage is not None:
-                self._write(functools.partial(
-                    storage.delete, db_name=_SCRATCH, key=run_id.uuid.bytes + tx_id.bytes))
+                self._write(_deleter(storage, run_id.uuid.bytes + tx_id.bytes))
 
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._txs
@@ -198,7 +197,7 @@ class TransactionStorage(LedgerService):
         self._staged = self._load_staged(storage)
 
     def _load_staged(
-        self, storage: NodeStorage
+        self, storage: Storage
     ) -> dict[StateMachineRunId, dict[SecureHash, SignedTransaction]]:
         staged: dict[StateMachineRunId, dict[SecureHash, SignedTransaction]] = {}
         with storage.read() as txn:
@@ -213,3 +212,9 @@ class TransactionStorage(LedgerService):
 
     def __repr__(self) -> str:
         return f"<TransactionStorage of {self._node.party}: {len(self._txs)} transactions>"
+
+
+def _deleter(storage: Storage, key: bytes) -> Callable[[Txn], object]:
+    """The write that deletes ``key`` from the scratch database (made here, so that storage
+    sees this module as its writer; docs/architecture.md, "Storage")."""
+    return lambda txn: storage.delete(txn, _SCRATCH, key)

@@ -15,6 +15,7 @@ from fibers._identity import NodeIdentity, Party, stored_identity
 from fibers._messages import decode_message
 from fibers._node import NetworkMap, Node
 from fibers._storage import NodeStorage
+from fibers._storage_api import Storage
 from fibers.runtime import ManualDriver, NodeRuntime
 from fibers.transport import InFlightMessage, InMemoryNetwork, Transport
 
@@ -41,7 +42,9 @@ class MockNetwork:
     A durable network keeps each node's storage and identity under ``base_dir/<name>``: a new
     ``MockNetwork`` on the same ``base_dir`` (in this process or another) re-creates each node
     with ``create_node`` as the same party, restoring its flows. A node re-sends what it had
-    not delivered to peers that are created after it, as soon as they are.
+    not delivered to peers that are created after it, as soon as they are. ``wrap_storage``
+    replaces each node's ``NodeStorage`` by what it returns for it (any
+    ``fibers.storage.Storage``, e.g. a wrapper that records writes).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class MockNetwork:
         record_transcript: bool = True,
         durable: bool = True,
         sync: bool = False,
+        wrap_storage: Callable[[Storage], Storage] | None = None,
     ) -> None:
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
@@ -69,6 +73,7 @@ class MockNetwork:
         self._record = record_transcript
         self._durable = durable
         self._sync = sync
+        self._wrap_storage = wrap_storage
 
     def create_node(self, name: str) -> Node:
         """A new node called ``name`` on this network."""
@@ -86,12 +91,14 @@ class MockNetwork:
     ) -> Node:
         """A node called ``name``; durable nodes take their identity from their storage, others
         ``identity`` (a restart) or a new one."""
-        storage = None
+        storage: Storage | None = None
         if self._durable:
             # sync=False: commits stay atomic (a process crash loses nothing committed) but are
             # not fsynced, which keeps tests fast; benchmarks measure the synced path.
             storage = NodeStorage.open(self.base_dir / name, sync=self._sync)
             try:
+                if self._wrap_storage is not None:
+                    storage = self._wrap_storage(storage)
                 identity = stored_identity(storage, name)
             except BaseException:
                 storage.close()
