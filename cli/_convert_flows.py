@@ -20,7 +20,7 @@ from cli._convert import (
     type_name,
 )
 from fibers import FlowLogic, Node, Party, is_startable_by_rpc
-from ledger import ContractState, StateAndRef
+from ledger import ContractState, LedgerServiceHub, StateAndRef
 
 __all__ = [
     "NodeContext",
@@ -160,7 +160,7 @@ class NodeContext:
     """The :class:`ConversionContext` of a node: parties from its network map, states from
     its vault, time from its clock."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node[LedgerServiceHub]) -> None:
         self._node = node
 
     def party(self, name: str) -> Party:
@@ -178,7 +178,9 @@ class NodeContext:
     def state_and_ref(self, text: str) -> StateAndRef[Any]:
         tx_hash, index = parse_state_ref(text)
         vault = self._node.services.vault
-        matches = [sar for sar in vault.query(ContractState)
+        # mypy refuses an abstract class for type[T] (python/mypy#4717); every state is one.
+        every: type[ContractState] = ContractState  # type: ignore[type-abstract]
+        matches = [sar for sar in vault.query(every)
                    if sar.ref.index == index and str(sar.ref.txhash).startswith(tx_hash)]
         if len(matches) == 1:
             found: StateAndRef[Any] = matches[0]

@@ -20,6 +20,7 @@ from cli._embedded import EmbeddedNetwork
 from fibers import Node, ProgressTracker
 from fibers.progress_view import FlowTreesView
 from finance import Amount, Cash, CommercialPaper
+from ledger import LedgerServiceHub
 
 
 def deepest_step(tracker: ProgressTracker) -> str:
@@ -177,14 +178,14 @@ class PlainReporter:
                                soft_wrap=True)
 
 
-def _cash_of(node: Node) -> Amount[str]:
+def _cash_of(node: Node[LedgerServiceHub]) -> Amount[str]:
     total = 0
     for state in node.services.vault.query(Cash.State):
         total += state.state.data.amount.quantity
     return Amount(total, "USD")
 
 
-def vault_table(title: str, seller: Node, buyer: Node) -> Table:
+def vault_table(title: str, seller: Node[LedgerServiceHub], buyer: Node[LedgerServiceHub]) -> Table:
     """Cash and commercial paper held by each bank."""
     table = Table(title=f"{title}: vaults")
     for column in ("bank", "cash", "commercial paper"):

@@ -18,7 +18,7 @@ from fibers import NetworkMap, Node, NodeIdentity, Party
 from fibers.runtime import ManualDriver, NodeRuntime
 from fibers.storage import NodeStorage
 from fibers.transport import InFlightMessage, InMemoryNetwork, Transport
-from ledger import install_ledger_services
+from ledger import LedgerServiceHub, install_ledger_services
 
 BankNames = ("SellerBank", "BuyerBank")
 NOTARY_NAME = "Notary"
@@ -47,15 +47,16 @@ class EmbeddedNetwork:
         self.seller = self._start(NodeIdentity(BankNames[0]))
         self.buyer = self._start(NodeIdentity(BankNames[1]))
 
-    def _start(self, identity: NodeIdentity) -> Node:
+    def _start(self, identity: NodeIdentity) -> Node[LedgerServiceHub]:
         name = identity.party.name
         self._identities[name] = identity
         self.network_map.add(identity.party)
         setup = functools.partial(install_ledger_services, notary=name == NOTARY_NAME,
                                   validating=True)
 
-        def build(transport: Transport) -> Node:
+        def build(transport: Transport) -> Node[LedgerServiceHub]:
             return Node(identity, transport, network_map=self.network_map, setup=setup,
+                        hub=LedgerServiceHub,
                         storage=NodeStorage.open(self.base_dir / name, sync=True))
 
         runtime = NodeRuntime(self.network.endpoint(identity.party), build)
@@ -72,11 +73,11 @@ class EmbeddedNetwork:
         return datetime.now(UTC)
 
     @property
-    def nodes(self) -> list[Node]:
+    def nodes(self) -> list[Node[LedgerServiceHub]]:
         """The running nodes."""
         return [r.node for r in self.driver.runtimes if r.is_running]
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str) -> Node[LedgerServiceHub]:
         """The current node called ``name`` (restarts replace node objects)."""
         return self.driver.runtime(name).node
 
@@ -85,7 +86,7 @@ class EmbeddedNetwork:
         self.driver.runtime(name).stop()
         self.down.add(name)
 
-    def restart(self, name: str) -> Node:
+    def restart(self, name: str) -> Node[LedgerServiceHub]:
         """Start the node called ``name`` again from its storage; it restores its flows."""
         if self.driver.runtime(name).is_running:
             self.crash(name)

@@ -42,7 +42,7 @@ from fibers.storage import SECRET_ENV, SECRET_FILE_ENV, NodeStorage, stored_iden
 from fibers.tls import TlsFiles, TlsTransport
 from fibers.transport import Transport
 from finance import CommercialPaper, SellerStarter, TwoPartyTradeFlow
-from ledger import install_ledger_services
+from ledger import LedgerServiceHub, install_ledger_services
 
 __all__ = ["NodeProcess", "run_node"]
 
@@ -107,11 +107,11 @@ class NodeProcess:
                               f"the one network.json lists for {config.name!r}")
         return identity
 
-    def _build(self, transport: Transport) -> Node:
+    def _build(self, transport: Transport) -> Node[LedgerServiceHub]:
         setup = functools.partial(install_ledger_services, notary=self.config.notary,
                                   validating=self.config.validating)
         node = Node(self.identity, transport, network_map=self.network_map, setup=setup,
-                    storage=self.storage)
+                    hub=LedgerServiceHub, storage=self.storage)
         notary = self.notary
         if notary is not None and not self.config.notary:
             node.register_initiated_flow(
@@ -178,7 +178,7 @@ def _lock_node(directory: Path) -> IO[bytes]:
     return lock
 
 
-def _serve_rpc(runtime: NodeRuntime, directory: Path,
+def _serve_rpc(runtime: NodeRuntime[LedgerServiceHub], directory: Path,
                on_shutdown: Callable[[], None]) -> RpcServer | None:
     """The node's RPC server, started, when this build has one (``cli.rpc_node``)."""
     try:

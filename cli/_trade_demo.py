@@ -31,7 +31,7 @@ from finance import (
     SellerStarter,
     TwoPartyTradeFlow,
 )
-from ledger import SignedTransaction
+from ledger import LedgerServiceHub, SignedTransaction
 
 FACE_VALUE = Amount.parse("1000.00 USD")
 PRICE = Amount.parse("900.00 USD")
@@ -144,7 +144,7 @@ def _prepare(net: EmbeddedNetwork, trades: int) -> None:
     )
 
 
-def _run_flow(net: EmbeddedNetwork, node: Node, flow: Any) -> Any:
+def _run_flow(net: EmbeddedNetwork, node: Node[LedgerServiceHub], flow: Any) -> Any:
     handle = node.start_flow(flow)
     net.run(handle.result.done)
     return handle.result.result(timeout=0)

@@ -15,6 +15,7 @@ from cli._ops import NodeOps
 from cli._rpc_ops import error_status, node_feeds, node_operations
 from fibers.rpc import RpcServer, User
 from fibers.runtime import NodeRuntime
+from ledger import LedgerServiceHub
 
 __all__ = ["ClientSettings", "NodeConfigError", "client_settings", "serve_node"]
 
@@ -57,7 +58,7 @@ def _users(node_dir: Path, rpc: dict[str, Any]) -> list[User]:
 
 
 def serve_node(
-    runtime: NodeRuntime,
+    runtime: NodeRuntime[LedgerServiceHub],
     node_dir: Path,
     *,
     on_shutdown: Callable[[], None] | None = None,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import types
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from fibers._checkpoint_store import CheckpointStore
     from fibers._clock import Clock
     from fibers._node_types import NodeInfo
+    from fibers._service_hub import ServiceHub
     from fibers._session import FlowSession
     from fibers._state_machine import FlowStateMachine
 
@@ -24,9 +25,12 @@ class FlowHost(Protocol):
 
     info: NodeInfo
     clock: Clock
-    services: Any  # the node's ServiceHub (the ledger layer adds its services)
     durable: bool  # whether steps are checkpointed (the node has storage)
     strict_suspendable: bool  # refuse (True) or warn about unmarked frames at a suspension
+
+    @property
+    def services(self) -> ServiceHub:
+        """The node's hub; its class may declare a layer's services (a flow's ``HubT_co``)."""
 
     @property
     def checkpoints(self) -> CheckpointStore:

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from fibers import _io
 from fibers._errors import FlowConfigurationError
 from fibers._identity import Party
+from fibers._service_hub import HubT_co
 from fibers._wire import serializable
 
 if TYPE_CHECKING:
@@ -106,12 +107,15 @@ class FlowProgressHandle(FlowHandle[T]):
     steps_tree_index: Stream[int] = field(repr=False)
 
 
-class FlowLogic(Generic[T]):
+class FlowLogic(Generic[T, HubT_co]):
     """Base class of flows. Subclasses implement ``call`` (marked ``@suspendable``) as plain
     sequential code and talk to counterparties with ``send``/``receive``/``send_and_receive``.
 
     The engine attaches the running state machine before ``call`` starts; the IO methods may only
     be used from inside ``call`` (or functions it calls) while the flow runs in its node.
+
+    The second type parameter is the service hub the flow needs (``ServiceHub`` if unsaid): a
+    ledger flow is a ``FlowLogic[R, LedgerServiceHub]``, so ``self.service_hub.vault`` is typed.
     """
 
     # The engine's hook (see ``bind``); None while the flow object is merely constructed.
@@ -231,9 +235,10 @@ class FlowLogic(Generic[T]):
         return self._state_machine.node.info.legal_identity
 
     @property
-    def service_hub(self) -> Any:
-        """The node's services (``ServiceHub``; the ledger layer adds the vault and friends)."""
-        return self._state_machine.node.services
+    def service_hub(self) -> HubT_co:
+        """The node's services: its ``ServiceHub``, of the class the flow's second type
+        parameter names (a node runs the flows its hub class serves)."""
+        return cast("HubT_co", self._state_machine.node.services)
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -17,7 +17,7 @@ import logging
 import types
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fibers._annotations import check_restorable, flow_version_of, initiating_class_of
 from fibers._checkpoint import SerializeAsToken, TokenContext, dumps, loads
@@ -37,17 +37,12 @@ from fibers._identity import NodeIdentity, Party
 from fibers._ids import IdSource
 from fibers._inbound import FrameStats
 from fibers._inspection import Inspection, summary
-from fibers._node_types import (
-    FlowSummary,
-    HospitalEntry,
-    NetworkMap,
-    NodeInfo,
-    ServiceHub,
-)
+from fibers._node_types import FlowSummary, HospitalEntry, NetworkMap, NodeInfo
 from fibers._progress import ProgressTracker
 from fibers._restore import Restore
 from fibers._router import ResponderFactory, Router
 from fibers._scheduler import Scheduler
+from fibers._service_hub import HubT_co, ServiceHub
 from fibers._session import FlowSession
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine, current_machine
@@ -61,9 +56,12 @@ T = TypeVar("T")
 log = logging.getLogger("fibers.node")
 
 
-class Node:
+class Node(Generic[HubT_co]):
     """A party's flow runtime: starts flows, routes session messages, runs flows until they
-    suspend, and sends their messages once each step is stored (docs/architecture.md)."""
+    suspend, and sends their messages once each step is stored (docs/architecture.md).
+
+    ``hub`` is the class of ``node.services`` (``ServiceHub`` or a subclass declaring a layer's
+    services, such as the ledger's ``LedgerServiceHub``); the node is a ``Node[hub]``."""
 
     # Two hooks for the simulation explorer (fibers.testing.explore), set on the instance by a
     # ``setup`` before the restore: where new run and session ids come from (the default is
@@ -97,7 +95,9 @@ class Node:
         strict_suspendable: bool = False,
         storage: Storage | None = None,
         services: dict[str, SerializeAsToken] | None = None,
-        setup: Callable[[Node], object] | None = None,
+        setup: Callable[[Node[HubT_co]], object] | None = None,
+        # HubT_co defaults to ServiceHub, which mypy does not yet apply to a parameter's default.
+        hub: type[HubT_co] = ServiceHub,  # type: ignore[assignment]
         max_transient_retries: int = 3,
         retry_backoff: float = 1.0,
         redelivery_interval: float = 1.0,
@@ -114,8 +114,8 @@ class Node:
         self.storage = storage
         self.durable = storage is not None
         self.tokens = TokenContext()
-        self.services: Any = ServiceHub(self.info, self.clock, self.network_map, self.tokens)
-        self.tokens.register(self.services)
+        self._services = hub(self.info, self.clock, self.network_map, self.tokens)
+        self.tokens.register(self._services)
         self.stopped = False
         self._draining = False
         self._warned: set[types.CodeType] = set()
@@ -159,6 +159,11 @@ class Node:
     def party(self) -> Party:
         """This node's legal identity."""
         return self.info.legal_identity
+
+    @property
+    def services(self) -> HubT_co:
+        """The node's service hub, of the class it was built with (``hub=``)."""
+        return self._services
 
     @property
     def frame_stats(self) -> FrameStats:

@@ -1,18 +1,13 @@
-"""Values and registries a node exposes: its info, the network map, the service hub, and the
-summaries operators see."""
+"""Values and registries a node exposes: its info, the network map, and the summaries operators
+see (the service hub is ``fibers._service_hub``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from fibers._checkpoint import SerializeAsToken, TokenContext
 from fibers._flow_logic import StateMachineRunId
 from fibers._identity import Party
-
-if TYPE_CHECKING:
-    from fibers._clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,33 +94,3 @@ class HospitalEntry:
     run_id: StateMachineRunId
     flow_class: str
     diagnosis: str
-
-
-class ServiceHub(SerializeAsToken):
-    """The node services a flow may use (``FlowLogic.service_hub``). The ledger layer extends
-    it with storage, the vault and key management. Checkpoints hold it as a token."""
-
-    def __init__(self, info: NodeInfo, clock: Clock, network_map: NetworkMap,
-                 tokens: TokenContext) -> None:
-        self.my_info = info
-        self.clock = clock
-        self.network_map = network_map
-        self.installed: dict[str, SerializeAsToken] = {}
-        self._tokens = tokens
-
-    def install(self, name: str, service: SerializeAsToken) -> None:
-        """Make ``service`` reachable as ``service_hub.<name>``; checkpoints hold it as a token
-        and rewire it to the live instance on restore."""
-        if hasattr(self, name):
-            raise ValueError(f"the service hub already has a {name!r}")
-        setattr(self, name, service)
-        self.installed[name] = service
-        self._tokens.register(service)
-
-    def reload_from_storage(self) -> None:
-        """After steps were lost, services whose memory ran ahead of storage start again from
-        what was committed (services opt in with a ``reload_from_storage()`` method)."""
-        for service in self.installed.values():
-            reload = getattr(service, "reload_from_storage", None)
-            if callable(reload):
-                reload()

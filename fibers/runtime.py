@@ -32,11 +32,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from fibers._gc import ParkedFlowsGc
 from fibers._identity import Party
 from fibers._node import Node
+from fibers._service_hub import HubT
 from fibers.transport import InFlightMessage, InMemoryNetwork, Transport
 
 __all__ = ["ManualDriver", "NodeRuntime", "NodeStoppedError"]
@@ -54,7 +55,7 @@ class NodeStoppedError(RuntimeError):
     the node's storage) before asking it to do anything."""
 
 
-class NodeRuntime:
+class NodeRuntime(Generic[HubT]):
     """Runs the node that ``build(transport)`` makes on one thread (see the module docstring).
 
     ``build`` runs on the node thread, because a node restores its flows (runs greenlets) as it
@@ -69,7 +70,7 @@ class NodeRuntime:
     def __init__(
         self,
         transport: Transport,
-        build: Callable[[Transport], Node],
+        build: Callable[[Transport], Node[HubT]],
         *,
         max_batch: int = 512,
         tune_gc: bool = True,
@@ -82,8 +83,8 @@ class NodeRuntime:
         self._cond = threading.Condition()
         # Invariant: _inbound and _calls are only touched under _cond; the node only on _owner.
         self._inbound: deque[tuple[Party, bytes]] = deque()
-        self._calls: deque[tuple[Callable[[Node], Any], Future[Any]]] = deque()
-        self._node: Node | None = None
+        self._calls: deque[tuple[Callable[[Node[HubT]], Any], Future[Any]]] = deque()
+        self._node: Node[HubT] | None = None
         self._owner: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._state = "new"  # new -> running -> stopped
@@ -100,7 +101,7 @@ class NodeRuntime:
         return self.transport.party
 
     @property
-    def node(self) -> Node:
+    def node(self) -> Node[HubT]:
         """The node. Only its node thread may touch it: from elsewhere, use ``call``."""
         if self._node is None:
             raise NodeStoppedError(f"the runtime of {self.party} has not built its node yet: "
@@ -112,7 +113,7 @@ class NodeRuntime:
         """Started and not stopped."""
         return self._state == "running"
 
-    def start(self, *, threaded: bool = True) -> Node:
+    def start(self, *, threaded: bool = True) -> Node[HubT]:
         """Build the node and start its transport: on a new node thread (``threaded``), or on
         the calling thread, which then moves it with ``pump`` (manual). Returns once the node
         is built; an error building it is raised here. Returns the node."""
@@ -177,7 +178,7 @@ class NodeRuntime:
             self._inbound.extend((sender, frame) for frame in frames)
             self._cond.notify_all()
 
-    def call(self, fn: Callable[[Node], T]) -> Future[T]:
+    def call(self, fn: Callable[[Node[HubT]], T]) -> Future[T]:
         """Run ``fn(node)`` on the node thread; its result or exception lands in the returned
         future. Called on the node thread itself it runs at once (waiting for it there would
         deadlock). A call on a stopped runtime fails with ``NodeStoppedError``."""
@@ -291,7 +292,7 @@ class NodeRuntime:
     def _step(self) -> int:
         """One round on the node thread: calls, due timers, one batch of frames."""
         node = self.node
-        calls: list[tuple[Callable[[Node], Any], Future[Any]]] = []
+        calls: list[tuple[Callable[[Node[HubT]], Any], Future[Any]]] = []
         frames: list[tuple[Party, bytes]] = []
         # Unlocked peek: the common manual-mode round has nothing queued (deque truthiness is
         # atomic); something queued meanwhile is seen by the next round, which the queueing
@@ -341,13 +342,15 @@ class NodeRuntime:
         return f"<NodeRuntime {self.party.name} {self._state}>"
 
 
-def _fail_stopped(calls: list[tuple[Callable[[Node], Any], Future[Any]]], party: Party) -> None:
+def _fail_stopped(
+    calls: list[tuple[Callable[[Node[HubT]], Any], Future[Any]]], party: Party
+) -> None:
     for _, future in calls:
         if future.set_running_or_notify_cancel():
             future.set_exception(NodeStoppedError(f"the node of {party} stopped"))
 
 
-def _run_call(fn: Callable[[Node], T], node: Node, future: Future[T]) -> None:
+def _run_call(fn: Callable[[Node[HubT]], T], node: Node[HubT], future: Future[T]) -> None:
     if not future.set_running_or_notify_cancel():
         return  # cancelled while queued
     try:
@@ -379,16 +382,17 @@ class ManualDriver:
     ) -> None:
         self.network = network
         self.observe = observe
-        self._runtimes: dict[str, NodeRuntime] = {}
+        # Any: the driver moves nodes of every hub class alike.
+        self._runtimes: dict[str, NodeRuntime[Any]] = {}
 
-    def add(self, runtime: NodeRuntime) -> None:
+    def add(self, runtime: NodeRuntime[Any]) -> None:
         """Move ``runtime`` from now on (replacing the stopped runtime of the same party)."""
         current = self._runtimes.get(runtime.party.name)
         if current is not None and current.is_running and current is not runtime:
             raise ValueError(f"{runtime.party} already runs here: stop its runtime first")
         self._runtimes[runtime.party.name] = runtime
 
-    def runtime(self, party: Party | str) -> NodeRuntime:
+    def runtime(self, party: Party | str) -> NodeRuntime[Any]:
         """The runtime of ``party`` (or of the party of that name)."""
         name = party if isinstance(party, str) else party.name
         try:
@@ -397,7 +401,7 @@ class ManualDriver:
             raise KeyError(f"no runtime for {name!r} on this network") from None
 
     @property
-    def runtimes(self) -> list[NodeRuntime]:
+    def runtimes(self) -> list[NodeRuntime[Any]]:
         """Every runtime added, running or not, in the order their parties were added."""
         return list(self._runtimes.values())
 

@@ -38,6 +38,7 @@ from ledger import (
     SALT_SIZE,
     FinalityFlow,
     InsufficientStatesException,
+    LedgerServiceHub,
     ReceiveFinalityFlow,
     SignedTransaction,
     StateAndRef,
@@ -85,7 +86,7 @@ def checked_reference(reference: object) -> bytes:
     return reference
 
 
-def advance(flow: FlowLogic[Any], step: Step) -> None:
+def advance(flow: FlowLogic[Any, LedgerServiceHub], step: Step) -> None:
     """Move ``flow``'s progress tracker to ``step`` (the flow must have a tracker)."""
     tracker = flow.progress_tracker
     assert tracker is not None
@@ -102,7 +103,7 @@ def _token(state: Cash.State) -> Issued:
 
 
 def select_cash(
-    flow: FlowLogic[Any], amount: Amount[Any], *, notary: Party | None = None
+    flow: FlowLogic[Any, LedgerServiceHub], amount: Amount[Any], *, notary: Party | None = None
 ) -> list[CashRef]:
     """Cash of ``flow``'s node worth at least ``amount``, soft-locked to ``flow.run_id``.
 
@@ -133,7 +134,9 @@ def select_cash(
     return chosen
 
 
-def sign_as_ours(flow: FlowLogic[Any], stx: SignedTransaction) -> SignedTransaction:
+def sign_as_ours(
+    flow: FlowLogic[Any, LedgerServiceHub], stx: SignedTransaction
+) -> SignedTransaction:
     """``stx`` signed by every key of ``flow``'s node that it still needs, except the
     notary's (which signs only when it notarises)."""
     keys = flow.service_hub.key_management
@@ -144,7 +147,9 @@ def sign_as_ours(flow: FlowLogic[Any], stx: SignedTransaction) -> SignedTransact
     return stx
 
 
-def new_builder(flow: FlowLogic[Any], notary: Party | None = None) -> TransactionBuilder:
+def new_builder(
+    flow: FlowLogic[Any, LedgerServiceHub], notary: Party | None = None
+) -> TransactionBuilder:
     """A builder whose privacy salt is drawn through ``flow`` (recorded, so a replayed flow
     builds the very same transaction)."""
     return TransactionBuilder(notary, privacy_salt=flow.random_bytes(SALT_SIZE))
@@ -153,7 +158,7 @@ def new_builder(flow: FlowLogic[Any], notary: Party | None = None) -> Transactio
 # ----- the flows -------------------------------------------------------------------------------
 
 
-class _FinalisingFlow(FlowLogic[SignedTransaction], ABC):
+class _FinalisingFlow(FlowLogic[SignedTransaction, LedgerServiceHub], ABC):
     """What the issue, payment and exit flows share: generate a transaction (``_generate``),
     sign it with this node's keys and finalise it (also to ``_recipients()``)."""
 
@@ -237,7 +242,7 @@ class CashPaymentFlow(_FinalisingFlow):
 
 
 @initiated_by(CashPaymentFlow)
-class CashPaymentReceiverFlow(FlowLogic[SignedTransaction]):
+class CashPaymentReceiverFlow(FlowLogic[SignedTransaction, LedgerServiceHub]):
     """The recipient's side of ``CashPaymentFlow``: record the payment (``ReceiveFinalityFlow``:
     resolved, verified, fully signed; the vault keeps the cash it owns) and return it."""
 

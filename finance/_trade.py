@@ -75,6 +75,7 @@ from ledger import (
     PUBLIC_KEY_SIZE,
     DataVendingFlow,
     FinalityFlow,
+    LedgerServiceHub,
     LedgerTransaction,
     OwnableState,
     ReceiveFinalityFlow,
@@ -204,7 +205,7 @@ class TwoPartyTradeFlow:
     UnacceptablePriceException = UnacceptablePriceException
     AssetMismatchException = AssetMismatchException
 
-    class Seller(FlowLogic[SignedTransaction]):
+    class Seller(FlowLogic[SignedTransaction, LedgerServiceHub]):
         """Sell ``asset_to_sell`` (owned by ``my_key``, one of this node's keys) to
         ``other_party`` for ``price``; return the finalised transaction.
 
@@ -293,7 +294,7 @@ class TwoPartyTradeFlow:
             _check_issuers(ltx, self.my_key, self.acceptable_issuers)
             _check_parties(ltx, self.other_party, self.service_hub.key_management.keys())
 
-    class Buyer(FlowLogic[SignedTransaction]):
+    class Buyer(FlowLogic[SignedTransaction, LedgerServiceHub]):
         """Buy from ``other_party`` an asset of ``type_to_buy`` for at most
         ``acceptable_price``, paying with this node's cash under ``notary``; return the
         finalised transaction once it is recorded here.
@@ -451,7 +452,7 @@ class TwoPartyTradeFlow:
 
 @initiating_flow
 @startable_by_rpc
-class SellerStarter(FlowLogic[SignedTransaction]):
+class SellerStarter(FlowLogic[SignedTransaction, LedgerServiceHub]):
     """Sell ``asset_to_sell`` (a state in this node's vault) to ``other_party`` for ``price``:
     runs ``TwoPartyTradeFlow.Seller`` over this flow's session, under the asset's notary and
     signing with the key that owns the asset (this node's identity key unless the asset is

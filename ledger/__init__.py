@@ -29,6 +29,7 @@ from ledger._errors import (
 )
 from ledger._filtered import FilteredGroup, FilteredTransaction
 from ledger._finality import FinalityFlow, ReceiveFinalityFlow
+from ledger._hub import LedgerServiceHub, install_ledger_services
 from ledger._keys import KeyManagementService
 from ledger._notary_errors import NotaryError, NotaryException
 from ledger._notary_flows import NotaryFlow, NotaryServiceFlow
@@ -41,7 +42,7 @@ from ledger._resolution import (
     checked_transaction,
     state_resolver,
 )
-from ledger._services import install_ledger_services, register_notary
+from ledger._services import register_notary
 from ledger._states import (
     Command,
     CommandData,
@@ -93,6 +94,7 @@ __all__ = [
     "InsufficientStatesException",
     "InvalidNotary",
     "KeyManagementService",
+    "LedgerServiceHub",
     "LedgerTransaction",
     "LinearState",
     "MalformedTransactionException",

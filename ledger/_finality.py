@@ -17,6 +17,7 @@ from datetime import datetime
 
 from fibers import FlowLogic, Party, ProgressTracker, Step, suspendable
 from ledger._crypto import DigitalSignature, SecureHash
+from ledger._hub import LedgerServiceHub
 from ledger._notary_flows import NotaryFlow
 from ledger._resolution import state_resolver
 from ledger._transactions import LedgerTransaction, SignedTransaction
@@ -26,7 +27,7 @@ from ledger._tx_storage import TransactionStorage
 __all__ = ["FinalityFlow", "ReceiveFinalityFlow"]
 
 
-class FinalityFlow(FlowLogic[SignedTransaction]):
+class FinalityFlow(FlowLogic[SignedTransaction, LedgerServiceHub]):
     """Finalise ``stx``, which must carry every signature but the notary's, and return it with
     the notary's signature.
 
@@ -109,7 +110,7 @@ class FinalityFlow(FlowLogic[SignedTransaction]):
         return list({party.name: party for party in reversed(others)}.values())[::-1]
 
 
-class ReceiveFinalityFlow(FlowLogic[SignedTransaction]):
+class ReceiveFinalityFlow(FlowLogic[SignedTransaction, LedgerServiceHub]):
     """The recipients' side of ``FinalityFlow``, for an application's responder to call when it
     expects a finalised transaction from ``other_side``: receive it, resolve its history from
     that peer, verify it fully signed and record it (the vault keeps the states relevant to

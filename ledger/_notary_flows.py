@@ -42,6 +42,7 @@ from fibers import (
 from ledger._crypto import DigitalSignature, SecureHash
 from ledger._errors import TransactionVerificationException
 from ledger._filtered import FilteredTransaction
+from ledger._hub import LedgerServiceHub
 from ledger._notary_errors import NotaryError, NotaryException
 from ledger._resolution import (
     ResolutionException,
@@ -103,7 +104,7 @@ class NotaryFlow:
     """Namespace of the notarisation client (``NotaryFlow.Client``), as in the original."""
 
     @initiating_flow
-    class Client(FlowLogic[list[DigitalSignature]]):
+    class Client(FlowLogic[list[DigitalSignature], LedgerServiceHub]):
         """Ask the notary of ``stx`` to sign it and return its signatures over ``stx.id``
         (checked: each is by the notary's key and valid).
 
@@ -174,7 +175,7 @@ def _valid_by(sig: object, key: bytes | None, tx_id: SecureHash) -> bool:
 
 
 @initiated_by(NotaryFlow.Client)
-class NotaryServiceFlow(FlowLogic[None]):
+class NotaryServiceFlow(FlowLogic[None, LedgerServiceHub]):
     """A notary's answer to ``NotaryFlow.Client`` from ``other_side``.
 
     Checks, in order, that this node is the transaction's notary, the requester's signatures

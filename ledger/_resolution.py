@@ -39,6 +39,7 @@ from fibers import FlowException, FlowLogic, Party, serializable, suspendable
 from fibers.services import journaled
 from ledger._crypto import HASH_SIZE, DigitalSignature, SecureHash
 from ledger._errors import MalformedTransactionException, _rebuild
+from ledger._hub import LedgerServiceHub
 from ledger._states import ContractState, StateRef, TransactionState
 from ledger._transactions import SignedTransaction, StateResolver, WireTransaction
 from ledger._tx_storage import TransactionStorage
@@ -185,7 +186,7 @@ def _dependencies(txs: Iterable[SignedTransaction]) -> set[SecureHash]:
 # ----- the flows ----------------------------------------------------------------------------
 
 
-class ResolveTransactionsFlow(FlowLogic[list[SecureHash]]):
+class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
     """Download, verify and record the dependencies this node lacks, from ``other_side`` only.
 
     ``tx_ids`` is either a set of transaction ids, which are resolved themselves along with
@@ -366,7 +367,7 @@ def _check_fetched(answer: FetchedTransactions, asked: list[SecureHash]) -> list
     return checked
 
 
-class DataVendingFlow(FlowLogic[None]):
+class DataVendingFlow(FlowLogic[None, LedgerServiceHub]):
     """Serve ``ResolveTransactionsFlow`` on ``other_side``: answer its fetch requests for the
     transactions ``tx_ids`` and their dependencies (and nothing else) from validated storage,
     until it sends ``FetchDone``.

@@ -1,4 +1,4 @@
-"""The node services of the ledger: the storage model they share, and installing them.
+"""The node services of the ledger: the storage model they share (``ledger._hub`` installs them).
 
 Every ledger service (transaction storage, vault, key management, notary uniqueness) follows
 one storage model, so that what a flow does to the ledger commits atomically with its step:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LEDGER_SERVICE_NAMES",
     "LedgerService",
-    "install_ledger_services",
     "notary_identities",
     "ref_from_key",
     "ref_key",
@@ -47,7 +46,8 @@ __all__ = [
 ]
 
 LEDGER_SERVICE_NAMES: Final = ("key_management", "vault", "validated_transactions", "uniqueness")
-"""The ``service_hub`` names ``install_ledger_services`` installs services under."""
+"""The ``service_hub`` names ``install_ledger_services`` installs services under
+(``ledger._hub.LedgerServiceHub``)."""
 
 _INDEX: Final = struct.Struct(">I")
 
@@ -94,42 +94,3 @@ def register_notary(network_map: object, party: Party) -> None:
 def notary_identities(network_map: object) -> list[Party]:
     """The notaries registered on ``network_map``, in the order they were registered."""
     return list(_NOTARIES.get(network_map, {}).values())
-
-
-def install_ledger_services(node: Node, *, notary: bool = False, validating: bool = True) -> None:
-    """Install the ledger's services on ``node``; call it before the node runs any flow. A
-    node with storage runs its restored flows as soon as it is built, so pass it as the node's
-    ``setup``, which the constructor runs before the restore::
-
-        Node(identity, transport, storage=storage,
-             setup=functools.partial(install_ledger_services, notary=True))
-
-    Installs ``service_hub.key_management``, ``.vault`` and ``.validated_transactions`` (and
-    ``.uniqueness`` on a notary), sets ``service_hub.is_notary`` and
-    ``service_hub.notary_validating`` (False on a node that is not a notary), and
-    ``service_hub.notary_identities()`` (the notaries registered on the node's network map; a
-    notary node registers itself). Raises ``ValueError`` if a service is already installed.
-    """
-    # Deferred: the services import their base class from this module.
-    from ledger._keys import KeyManagementService
-    from ledger._tx_storage import TransactionStorage
-    from ledger._uniqueness import UniquenessProvider
-    from ledger._vault import VaultService
-
-    hub = node.services
-    taken = [name for name in (*LEDGER_SERVICE_NAMES, "is_notary", "notary_validating",
-                               "notary_identities") if hasattr(hub, name)]
-    if taken:
-        raise ValueError(f"node {node.party} already has ledger services ({', '.join(taken)})")
-    # Order matters: the vault asks key management which keys are ours, and transaction
-    # storage notifies the vault.
-    hub.install("key_management", KeyManagementService(node))
-    hub.install("vault", VaultService(node))
-    hub.install("validated_transactions", TransactionStorage(node))
-    if notary:
-        hub.install("uniqueness", UniquenessProvider(node))
-        register_notary(node.network_map, node.party)
-    network_map = node.network_map
-    hub.is_notary = notary
-    hub.notary_validating = notary and validating
-    hub.notary_identities = lambda: notary_identities(network_map)

@@ -14,6 +14,7 @@ from typing import Any
 
 from fibers import FlowException, FlowLogic, Party, suspendable
 from ledger._crypto import DigitalSignature, SecureHash
+from ledger._hub import LedgerServiceHub
 from ledger._resolution import (
     DataVendingFlow,
     ResolveTransactionsFlow,
@@ -26,7 +27,7 @@ from ledger._tx_storage import TransactionStorage
 __all__ = ["ReceiveTransactionFlow", "SendTransactionFlow", "remember_own_signatures"]
 
 def remember_own_signatures(
-    flow: FlowLogic[Any], tx_id: SecureHash, sigs: Iterable[DigitalSignature]
+    flow: FlowLogic[Any, LedgerServiceHub], tx_id: SecureHash, sigs: Iterable[DigitalSignature]
 ) -> None:
     """Note that ``flow``'s node has just made ``sigs`` over ``tx_id`` with its own keys (call
     it with signatures it produced, never with received ones). When this node later receives
@@ -37,14 +38,14 @@ def remember_own_signatures(
     flow.service_hub.key_management.remember_signatures(tx_id, sigs)
 
 
-def _own_signatures_over(flow: FlowLogic[Any], tx_id: SecureHash, *, forget: bool
+def _own_signatures_over(flow: FlowLogic[Any, LedgerServiceHub], tx_id: SecureHash, *, forget: bool
                          ) -> frozenset[DigitalSignature]:
     found: frozenset[DigitalSignature] = flow.service_hub.key_management.own_signatures_over(
         tx_id, forget=forget)
     return found
 
 
-class SendTransactionFlow(FlowLogic[None]):
+class SendTransactionFlow(FlowLogic[None, LedgerServiceHub]):
     """Send ``stx`` to ``other_side``, then serve its requests for ``stx``'s dependencies (and
     only those) until it has resolved them.
 
@@ -64,7 +65,7 @@ class SendTransactionFlow(FlowLogic[None]):
         self.sub_flow(DataVendingFlow(self.other_side, dependencies, sending=str(self.stx.id)))
 
 
-class ReceiveTransactionFlow(FlowLogic[SignedTransaction]):
+class ReceiveTransactionFlow(FlowLogic[SignedTransaction, LedgerServiceHub]):
     """Receive a transaction from ``other_side`` (sent by ``SendTransactionFlow``), resolve its
     dependencies from that peer, verify it and return it.
 

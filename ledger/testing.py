@@ -15,13 +15,14 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fibers import Node, NodeIdentity, Party, serializable
 from fibers.testing import MockNetwork as EngineMockNetwork
 from ledger._builder import TransactionBuilder
 from ledger._contracts import Contract, contract, require
-from ledger._services import LEDGER_SERVICE_NAMES, install_ledger_services, notary_identities
+from ledger._hub import LedgerServiceHub, install_ledger_services
+from ledger._services import LEDGER_SERVICE_NAMES, notary_identities
 from ledger._states import CommandData, ContractState, OwnableState, StateAndRef
 from ledger._transactions import LedgerTransaction, SignedTransaction
 
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class MockNetwork(EngineMockNetwork):
+class MockNetwork(EngineMockNetwork[LedgerServiceHub]):
     """``fibers.testing.MockNetwork`` with the ledger services on every node, and notaries.
 
     ``create_notary_node`` makes a node that is also a notary (validating or not); ``notary``
@@ -44,10 +45,12 @@ class MockNetwork(EngineMockNetwork):
     """
 
     def __init__(self, base_dir: str | Path | None = None, **options: Any) -> None:
-        super().__init__(base_dir, **options)
+        super().__init__(base_dir, hub=LedgerServiceHub, **options)
         self._notary_nodes: dict[str, bool] = {}  # name -> validating
 
-    def create_notary_node(self, name: str = "Notary", validating: bool = True) -> Node:
+    def create_notary_node(
+        self, name: str = "Notary", validating: bool = True
+    ) -> Node[LedgerServiceHub]:
         """A new node called ``name`` that runs a notary (``validating`` or not)."""
         self._notary_nodes[name] = validating
         try:
@@ -64,19 +67,19 @@ class MockNetwork(EngineMockNetwork):
             raise LookupError("this network has no notary yet: call create_notary_node() first")
         return notaries[0]
 
-    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node], object]:
+    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node[LedgerServiceHub]], object]:
         name = identity.party.name
         return functools.partial(install_ledger_services, notary=name in self._notary_nodes,
                                  validating=self._notary_nodes.get(name, False))
 
-    def restart_node(self, node: Node) -> Node:
+    def restart_node(self, node: Node[LedgerServiceHub]) -> Node[LedgerServiceHub]:
         """See ``fibers.testing.MockNetwork.restart_node``; the new node gets fresh ledger
         services over its storage, not the old node's."""
         for name in LEDGER_SERVICE_NAMES:
             node.services.installed.pop(name, None)
         return super().restart_node(node)
 
-    def __enter__(self) -> MockNetwork:
+    def __enter__(self) -> Self:
         return self
 
 
@@ -132,7 +135,7 @@ class DummyContract(Contract):
 # ----- transactions without flows -----------------------------------------------------------------
 
 def issue_for_test(
-    node: Node,
+    node: Node[LedgerServiceHub],
     state: ContractState | Iterable[ContractState],
     contract: str | type[Contract] = DummyContract,
     notary: Party | None = None,
@@ -154,13 +157,13 @@ def issue_for_test(
 
 
 def spend_for_test(
-    node: Node,
+    node: Node[LedgerServiceHub],
     inputs: Sequence[StateAndRef[ContractState]],
     outputs: Iterable[ContractState],
     contract: str | type[Contract] = DummyContract,
     *,
     command: CommandData | None = None,
-    signers: Iterable[Node] = (),
+    signers: Iterable[Node[LedgerServiceHub]] = (),
     salt: bytes | None = None,
 ) -> SignedTransaction:
     """Spend ``inputs`` into ``outputs`` under ``contract`` with ``command`` (default
@@ -181,7 +184,7 @@ def spend_for_test(
     return stx
 
 
-def sign_for_test(stx: SignedTransaction, *nodes: Node) -> SignedTransaction:
+def sign_for_test(stx: SignedTransaction, *nodes: Node[LedgerServiceHub]) -> SignedTransaction:
     """``stx`` with a signature by every required key (``required_signing_keys``) that one of
     ``nodes`` holds and that has not signed yet."""
     for node in nodes:
@@ -191,13 +194,13 @@ def sign_for_test(stx: SignedTransaction, *nodes: Node) -> SignedTransaction:
     return stx
 
 
-def record_for_test(stx: SignedTransaction, *nodes: Node) -> None:
+def record_for_test(stx: SignedTransaction, *nodes: Node[LedgerServiceHub]) -> None:
     """Record ``stx`` (unverified) in the transaction storage of each of ``nodes``."""
     for node in nodes:
         node.services.validated_transactions.record(stx)
 
 
-def _notary_for(node: Node, notary: Party | None) -> Party:
+def _notary_for(node: Node[LedgerServiceHub], notary: Party | None) -> Party:
     if notary is not None:
         return notary
     notaries = notary_identities(node.network_map)

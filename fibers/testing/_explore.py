@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fibers.testing._mock_network import MockNetwork
 from fibers.testing._schedule import (
@@ -108,7 +109,7 @@ def explore(
     storage_faults: bool = False,
     max_schedules: int | None = None,
     seed: int = 0,
-    network: Callable[[Path], MockNetwork] = MockNetwork,
+    network: Callable[[Path], MockNetwork[Any]] = MockNetwork,
     max_crashes: int = 1,
     max_duplicates: int = 1,
     max_events: int = 1000,
@@ -134,7 +135,7 @@ def replay(
     invariant: Invariant,
     schedule: str,
     *,
-    network: Callable[[Path], MockNetwork] = MockNetwork,
+    network: Callable[[Path], MockNetwork[Any]] = MockNetwork,
     seed: int = 0,
 ) -> list[str]:
     """Run ``schedule`` (as ``explore`` printed it) again: its choices in order, each as soon

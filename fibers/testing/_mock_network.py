@@ -7,13 +7,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Self
 
 from fibers._clock import TestClock
 from fibers._errors import SerializationError
 from fibers._identity import NodeIdentity, Party, stored_identity
 from fibers._messages import decode_message
 from fibers._node import NetworkMap, Node
+from fibers._service_hub import HubT, ServiceHub
 from fibers._storage import NodeStorage
 from fibers._storage_api import Storage
 from fibers.runtime import ManualDriver, NodeRuntime
@@ -29,7 +30,7 @@ class TranscriptEntry:
     message: object
 
 
-class MockNetwork:
+class MockNetwork(Generic[HubT]):
     """Engine-level nodes talking over an in-memory network.
 
     Each node runs in a ``NodeRuntime`` in manual mode on the test's thread, with an endpoint
@@ -44,7 +45,8 @@ class MockNetwork:
     with ``create_node`` as the same party, restoring its flows. A node re-sends what it had
     not delivered to peers that are created after it, as soon as they are. ``wrap_storage``
     replaces each node's ``NodeStorage`` by what it returns for it (any
-    ``fibers.storage.Storage``, e.g. a wrapper that records writes).
+    ``fibers.storage.Storage``, e.g. a wrapper that records writes). ``hub`` is the service
+    hub class nodes are built with (``Node(hub=...)``).
     """
 
     def __init__(
@@ -56,6 +58,8 @@ class MockNetwork:
         durable: bool = True,
         sync: bool = False,
         wrap_storage: Callable[[Storage], Storage] | None = None,
+        # HubT defaults to ServiceHub, which mypy does not yet apply to a parameter's default.
+        hub: type[HubT] = ServiceHub,  # type: ignore[assignment]
     ) -> None:
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
@@ -63,7 +67,7 @@ class MockNetwork:
         self.network = InMemoryNetwork()
         self.driver = ManualDriver(self.network, observe=self._record_delivery)
         self.network_map = NetworkMap()
-        self.nodes: list[Node] = []
+        self.nodes: list[Node[HubT]] = []
         self.transcript: list[TranscriptEntry] = []
         # Run on every node this network builds (created or restarted), after the network's
         # own setup and before the node restores its flows: e.g. to register responders that
@@ -74,8 +78,9 @@ class MockNetwork:
         self._durable = durable
         self._sync = sync
         self._wrap_storage = wrap_storage
+        self._hub = hub
 
-    def create_node(self, name: str) -> Node:
+    def create_node(self, name: str) -> Node[HubT]:
         """A new node called ``name`` on this network."""
         if any(node.party.name == name for node in self.nodes):
             raise ValueError(f"a node called {name!r} already exists on this network")
@@ -88,7 +93,7 @@ class MockNetwork:
         name: str,
         services: dict[str, Any] | None = None,
         identity: NodeIdentity | None = None,
-    ) -> Node:
+    ) -> Node[HubT]:
         """A node called ``name``; durable nodes take their identity from their storage, others
         ``identity`` (a restart) or a new one."""
         storage: Storage | None = None
@@ -107,7 +112,7 @@ class MockNetwork:
             identity = NodeIdentity(name)
         self.network_map.add(identity.party)
 
-        def build(transport: Transport) -> Node:
+        def build(transport: Transport) -> Node[HubT]:
             return Node(
                 identity,
                 transport,
@@ -117,25 +122,26 @@ class MockNetwork:
                 storage=storage,
                 services=services,
                 setup=self._setup_with_hooks(self._node_setup(identity)),
+                hub=self._hub,
             )
 
         runtime = NodeRuntime(self.network.endpoint(identity.party), build)
         self.driver.add(runtime)
         return runtime.start(threaded=False)
 
-    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node], object] | None:
+    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node[HubT]], object] | None:
         """What to run on each node this network builds, before it restores its flows
         (subclasses install their services here)."""
         return None
 
     def _setup_with_hooks(
-        self, setup: Callable[[Node], object] | None
-    ) -> Callable[[Node], object] | None:
+        self, setup: Callable[[Node[HubT]], object] | None
+    ) -> Callable[[Node[HubT]], object] | None:
         if not self.node_hooks:
             return setup
         hooks = list(self.node_hooks)
 
-        def run(node: Node) -> None:
+        def run(node: Node[HubT]) -> None:
             if setup is not None:
                 setup(node)
             for hook in hooks:
@@ -143,7 +149,7 @@ class MockNetwork:
 
         return run
 
-    def stop_node(self, node: Node) -> None:
+    def stop_node(self, node: Node[HubT]) -> None:
         """Stop ``node`` as a crash would; messages for it wait in the network until a node
         with its identity is started again (``restart_node``)."""
         runtime = self.driver.runtime(node.party)
@@ -152,7 +158,7 @@ class MockNetwork:
         else:
             node.stop()
 
-    def restart_node(self, node: Node) -> Node:
+    def restart_node(self, node: Node[HubT]) -> Node[HubT]:
         """Stop ``node`` as a crash would and start a new node on the same identity and storage;
         the new node restores every unfinished flow from its checkpoints. Services installed
         on the old node (``services.install``) are installed on the new one before it
@@ -164,7 +170,7 @@ class MockNetwork:
         self.nodes[index] = restarted
         return restarted
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str) -> Node[HubT]:
         """The node called ``name``."""
         for node in self.nodes:
             if node.party.name == name:
@@ -224,7 +230,7 @@ class MockNetwork:
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> MockNetwork:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fibers._errors import SerializationError
 from fibers._ids import SeededIds
@@ -29,8 +30,9 @@ from fibers.transport import InFlightMessage
 
 __all__ = ["END", "TIMERS", "Options", "SimulatedCrash", "Simulation"]
 
-Scenario = Callable[[MockNetwork], object]
-Invariant = Callable[[MockNetwork], object]
+# Any: networks of every hub class alike (MockNetwork[LedgerServiceHub], ...).
+Scenario = Callable[[MockNetwork[Any]], object]
+Invariant = Callable[[MockNetwork[Any]], object]
 
 TIMERS = Choice("timers")
 END = Choice("end")
@@ -59,7 +61,7 @@ class Options:
     max_faults: int = 1
     max_events: int = 1000
     seed: int = 0
-    network: Callable[[Path], MockNetwork] = MockNetwork
+    network: Callable[[Path], MockNetwork[Any]] = MockNetwork
     shrink: bool = True
 
 

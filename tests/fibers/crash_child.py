@@ -61,7 +61,7 @@ class Payment(FlowLogic[None]):
 
     @suspendable
     def call(self) -> None:
-        effects = self.service_hub.effects
+        effects = self.service_hub.get(Effects)
         effects.record(f"begin:{self.number}")
         receipt = self.send_and_receive(self.payee, self.number, int).unwrap(int)
         effects.record(f"finish:{self.number}" if receipt == 2 * self.number else "bad receipt")
@@ -75,7 +75,7 @@ class Payee(FlowLogic[None]):
     @suspendable
     def call(self) -> None:
         number = self.receive(self.payer, int).unwrap(int)
-        self.service_hub.effects.record(f"recv:{number}")
+        self.service_hub.get(Effects).record(f"recv:{number}")
         self.send(self.payer, 2 * number)
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     dedup.RECENT_ENDED = 0  # type: ignore[misc]
     network = CrashNetwork(base, sync=True, record_transcript=False)
     nodes = [network.create_node(name) for name in NAMES]
-    begun = {name for node in nodes for name in node.services.effects.counts()}
+    begun = {name for node in nodes for name in node.services.get(Effects).counts()}
     todo = [i for i in range(payments) if f"begin:{i}" not in begun]
     print("ready", len(todo), flush=True)
     events = 0
@@ -115,7 +115,7 @@ def main() -> None:
         if not todo and not delivered:
             break
     report = {
-        "effects": {n.party.name: n.services.effects.counts() for n in nodes},
+        "effects": {n.party.name: n.services.get(Effects).counts() for n in nodes},
         "flows": sum(len(n.flows()) for n in nodes),
         "hospital": [e.diagnosis for n in nodes for e in n.hospital()],
         "dedup": {n.party.name: _records(n, "dedup") for n in nodes},

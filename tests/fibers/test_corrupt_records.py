@@ -144,10 +144,10 @@ class TakeThenPark(FlowLogic[list[str]]):
     def call(self) -> list[str]:
         first = self.send_and_receive(self.other, "both?", str).unwrap(str)
         second = self.receive(self.other, str).unwrap(str)
-        if not self.service_hub.gate.open:
+        if not self.service_hub.get(Gate).open:
             raise HospitalizeFlowException("waiting for the gate")
         answers = [first, second, self.receive(self.other, str).unwrap(str)]
-        self.service_hub.gate.answers = answers
+        self.service_hub.get(Gate).answers = answers
         return answers
 
 

@@ -50,7 +50,7 @@ class Hi(FlowLogic[None]):
 
     @suspendable
     def call(self) -> None:
-        self.service_hub.runs.started()
+        self.service_hub.get(Runs).started()
         self.receive(self.other, str)
         self.send(self.other, "hi")
 

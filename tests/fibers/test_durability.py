@@ -295,7 +295,7 @@ class CountThenAsk(FlowLogic[tuple[int, str]]):
 
     @suspendable
     def call(self) -> tuple[int, str]:
-        counter = self.service_hub.counter
+        counter = self.service_hub.get(Counter)
         number = counter.increment()
         answer = self.send_and_receive(self.other, "first?", str).unwrap(str)
         return number, answer
@@ -323,7 +323,7 @@ def test_a_service_call_happens_once_across_a_crash(mock_network: MockNetwork) -
 class Patient(FlowLogic[str]):
     @suspendable
     def call(self) -> str:
-        if not self.service_hub.flags.ready:
+        if not self.service_hub.get(Flags).ready:
             raise HospitalizeFlowException("the reference data is not loaded yet")
         return "treated"
 
@@ -499,7 +499,7 @@ class Board(SerializeAsToken):
 class AwaitNotice(FlowLogic[str]):
     @suspendable
     def call(self) -> str:
-        board = self.service_hub.board
+        board = self.service_hub.get(Board)
         return self.wait_for_event("notice", lambda: board.notice)
 
 
@@ -527,10 +527,10 @@ class GatedPair(FlowLogic[list[str]]):
     @suspendable
     def call(self) -> list[str]:
         first = self.send_and_receive(self.other, "both?", str).unwrap(str)
-        if not self.service_hub.flags.ready:
+        if not self.service_hub.get(Flags).ready:
             raise HospitalizeFlowException("waiting for an operator")
         answers = [first, self.receive(self.other, str).unwrap(str)]
-        self.service_hub.flags.answers = answers  # for the test to see after the retry
+        self.service_hub.get(Flags).answers = answers  # for the test to see after the retry
         return answers
 
 

@@ -40,7 +40,7 @@ def test_the_seams_export_exactly_their_interfaces() -> None:
         "FlowTreesView", "STATIC_MARKER", "describe_error", "render_tracker", "summary_line"]
     # what node services are written with (the ledger's among them), and the wire codec
     assert sorted(fibers.services.__all__) == [
-        "NodeService", "SerializeAsToken", "Stream", "journaled"]
+        "NodeService", "SerializeAsToken", "ServiceHub", "Stream", "journaled"]
     assert sorted(fibers.wire.__all__) == ["decode", "encode", "whitelisted_name"]
     for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view,
                    fibers.services, fibers.wire):

@@ -76,7 +76,7 @@ class Pay(FlowLogic[str]):
 
     @suspendable
     def call(self) -> str:
-        self.service_hub.tally.apply(self.payment, -self.amount)
+        self.service_hub.get(Tally).apply(self.payment, -self.amount)
         paid = self.send_and_receive(self.payee, f"{self.payment}:{self.amount}", str)
         assert paid.unwrap(str) == f"paid {self.payment}"
         return self.send_and_receive(self.payee, "receipt?", str).unwrap(str)
@@ -90,7 +90,7 @@ class GetPaid(FlowLogic[None]):
     @suspendable
     def call(self) -> None:
         payment, amount = self.receive(self.payer, str).unwrap(str).split(":")
-        self.service_hub.tally.apply(payment, int(amount))
+        self.service_hub.get(Tally).apply(payment, int(amount))
         self.send(self.payer, f"paid {payment}")
         self.receive(self.payer, str)
         self.send(self.payer, f"receipt {payment}")

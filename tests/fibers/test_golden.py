@@ -34,6 +34,7 @@ from fibers._identity import NodeIdentity
 from fibers._journal import decode_entry
 from fibers._node import Node
 from fibers._storage import NodeStorage
+from fibers.services import ServiceHub
 from fibers.testing import MockNetwork
 from tests.fibers.golden_flows import GoldenAsk, Tickets
 
@@ -70,15 +71,25 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch, base: Path) -> None:
     monkeypatch.setattr(os, "urandom", lambda count: bytes(range(count)))
 
 
-class GoldenNetwork(MockNetwork):
+class GoldenHub(ServiceHub):
+    """The scenario's service as a typed attribute (``self.service_hub.tickets``)."""
+
+    tickets: Tickets
+
+
+def _install_tickets(node: Node[GoldenHub]) -> None:
+    node.services.tickets = node.services.install("tickets", Tickets())
+
+
+class GoldenNetwork(MockNetwork[GoldenHub]):
     """Installs the scenario's service on every node before it restores its flows."""
 
-    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node], object] | None:
-        return lambda node: node.services.install("tickets", Tickets())
+    def _node_setup(self, identity: NodeIdentity) -> Callable[[Node[GoldenHub]], object] | None:
+        return _install_tickets
 
 
-def _network(base: Path) -> MockNetwork:
-    network = GoldenNetwork(base)
+def _network(base: Path) -> MockNetwork[GoldenHub]:
+    network = GoldenNetwork(base, hub=GoldenHub)
     for name in NAMES:
         network.create_node(name)
     return network

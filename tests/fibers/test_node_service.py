@@ -44,7 +44,7 @@ class Counter(NodeService):
 class Bump(FlowLogic[int]):
     @suspendable
     def call(self) -> int:
-        counter = self.service_hub.counter
+        counter = self.service_hub.get(Counter)
         assert isinstance(counter, Counter)
         return counter.bump()
 

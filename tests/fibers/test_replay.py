@@ -200,7 +200,7 @@ class BookThenAsk(FlowLogic[tuple[int, str]]):
 
     @suspendable
     def call(self) -> tuple[int, str]:
-        number = self.service_hub.bookings.book(type(self).amount, note="first")
+        number = self.service_hub.get(Bookings).book(type(self).amount, note="first")
         answer = self.send_and_receive(self.other, "one", str).unwrap(str)
         return number, answer
 
@@ -255,9 +255,9 @@ def test_a_service_call_added_before_the_pending_request_has_no_effect(
 
     @suspendable
     def books_twice(self: BookThenAsk) -> tuple[int, str]:
-        number = self.service_hub.bookings.book(10, note="first")
+        number = self.service_hub.get(Bookings).book(10, note="first")
         self.send(self.other, "one")
-        self.service_hub.bookings.book(5)  # new: before the pending receive
+        self.service_hub.get(Bookings).book(5)  # new: before the pending receive
         return number, self.receive(self.other, str).unwrap(str)
 
     monkeypatch.setattr(BookThenAsk, "call", books_twice)

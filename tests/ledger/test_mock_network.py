@@ -106,7 +106,7 @@ def test_a_restarted_node_gets_fresh_ledger_services_and_keeps_the_others(
     old_vault = alice.services.vault
     restarted = network.restart_node(alice)
     assert restarted.services.vault is not old_vault
-    assert restarted.services.marker is marker
+    assert restarted.services.get(Marker) is marker
     assert len(restarted.services.vault.query(DummyState)) == 1
     notary = network.restart_node(network.node("Notary"))
     assert notary.services.is_notary and isinstance(notary.services.uniqueness,
