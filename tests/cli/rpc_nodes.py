@@ -23,7 +23,7 @@ from fibers.rpc import RpcClient, RpcServer, connect, hash_password
 from fibers.runtime import NodeRuntime
 from fibers.storage import NodeStorage
 from fibers.transport import InMemoryNetwork, Transport
-from ledger import install_ledger_services
+from ledger import LedgerServiceHub, install_ledger_services
 from tests.fibers._tls import write_tls
 
 PASSWORDS = {"operator": "op-secret", "cashier": "cash-secret", "viewer": "view-secret"}
@@ -109,6 +109,7 @@ class RpcNodes:
 
         def build(transport: Transport) -> Node:
             return Node(identity, transport, network_map=self.network_map, setup=setup,
+                        hub=LedgerServiceHub,
                         storage=NodeStorage.open(base / name, sync=False))
 
         runtime = NodeRuntime(self.network.endpoint(identity.party), build)

@@ -24,7 +24,7 @@ from finance import (
     SellerStarter,
     TwoPartyTradeFlow,
 )
-from ledger import install_ledger_services
+from ledger import LedgerServiceHub, install_ledger_services
 
 FACE_VALUE = Amount.parse("1000.00 USD")
 PRICE = Amount.parse("900.00 USD")
@@ -53,6 +53,7 @@ class Nodes:
 
         def build(transport: Transport) -> Node:
             node = Node(identity, transport, network_map=self.network_map, setup=setup,
+                        hub=LedgerServiceHub,
                         storage=NodeStorage.open(self.base / name, sync=False))
             if name == "Buyer":
                 node.register_initiated_flow(

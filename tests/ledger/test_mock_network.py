@@ -11,6 +11,7 @@ from fibers import FlowLogic, Party, SerializeAsToken, initiated_by, initiating_
 from fibers.testing import MockNetwork as EngineMockNetwork
 from ledger import (
     KeyManagementService,
+    LedgerServiceHub,
     TransactionStorage,
     UniquenessProvider,
     VaultService,
@@ -138,8 +139,16 @@ def test_helpers_build_transactions_that_verify(network: MockNetwork) -> None:
     assert moved.tx.notary == notary.party
 
 
-def test_ledger_services_install_on_an_engine_node(tmp_path: Path) -> None:
+def test_ledger_services_need_a_node_built_with_the_ledger_hub(tmp_path: Path) -> None:
     with EngineMockNetwork(tmp_path / "engine") as network:
+        node = network.create_node("Alice")
+        with pytest.raises(TypeError, match=r"built with a ServiceHub.*hub=LedgerServiceHub"):
+            install_ledger_services(node)  # mypy refuses this call as well
+        assert node.services.installed == {}
+
+
+def test_ledger_services_install_on_an_engine_node(tmp_path: Path) -> None:
+    with EngineMockNetwork(tmp_path / "engine", hub=LedgerServiceHub) as network:
         node = network.create_node("Notary")
         install_ledger_services(node, notary=True, validating=False)
         assert node.services.notary_identities() == [node.party]
