@@ -136,7 +136,7 @@ class NodeOps:
         return NodeSummary(
             name=node.party.name,
             key=node.party.owning_key.hex(),
-            notary=bool(getattr(node.services, "is_notary", False)),
+            notary=node.services.is_notary,
             flows=len(node.flows()),
             hospitalised=len(node.hospital()),
             draining=node.is_draining,

@@ -6,6 +6,10 @@ ledger's ``LedgerServiceHub`` has ``vault: VaultService``, ...), and a node is b
 class (``Node(..., hub=LedgerServiceHub)``), so ``node.services.vault`` and a flow's
 ``self.service_hub.vault`` have their real types. Services a test or an application adds
 without a subclass are installed by name and found by type (``hub.get(Flags)``).
+
+A subclass's attributes are filled by the layer's setup (``Node(setup=...)``), not by
+``install``: a setup that may find its service installed already (``MockNetwork.restart_node``
+carries installed services over) binds that one.
 """
 
 from __future__ import annotations
