@@ -67,7 +67,7 @@ class Transfer(FlowLogic[str]):
 
     @suspendable
     def call(self) -> str:
-        self.service_hub.books.post(self.transfer, -self.amount)
+        self.service_hub.get(Books).post(self.transfer, -self.amount)
         self.send(self.payee, f"{self.transfer}:{self.amount}")
         receipt = self.receive(self.payee, str).unwrap(str)
         self.send(self.payee, "thanks")
@@ -82,7 +82,7 @@ class Receive(FlowLogic[None]):
     @suspendable
     def call(self) -> None:
         transfer, amount = self.receive(self.payer, str).unwrap(str).split(":")
-        self.service_hub.books.post(transfer, int(amount))
+        self.service_hub.get(Books).post(transfer, int(amount))
         self.send(self.payer, f"receipt {transfer}")
         self.receive(self.payer, str)
 
@@ -136,7 +136,7 @@ class TakeBid(FlowLogic[None]):
 
     @suspendable
     def call(self) -> None:
-        self.service_hub.market.bid = self.receive(self.bidder, int).unwrap(int)
+        self.service_hub.get(Market).bid = self.receive(self.bidder, int).unwrap(int)
 
 
 @initiated_by(Ask)
@@ -149,7 +149,7 @@ class TakeAsk(FlowLogic[None]):
     @suspendable
     def call(self) -> None:
         ask = self.receive(self.seller, int).unwrap(int)
-        market = self.service_hub.market
+        market = self.service_hub.get(Market)
         if market.bid is None:
             raise ValueError("an ask before any bid")
         market.trades.append((market.bid, ask))

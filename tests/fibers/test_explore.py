@@ -12,7 +12,7 @@ from fibers._checkpoint_store import CheckpointStore
 from fibers._node import Node
 from fibers.testing import ExplorationFailure, MockNetwork, explore, replay
 from fibers.testing._schedule import Choice, Fault, ScheduleError, format_schedule, parse_schedule
-from tests.fibers.explore_flows import Ask, Bid, Market, Ping, Transfer, install_books
+from tests.fibers.explore_flows import Ask, Bid, Books, Market, Ping, Transfer, install_books
 
 
 def transfer(net: MockNetwork) -> None:
@@ -31,7 +31,7 @@ def posted_once(net: MockNetwork) -> None:
     """Both sides posted the transfer exactly once, nothing is left running or parked."""
     total = 0
     for node in net.nodes:
-        posted = node.services.books.posted()
+        posted = node.services.get(Books).posted()
         assert posted.get("t1") == 1, (node.party.name, posted)
         total += posted["~total"]
         assert node.flows() == [] and node.hospital() == [], (node, node.hospital())
@@ -93,7 +93,7 @@ def market(net: MockNetwork) -> None:
 
 
 def one_trade(net: MockNetwork) -> None:
-    assert net.node("Market").services.market.trades == [(10, 9)]
+    assert net.node("Market").services.get(Market).trades == [(10, 9)]
 
 
 def test_code_that_assumes_an_order_between_two_sessions_is_found() -> None:
