@@ -181,7 +181,7 @@ class ReadsOne(FlowLogic[None]):
 
     @suspendable
     def call(self) -> None:
-        self.service_hub.runs.started()
+        self.service_hub.get(Runs).started()
         first = self.receive(self.other, str).unwrap(str)
         self.send(self.other, first + "!")
 
@@ -205,7 +205,7 @@ class ReadsTwo(FlowLogic[None]):
 
     @suspendable
     def call(self) -> None:
-        self.service_hub.runs.started()
+        self.service_hub.get(Runs).started()
         first = self.receive(self.other, str).unwrap(str)
         self.send(self.other, first + self.receive(self.other, str).unwrap(str))
 
