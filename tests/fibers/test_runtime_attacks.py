@@ -23,7 +23,7 @@ class Exploding(SerializeAsToken):
 class UsesTheService(FlowLogic[str]):
     @suspendable
     def call(self) -> str:
-        self.service_hub.exploding.explode()
+        self.service_hub.get(Exploding).explode()
         return "unreachable"
 
 
