@@ -5,8 +5,8 @@ Databases (all values sealed with the node's HMAC, see ``Storage.seal``):
 * ``flows``:        run id -> the flow object as it was started, plus how it was started
 * ``flow_status``:  run id -> ("HOSPITALIZED", None, diagnosis) for parked flows only; a stored
                     flow without one is resumable (its progress and wait come back by replay)
-* ``journal``:      run id + index -> one journal entry (``fibers._journal``)
-* ``snapshots``:    run id -> the latest frame snapshot
+* ``steps``:        run id + index of the step's first journal entry -> one step record: the
+                    step's journal entries and the frame snapshot it suspended in (one seal)
 * ``outbox``:       message key -> frame sent but not yet acknowledged by its recipient
 * ``inbox``:        message key -> frame received (and acknowledged) but not yet consumed
 * ``dedup``:        sender + session id -> sessions opened towards this node, never started twice;
@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fibers import _wire
 from fibers._checkpoint import (
@@ -41,14 +41,14 @@ from fibers._checkpoint import (
 )
 from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
-from fibers._journal import JournalEntry, Snapshot, decode_entry, encode_entry
+from fibers._journal import JournalEntry, Snapshot
 from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
 
 if TYPE_CHECKING:
     from fibers._stack import FlowStack
 
-DATABASES = ("flows", "flow_status", "journal", "snapshots", "outbox", "inbox", "dedup")
+DATABASES = ("flows", "flow_status", "steps", "outbox", "inbox", "dedup")
 _SESSION = struct.Struct(">QB")
 _SEQ = struct.Struct(">I")
 log = logging.getLogger("fibers.node")
@@ -56,12 +56,31 @@ log = logging.getLogger("fibers.node")
 
 def message_key(peer: str, session_id: int, to_initiator: bool, seq: int) -> bytes:
     """The outbox/inbox key of one session message exchanged with ``peer``."""
-    return session_prefix(peer, session_id, to_initiator) + _SEQ.pack(seq)
+    name = _PEER_PREFIXES.get(peer)
+    if name is None:
+        name = _peer_prefix(peer)
+    return name + _MESSAGE.pack(session_id, to_initiator, seq)
 
 
 def session_prefix(peer: str, session_id: int, to_initiator: bool) -> bytes:
     """The key prefix of one direction of one session with ``peer``."""
-    return peer.encode() + b"\0" + _SESSION.pack(session_id, to_initiator)
+    name = _PEER_PREFIXES.get(peer)
+    if name is None:
+        name = _peer_prefix(peer)
+    return name + _SESSION.pack(session_id, to_initiator)
+
+
+_PEER_PREFIXES: dict[str, bytes] = {}
+_MESSAGE = struct.Struct(">QBI")
+
+
+def _peer_prefix(peer: str) -> bytes:
+    """``peer`` as the start of a message key (UTF-8, then a zero byte), kept for reuse: keys
+    are made for a few peers many times per step. The cache is bounded by clearing it."""
+    if len(_PEER_PREFIXES) >= 4096:
+        _PEER_PREFIXES.clear()
+    prefix = _PEER_PREFIXES[peer] = peer.encode() + b"\0"
+    return prefix
 
 
 def split_message_key(key: bytes) -> tuple[str, int, bool, int]:
@@ -151,19 +170,18 @@ class CheckpointStore:
     # ----- writing (inside a group commit) -------------------------------------------------------
 
     def write_step(self, txn: Txn, step: StepWrite) -> None:
-        """Write everything one step of one flow produced."""
+        """Write everything one step of one flow produced: its one step record (journal
+        entries and snapshot, one seal), its outbox, the inbox records it consumed and the
+        service writes made on its behalf."""
         s, run = self.storage, step.run_id.uuid.bytes
         if step.start_record is not None:
             s.put_sealed(txn, "flows", run, step.start_record)
         if step.finished:
             self._delete_flow(txn, run)
-        else:
-            for offset, entry in enumerate(step.journal):
-                key = journal_key(run, step.journal_start + offset)
-                s.put_sealed(txn, "journal", key, encode_entry(entry))
-            if step.snapshot is not None:
-                s.put_sealed(txn, "snapshots", run, _encode_snapshot(step.snapshot))
-        for key, frame in step.outbox:
+        elif step.journal or step.snapshot is not None:
+            s.put_sealed(txn, "steps", journal_key(run, step.journal_start),
+                         encode_step(step.journal_start, step.journal, step.snapshot))
+        for _, key, frame in step.outbox:
             s.put_sealed(txn, "outbox", key, frame)
         for key in step.consumed:
             s.delete(txn, "inbox", key)
@@ -172,11 +190,23 @@ class CheckpointStore:
         for write in step.extra_writes:
             write(txn)
 
+    def write_unit(self, txn: Txn, unit: _HasWrites) -> None:
+        """Run a commit unit's writes in order: its write functions, its steps and the
+        received messages it keeps in the inbox, as ``(key, frame)``."""
+        for write in unit.writes:
+            kind = type(write)
+            if kind is StepWrite:
+                self.write_step(txn, write)  # type: ignore[arg-type]
+            elif kind is tuple:
+                self.storage.put_sealed(txn, "inbox", *write)  # type: ignore[misc]
+            else:
+                write(txn)  # type: ignore[operator]
+
     def _delete_flow(self, txn: Txn, run: bytes) -> None:
         s = self.storage
-        for name in ("flows", "flow_status", "snapshots"):
-            s.delete(txn, name, run)
-        s.delete_prefix(txn, "journal", run)
+        s.delete(txn, "flows", run)
+        s.delete(txn, "flow_status", run)
+        s.delete_prefix(txn, "steps", run)
 
     def mark_hospitalized(self, txn: Txn, run_id: StateMachineRunId, diagnosis: str,
                           start_record: bytes | None = None) -> None:
@@ -218,10 +248,9 @@ class CheckpointStore:
             with s.read() as txn:
                 start_blob = s.get_sealed(txn, "flows", run)
                 status_blob = s.get_sealed(txn, "flow_status", run)
-                snapshot_blob = s.get_sealed(txn, "snapshots", run)
-                journal = [
-                    s.unseal("journal", k, v) for k, v in s.prefix_items(txn, "journal", run)
-                ]
+                steps = [(k, s.unseal("steps", k, v)) for k, v in s.prefix_items(txn, "steps", run)]
+                if not steps:
+                    _refuse_legacy(s, txn, run)
             assert start_blob is not None
             start = StartRecord.decode(start_blob)
             stored.start, stored.flow_class = start, start.flow_class
@@ -233,9 +262,7 @@ class CheckpointStore:
             if not isinstance(flow, FlowLogic):
                 raise TypeError(f"the stored flow is a {type(flow).__qualname__}")
             stored.flow = flow
-            stored.journal = [decode_entry(e) for e in journal]
-            if snapshot_blob is not None:
-                stored.snapshot = _decode_snapshot(snapshot_blob)
+            stored.journal, stored.snapshot = _replay_steps(steps)
         except Exception as exc:
             stored.flow = None
             stored.status = "HOSPITALIZED"
@@ -310,6 +337,11 @@ class CheckpointStore:
         return describe_local(value, self.tokens)
 
 
+class _HasWrites(Protocol):
+    @property
+    def writes(self) -> Sequence[Callable[[Txn], object] | StepWrite | tuple[bytes, bytes]]: ...
+
+
 @dataclass(slots=True)
 class StepWrite:
     """What one step of one flow writes, captured when the step ended."""
@@ -319,7 +351,7 @@ class StepWrite:
     journal_start: int
     journal: list[JournalEntry]
     snapshot: Snapshot | None
-    outbox: list[tuple[bytes, bytes]]
+    outbox: list[tuple[Party, bytes, bytes]]  # (recipient, outbox key, frame)
     consumed: list[bytes]
     inbox_prefixes_done: list[bytes]
     start_record: bytes | None = None
@@ -364,6 +396,64 @@ def _summarise_flow(value: object) -> Unserialisable | None:
                           f"{_FLOW_SUMMARY}{kind.__qualname__} (fields: {fields})>")
 
 
+def encode_step(journal_start: int, journal: list[JournalEntry],
+                snapshot: Snapshot | None) -> bytes:
+    """The payload of a step record: ``(journal_start, entries, snapshot)``, wire-encoded;
+    ``snapshot`` as ``(call_chain, lines, waiting, frames)`` or None."""
+    return _wire.encode((journal_start, tuple(journal), None if snapshot is None else (
+        snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames)))
+
+
+def decode_step(data: bytes) -> tuple[int, list[JournalEntry], Snapshot | None]:
+    """A step record's ``(journal_start, entries, snapshot)`` (see ``encode_step``)."""
+    values = _wire.decode(data)
+    if not (isinstance(values, tuple) and len(values) == 3 and isinstance(values[0], int)
+            and isinstance(values[1], tuple)):
+        raise ValueError("the stored step is not (journal start, entries, snapshot)")
+    start, entries, snapshot = values
+    journal = [_checked_entry(entry) for entry in entries]
+    return start, journal, None if snapshot is None else _snapshot_of(snapshot)
+
+
+def _checked_entry(entry: object) -> JournalEntry:
+    if not isinstance(entry, tuple) or not entry or not isinstance(entry[0], str):
+        raise ValueError(f"not a journal entry: {type(entry).__qualname__}")
+    return entry
+
+
+def _refuse_legacy(s: Storage, txn: Txn, run: bytes) -> None:
+    """A flow checkpointed before step records (its journal and snapshot in the databases
+    ``journal`` and ``snapshots``) must not be replayed as if it had done nothing yet: it
+    would run its requests again. It is refused (and parked) instead."""
+    if s.get(txn, "snapshots", run) is not None or next(
+            s.prefix_items(txn, "journal", run), None) is not None:
+        raise ValueError(
+            "its journal and snapshot are in the format before step records (databases "
+            "'journal' and 'snapshots', see docs/checkpoint-format.md); this release does not "
+            "replay them: finish the flow with the release that wrote it, or kill it")
+
+
+def _replay_steps(
+    steps: list[tuple[bytes, bytes]],
+) -> tuple[list[JournalEntry], Snapshot | None]:
+    """A flow's journal and latest snapshot from its step records in key order. Each record
+    must start where the previous ones ended (its key says where): a missing or misplaced
+    record is refused, naming its key."""
+    journal: list[JournalEntry] = []
+    snapshot: Snapshot | None = None
+    for key, payload in steps:
+        start, entries, step_snapshot = decode_step(payload)
+        (keyed,) = _SEQ.unpack_from(key, 16)
+        if start != keyed or start != len(journal):
+            raise ValueError(
+                f"step record at key {key.hex()} starts at journal entry {start}, but "
+                f"{len(journal)} entries precede it: a step record is missing or misplaced")
+        journal.extend(entries)
+        if step_snapshot is not None:
+            snapshot = step_snapshot
+    return journal, snapshot
+
+
 def _encode_snapshot(snapshot: Snapshot) -> bytes:
     return _wire.encode(
         (snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames)
@@ -372,6 +462,12 @@ def _encode_snapshot(snapshot: Snapshot) -> bytes:
 
 def _decode_snapshot(data: bytes) -> Snapshot:
     values = _wire.decode(data)
+    if not (isinstance(values, tuple) and len(values) == 4):
+        raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
+    return _snapshot_of(values)
+
+
+def _snapshot_of(values: object) -> Snapshot:
     if not (isinstance(values, tuple) and len(values) == 4):
         raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
     chain, lines, waiting, frames = values

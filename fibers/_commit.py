@@ -10,9 +10,11 @@ none of them touches storage for a flow step directly.
 A round's writes are grouped in *units*. Each flow that did something in the round has one
 unit (its received messages, its init record and its step, so they are stored together or not
 at all); node-level work (forgetting acknowledged messages, rejecting a session, storing for a
-parked flow, a service's writes outside flows) gets units of its own. Each unit is one nested
-transaction of the group commit (``Storage.group``): a unit whose writes fail is rolled
-back alone; a failed group commit fails every unit that wrote something.
+parked flow, a service's writes outside flows) gets units of its own. The group commit is one
+flat write transaction (``Storage.write_each``): a unit whose writes fail is isolated (the
+transaction is redone without it) and fails alone; a failed group commit fails every unit that
+wrote something. A flow's step is kept as data (``StepWrite``) and its after-commit work as its
+frames, so that recording a step makes no closure.
 
 Invariant: a unit's ``after`` actions and ``acks`` happen only if its writes committed, so
 nothing is acknowledged before it is stored and no message leaves before the step that
@@ -78,8 +80,12 @@ class Unit:
     """Writes stored together, and what waits for them."""
 
     owner: FlowStateMachine | None = None
-    writes: list[Callable[[Txn], object]] = field(default_factory=list)
-    after: list[Callable[[], object]] = field(default_factory=list)
+    # In order: write functions, flow steps (``CheckpointStore.write_step``) and received
+    # messages for the inbox as (key, frame), the last two kept as data so they cost no closure.
+    writes: list[Callable[[Txn], object] | StepWrite | tuple[bytes, bytes]] = field(
+        default_factory=list)
+    # In order: actions, and the frames of the owner's steps (for ``after_step``: no closure).
+    after: list[Callable[[], object] | Frames] = field(default_factory=list)
     acks: list[tuple[Party, AckEntry]] = field(default_factory=list)
     # The owner's start record when this unit writes it (the flow's first step): a flow whose
     # unit failed has no stored record to be retried from but this one.
@@ -151,30 +157,24 @@ class CommitQueue:
         self.take()
 
 
-def commit_units(storage: Storage | None, units: list[Unit], who: str) -> CommitResult:
-    """Write ``units`` in one group commit (each in its nested transaction)."""
-    failed: dict[int, tuple[Unit, Exception]] = {}
+def commit_units(store: CheckpointStore | None, units: list[Unit], who: str) -> CommitResult:
+    """Write ``units`` in one flat group commit; a unit whose writes fail is isolated (the
+    commit is redone without it, see ``Storage.write_each``) and fails alone."""
+    failed: list[tuple[Unit, Exception]] = []
     writing = [unit for unit in units if unit.writes]
-    if writing and storage is not None:
+    if writing and store is not None:
         try:
-            with storage.group() as group:
-                for unit in writing:
-                    error = group.step(_writer(unit))
-                    if error is not None:
-                        failed[id(unit)] = (unit, error)
+            errors = store.storage.write_each(writing, store.write_unit)
         except Exception as exc:  # the whole commit failed: nothing of it is stored
             log.error("%s: a group commit failed", who, exc_info=exc)
-            failed = {id(unit): (unit, exc) for unit in writing}
-    committed = [unit for unit in units if id(unit) not in failed]
-    return CommitResult(committed, list(failed.values()))
-
-
-def _writer(unit: Unit) -> Callable[[Txn], None]:
-    def write(txn: Txn) -> None:
-        for one in unit.writes:
-            one(txn)
-
-    return write
+            return CommitResult([unit for unit in units if not unit.writes],
+                                [(unit, exc) for unit in writing])
+        if any(error is not None for error in errors):
+            failed = [(unit, error) for unit, error in zip(writing, errors, strict=True)
+                      if error is not None]
+            lost = {id(unit) for unit, _ in failed}
+            return CommitResult([unit for unit in units if id(unit) not in lost], failed)
+    return CommitResult(units, failed)
 
 
 def outbox_key(recipient: Party, message: SessionMessage) -> bytes:
@@ -186,6 +186,9 @@ def outbox_key(recipient: Party, message: SessionMessage) -> bytes:
 
 Frames = list[tuple[Party, bytes, bytes]]
 """(recipient, outbox key, frame) of the messages a step sends."""
+
+AfterStep = Callable[["FlowStateMachine", Frames], object]
+"""Called once a flow's step committed (at once without storage), with its messages."""
 
 StepFailed = Callable[["FlowStateMachine", Exception, "bytes | None"], object]
 """Called for a flow state machine whose unit failed, with the error and its start record
@@ -213,6 +216,7 @@ class CommitStage:
         network_map: NetworkMap,
         *,
         redelivery_interval: timedelta,
+        after_step: AfterStep,
     ) -> None:
         self._who = who
         self._checkpoints = checkpoints
@@ -220,6 +224,7 @@ class CommitStage:
         self._clock = clock
         self._network_map = network_map
         self._queue = CommitQueue()
+        self._after_step = after_step
         # Outbox keys the peers acknowledged (or, for our inits, implied; see fibers._dedup).
         # Invariant: they are deleted in the very commit after which the acknowledgements due
         # for the frames that put them here are sent (a commit whose deletions fail sends no
@@ -256,24 +261,23 @@ class CommitStage:
         """The round's unit for service writes and actions made outside any flow."""
         return self._queue.loose()
 
-    def record_step(
-        self, machine: FlowStateMachine, after: Callable[[Frames], object]
-    ) -> None:
-        """The state machine suspended or finished: queue its step's writes, and ``after``
-        (with the step's messages, to be sent) for once they committed."""
+    def record_step(self, machine: FlowStateMachine) -> None:
+        """The state machine suspended or finished: queue its step's writes, and
+        ``after_step(machine, frames)`` (with the step's messages, to be sent) for once they
+        committed."""
         if self._checkpoints is None:
-            after([(r, b"", encode_message(m)) for r, m in machine.take_outbox()])
+            self._after_step(machine, [(r, b"", encode_message(m))
+                                       for r, m in machine.take_outbox()])
             return
-        store = self._checkpoints
         frames = [(r, outbox_key(r, m), encode_message(m)) for r, m in machine.take_outbox()]
         unit = self._queue.for_flow(machine)
         if frames or machine.new_journal or machine.consumed or machine.start_record \
                 or machine.extra_writes or machine.finished:
             write = self._step_write(machine, frames)
             unit.start = unit.start or write.start_record
-            unit.writes.append(lambda txn: store.write_step(txn, write))
+            unit.writes.append(write)
         # else woken without progress (or restored back at its checkpoint): nothing to store.
-        unit.after.append(lambda: after(frames))
+        unit.after.append(frames)
 
     def _step_write(self, machine: FlowStateMachine, frames: Frames) -> StepWrite:
         journal, machine.new_journal = machine.new_journal, []
@@ -294,7 +298,7 @@ class CommitStage:
             journal_start=machine.journal_length - len(journal),
             journal=journal,
             snapshot=machine.snapshot,
-            outbox=[(key, frame) for _, key, frame in frames],
+            outbox=frames,
             consumed=[message_key(*k) for k in consumed],
             inbox_prefixes_done=done,
             start_record=start,
@@ -319,10 +323,9 @@ class CommitStage:
         """Delete a parked flow's records (``write``, its last step) and end its responder
         sessions on our side in a unit of its own; ``after`` once that committed."""
         assert self._checkpoints is not None
-        store = self._checkpoints
         write.extra_writes.append(self._responder_sessions_finished(responder_keys))
         unit = self._queue.new_unit()  # nothing is told before the records are gone
-        unit.writes.append(lambda txn: store.write_step(txn, write))
+        unit.writes.append(write)
         unit.after.append(after)
 
     # ----- what arrives ---------------------------------------------------------------------------
@@ -340,12 +343,10 @@ class CommitStage:
         """Keep a received message in the inbox with ``machine``'s step (or alone, for a
         parked flow); acknowledge it once stored."""
         entry = (message.session_id, message.to_initiator, message.seq)
-        key = message_key(sender.name, *entry)
-        frame = encode_message(message)
-        store = self._storage()
         unit = self.unit_for(machine)
-        unit.writes.append(lambda txn: store.put_sealed(txn, "inbox", key, frame))
-        unit.ack(sender, entry)
+        # (key, frame): an inbox record, kept as data (see ``CheckpointStore.write_unit``).
+        unit.writes.append((message_key(sender.name, *entry), encode_message(message)))
+        unit.acks.append((sender, entry))
 
     def store_init(self, machine: FlowStateMachine, sender: Party,
                    init: InitialSessionMessage) -> None:
@@ -429,17 +430,14 @@ class CommitStage:
             store = self._storage()
             forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
             forgetting.on_failure = lambda _: self._forget_later(acked)
-        storage = self._checkpoints.storage if self._checkpoints is not None else None
         units = self._queue.take()
         hook = self.hook if any(unit.writes for unit in units) else None
         if hook is not None:
             hook("before")
-        result = commit_units(storage, units, str(self._who))
+        result = commit_units(self._checkpoints, units, str(self._who))
         if hook is not None:
             hook("after")
-        for unit in result.committed:
-            for action in unit.after:
-                action()
+        self._run_after(result.committed)
         if forgetting is None or forgetting in result.committed:  # see _acked's invariant
             for peer, entries in result.acks_by_peer():
                 self._transport.send(peer, encode_message(Ack(entries)))
@@ -453,6 +451,18 @@ class CommitStage:
             elif unit.on_failure is None:
                 log.error("%s could not store %s: %s", self._who,
                           "a parked flow's records" if unit.owner else "node records", error)
+
+    def _run_after(self, committed: list[Unit]) -> None:
+        """What waited for the committed units, in order: actions, and each flow step's
+        ``after_step`` with its frames."""
+        after_step = self._after_step
+        for unit in committed:
+            for action in unit.after:
+                if type(action) is list:
+                    assert unit.owner is not None
+                    after_step(unit.owner, action)
+                else:
+                    action()  # type: ignore[operator]
 
     def _forget_later(self, acked: list[Forget]) -> None:
         """Acknowledged messages whose deletion failed: deleted with a later commit, at the

@@ -295,7 +295,7 @@ class Hospital:
             return True
         write = StepWrite(
             run_id=run_id, finished=True, journal_start=0, journal=[], snapshot=None,
-            outbox=[(key, frame) for _, key, frame in frames], consumed=[],
+            outbox=frames, consumed=[],
             inbox_prefixes_done=[
                 session_prefix(s.peer, s.session_id, s.we_initiated) for s in sessions
             ],

@@ -126,7 +126,8 @@ class Node(Generic[HubT_co]):
         party = identity.party
         self._commit = CommitStage(party, self._checkpoints, transport, self.clock,
                                    self.network_map,
-                                   redelivery_interval=timedelta(seconds=redelivery_interval))
+                                   redelivery_interval=timedelta(seconds=redelivery_interval),
+                                   after_step=self._after_step)
         self._scheduler = Scheduler(self._run_step, lambda: self._commit.pending,
                                     self._commit_round)
         self._router = Router(party, self._checkpoints, self._commit, self._scheduler,
@@ -276,7 +277,7 @@ class Node(Generic[HubT_co]):
             if machine.hospital_diagnosis is not None:
                 self._hospital.admit(machine, machine.hospital_diagnosis)
             return
-        self._commit.record_step(machine, lambda frames: self._after_step(machine, frames))
+        self._commit.record_step(machine)
 
     def _after_step(self, machine: FlowStateMachine, frames: Frames) -> None:
         """The step is stored: its messages leave; a finished flow ends; a restored one gets

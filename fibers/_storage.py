@@ -1,13 +1,14 @@
 """The node's single LMDB environment: named databases, authenticated records, group commit.
 
 One environment per node (``<base_dir>/node.lmdb``) holds every named database, so one write
-transaction can span flows, journal, snapshots, outbox, dedup ids and whatever the ledger adds.
+transaction can span flows, step records, outbox, dedup ids and whatever the ledger adds.
 
-Group commit: the scheduler thread opens one outer write transaction per scheduling round and
-runs each flow step in a nested (child) transaction; a step that raises aborts alone, the others
-are committed (and fsynced when ``sync=True``) together when the group ends. Work that must only
-happen once the data is durable (sending messages, acknowledging inbound ones) is registered
-with ``WriteGroup.after_commit``.
+Group commit: ``write_each`` writes a scheduling round's steps in one flat write transaction,
+redoing it without a step whose writes raise (that step fails alone). ``group`` is the older
+form: one outer write transaction whose steps run in nested (child) transactions; a step that
+raises aborts alone, the others are committed (and fsynced when ``sync=True``) together when
+the group ends. Work that must only happen once the data is durable (sending messages,
+acknowledging inbound ones) is registered with ``WriteGroup.after_commit``.
 
 Authenticated records: ``seal`` prefixes a payload with a version byte and a 32-byte keyed
 BLAKE2b MAC under a key derived from the node-local secret, bound to the version, the database
@@ -52,7 +53,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeAlias, cast
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar, cast
 
 import lmdb
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -89,10 +90,13 @@ def _lmdb(txn: Txn) -> LmdbTxn:
     # Only this module looks inside a Txn: the ones it is given are the ones it handed out.
     return cast("LmdbTxn", txn)
 
-ENGINE_DATABASES: Final = ("flows", "journal", "snapshots", "outbox", "dedup", "meta")
+ENGINE_DATABASES: Final = ("flows", "steps", "journal", "snapshots", "outbox", "dedup", "meta")
 """Named databases the engine uses; opened eagerly by ``NodeStorage.open``."""
 
+_T = TypeVar("_T")
+
 SEAL_VERSION: Final = 3  # 2: HKDF-derived key (was the secret); 3: keyed BLAKE2b (was HMAC)
+_VERSION: Final = bytes((SEAL_VERSION,))
 _MAC_LEN: Final = 32
 _SEAL_OVERHEAD: Final = 1 + _MAC_LEN
 _SECRET_LEN: Final = 32
@@ -269,6 +273,7 @@ class NodeStorage:
         self._base_dir = base_dir
         self._secret = secret
         self._seal_key = _derive(secret, _SEAL_INFO)
+        self._mac_heads: dict[tuple[bytes, str], bytes] = {}  # see _mac_of
         self._guard = StorageGuard(_derive(secret, _GUARD_INFO), self.seal, self.unseal)
         self._dbs: dict[str, DbHandle] = {}
         # Thread id of the active WriteGroup, or None: opening a database needs its own write
@@ -451,14 +456,57 @@ class NodeStorage:
         """
         return WriteGroup(self)
 
+    def write_each(self, items: list[_T], write: Callable[[Txn, _T], object]) -> list[
+            Exception | None]:
+        """Run ``write(txn, item)`` for every item in ONE flat write transaction and commit it
+        (synced when opened with ``sync=True``). An item whose write raises is isolated: the
+        transaction is aborted and redone without it (its error is returned at its index, the
+        others' writes are run again, so they must only write through ``txn``), so a failing
+        item never takes the others down and no nested transaction is paid for on the common
+        path. Returns, per item, None (committed) or the exception its write raised. Raises
+        (nothing committed) when the commit itself fails, or a ``BaseException`` that is not an
+        ``Exception`` escapes a write.
+        """
+        if self._writer == threading.get_ident():
+            raise RuntimeError("a write group is already active on this thread; write_each "
+                               "opens its own transaction")
+        errors: list[Exception | None] = [None] * len(items)
+        while True:
+            txn = self._env.begin(write=True)
+            self._writer = threading.get_ident()
+            try:
+                failed = False
+                for index, item in enumerate(items):
+                    if errors[index] is not None:
+                        continue
+                    try:
+                        write(txn, item)
+                    except Exception as error:
+                        errors[index], failed = error, True
+                        break
+                if failed:
+                    txn.abort()
+                    continue
+                if self._faults is not None:
+                    self._faults.before_commit()
+                txn.commit()
+                return errors
+            except BaseException:
+                txn.abort()
+                raise
+            finally:
+                self._writer = None
+
     # -- plain records -------------------------------------------------------------------------
 
     def put(self, txn: Txn, db_name: str, key: bytes, value: bytes) -> None:
         """Store ``value`` at ``key`` in database ``db_name``, replacing any previous value."""
         if self._faults is not None:
             self._faults.before_write("put", db_name)
-        self._guard_write(txn, db_name, key, value)
-        _lmdb(txn).put(key, value, db=self._open_db(db_name))
+        if db_name in self._guard.guarded:
+            self._guard_write(txn, db_name, key, value)
+        handle = self._dbs.get(db_name)
+        _lmdb(txn).put(key, value, db=self._open_db(db_name) if handle is None else handle)
 
     def get(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """The value at ``key`` in database ``db_name``, or None."""
@@ -468,8 +516,10 @@ class NodeStorage:
         """Delete ``key`` from database ``db_name``; returns whether it existed."""
         if self._faults is not None:
             self._faults.before_write("delete", db_name)
-        self._guard_write(txn, db_name, key, None)
-        return _lmdb(txn).delete(key, db=self._open_db(db_name))
+        if db_name in self._guard.guarded:
+            self._guard_write(txn, db_name, key, None)
+        handle = self._dbs.get(db_name)
+        return _lmdb(txn).delete(key, db=self._open_db(db_name) if handle is None else handle)
 
     def prefix_items(self, txn: Txn, db_name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Lazily yield ``(key, value)`` for every key starting with ``prefix``, in key order.
@@ -505,8 +555,7 @@ class NodeStorage:
 
     def seal(self, db_name: str, key: bytes, payload: bytes) -> bytes:
         """``payload`` prefixed with the seal version and a MAC bound to ``db_name`` and ``key``."""
-        version = bytes((SEAL_VERSION,))
-        return version + self._mac_of(version, db_name, key, payload) + payload
+        return _VERSION + self._mac_of(_VERSION, db_name, key, payload) + payload
 
     def unseal(self, db_name: str, key: bytes, blob: bytes) -> bytes:
         """The payload of a record sealed for ``db_name``/``key``.
@@ -527,7 +576,8 @@ class NodeStorage:
 
     def put_sealed(self, txn: Txn, db_name: str, key: bytes, payload: bytes) -> None:
         """``put`` of ``seal(db_name, key, payload)``."""
-        self.put(txn, db_name, key, self.seal(db_name, key, payload))
+        self.put(txn, db_name, key, _VERSION + self._mac_of(_VERSION, db_name, key, payload)
+                 + payload)
 
     def get_sealed(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """``unseal`` of the record at ``key``, or None if absent; may raise CorruptRecordError."""
@@ -535,12 +585,16 @@ class NodeStorage:
         return None if blob is None else self.unseal(db_name, key, blob)
 
     def _mac_of(self, version: bytes, db_name: str, key: bytes, payload: bytes) -> bytes:
-        name = db_name.encode()
         # Both the name and the key are length-prefixed so no (name, key) pair can be re-split
         # into another. Keyed BLAKE2b is a MAC by construction (no HMAC nesting needed), and one
         # call with a fresh object beats HMAC-SHA256 up to ~1 KB, where the engine's records are.
-        header = b"".join((version, _U16.pack(len(name)), name, _U32.pack(len(key)), key))
-        return hashlib.blake2b(header + payload, key=self._seal_key, digest_size=_MAC_LEN).digest()
+        # The version and name part of the header is the same for every record of a database.
+        head = self._mac_heads.get((version, db_name))
+        if head is None:
+            name = db_name.encode()
+            head = self._mac_heads[(version, db_name)] = version + _U16.pack(len(name)) + name
+        return hashlib.blake2b(b"".join((head, _U32.pack(len(key)), key, payload)),
+                               key=self._seal_key, digest_size=_MAC_LEN).digest()
 
 
 class WriteGroup:

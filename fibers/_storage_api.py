@@ -7,16 +7,18 @@ nodes) fits without touching engine code.
 
 One writer per database. The engine's databases are written only by the parts that own them:
 
-* ``flows``, ``journal``, ``snapshots``, ``flow_status``: the checkpoint store
-  (``fibers._checkpoint_store``);
+* ``flows``, ``steps``, ``flow_status``: the checkpoint store (``fibers._checkpoint_store``);
+  ``journal`` and ``snapshots`` held flows' checkpoints before step records and are only
+  read (docs/checkpoint-format.md);
 * ``inbox``, ``outbox``: the commit stage (``fibers._commit``) and the checkpoint store (a step
   consumes inbox records and queues outbox frames);
 * ``dedup``: the session dedup records (``fibers._dedup``), called by the commit stage only;
 * ``meta``: the node's stored identity (``fibers._identity``).
 
-``ENGINE_DB_WRITERS`` names them; every write runs inside a step of the commit stage's group
-commit. A node service writes only databases of its own (``fibers.services.NodeService``), never
-an engine database. tests/fibers/test_storage_interface.py checks both over real runs.
+``ENGINE_DB_WRITERS`` names them; every write runs inside the commit stage's group commit
+(``Storage.write_each``). A node service writes only databases of its own
+(``fibers.services.NodeService``), never an engine database. tests/fibers/test_storage_interface.py
+checks both over real runs.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from fibers._storage import FaultPlan
 
 __all__ = ["ENGINE_DB_WRITERS", "Storage", "Txn", "WriteGroup"]
 
+_T = TypeVar("_T")
+
 ENGINE_DB_WRITERS: Final[dict[str, frozenset[str]]] = {
     "flows": frozenset({"fibers._checkpoint_store"}),
+    "steps": frozenset({"fibers._checkpoint_store"}),
     "journal": frozenset({"fibers._checkpoint_store"}),
     "snapshots": frozenset({"fibers._checkpoint_store"}),
     "flow_status": frozenset({"fibers._checkpoint_store"}),
@@ -118,6 +123,14 @@ class Storage(Protocol):
 
     def group(self) -> WriteGroup:
         """A new write group (see ``WriteGroup``)."""
+        ...
+
+    def write_each(self, items: list[_T], write: Callable[[Txn, _T], object]) -> list[
+            Exception | None]:
+        """Run ``write(txn, item)`` for every item in one flat write transaction and commit it;
+        an item whose write raises is isolated (the transaction is redone without it, so
+        ``write`` must only write through ``txn``). Per item: None (committed) or its error;
+        raises, with nothing committed, when the commit itself fails."""
         ...
 
     def put(self, txn: Txn, db_name: str, key: bytes, value: bytes) -> None:

@@ -338,3 +338,19 @@ def test_redelivery_backs_off_until_acknowledged() -> None:
     redelivery.acknowledged(b"a")
     redelivery.acknowledged(b"b")
     assert len(redelivery) == 0 and redelivery.next_due is None
+
+
+def test_a_round_of_many_flow_steps_is_one_commit_of_one_step_record_each(
+    mock_network: MockNetwork,
+) -> None:
+    """The group commit is one flat transaction for every step of the round, and each step is
+    one sealed step record (no journal or snapshot records of its own)."""
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    alice.start_flows([Collect(bob.party) for _ in range(3)])
+    plan = _faults(bob)
+    assert mock_network.deliver_all() == 3  # one batch: one round
+    assert plan.commits == 1
+    assert len(_records(bob, "steps")) == 3
+    assert _records(bob, "journal") == [] and _records(bob, "snapshots") == []
+    _settle(mock_network)
+    assert _records(bob, "steps") == []  # finished flows leave no step record behind

@@ -65,7 +65,7 @@ def _run_until(network: MockNetwork, condition: Callable[[], bool]) -> None:
 
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
-@pytest.mark.parametrize("db", ["flows", "journal", "snapshots", "inbox", "outbox"])
+@pytest.mark.parametrize("db", ["flows", "steps", "inbox", "outbox"])
 def test_a_corrupt_record_hospitalises_only_its_flow(
     mock_network: MockNetwork, db: str, corruption: str
 ) -> None:
@@ -80,8 +80,7 @@ def test_a_corrupt_record_hospitalises_only_its_flow(
         _run_until(mock_network, lambda: bool(_stored_keys(alice, "inbox", b"Bob\0")))
     keys = {
         "flows": [run],
-        "snapshots": [run],
-        "journal": _stored_keys(alice, "journal", run)[:1],
+        "steps": _stored_keys(alice, "steps", run)[:1],
         "inbox": _stored_keys(alice, "inbox", b"Bob\0"),
         "outbox": _stored_keys(alice, "outbox", b"Bob\0"),
     }[db]
@@ -236,3 +235,66 @@ def test_a_parked_flow_keeps_the_reorder_window(mock_network: MockNetwork) -> No
     alice.deliver_batch(far)
     assert alice.frame_stats.too_far_ahead == 2
     assert _stored_keys(alice, "inbox", b"Bob\0") == before
+
+
+def test_a_missing_step_record_hospitalises_only_its_flow(mock_network: MockNetwork) -> None:
+    """Step records chain by journal index: one deleted behind the node's back (the seal
+    cannot see a whole record vanish) leaves a gap, which parks its flow naming the record
+    after the gap instead of replaying a journal with a hole in it."""
+    alice = mock_network.create_node("Alice")
+    bob, charlie = mock_network.create_node("Bob"), mock_network.create_node("Charlie")
+    survivor = alice.start_flow(Collect(charlie.party))
+    victim = alice.start_flow(Collect(bob.party))
+    run = victim.id.uuid.bytes
+    _run_until(mock_network, lambda: len(_stored_keys(alice, "steps", run)) >= 2)
+    first, second = _stored_keys(alice, "steps", run)[:2]
+    assert first == run + bytes(4)  # the first step starts at journal record 0
+    mock_network.stop_node(alice)
+    storage = alice.storage
+    assert storage is not None
+    env = lmdb.open(str(storage.base_dir / "node.lmdb"), max_dbs=32, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            assert txn.delete(first, db=env.open_db(b"steps", txn=txn))
+    finally:
+        env.close()
+
+    alice = mock_network.restart_node(alice)
+    restored = survivor if survivor.result.done() else alice.handle(survivor.id)
+    mock_network.run_network()
+
+    [entry] = alice.hospital()
+    assert entry.run_id == victim.id
+    assert f"step record at key {second.hex()}" in entry.diagnosis, entry.diagnosis
+    assert "missing" in entry.diagnosis
+    assert restored.result.result(timeout=0) == ["apple", "banana"]
+
+
+def test_a_flow_checkpointed_before_step_records_is_parked_not_run_again(
+    mock_network: MockNetwork,
+) -> None:
+    """A flow whose journal is in the databases used before step records must not restore as
+    a flow that did nothing yet (it would run its requests again): it is parked, saying so."""
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    old = alice.start_flow(Collect(bob.party))
+    run = old.id.uuid.bytes
+    _run_until(mock_network, lambda: bool(_stored_keys(alice, "steps", run)))
+    mock_network.stop_node(alice)
+    storage = alice.storage
+    assert storage is not None
+    env = lmdb.open(str(storage.base_dir / "node.lmdb"), max_dbs=32, subdir=True)
+    try:
+        with env.begin(write=True) as txn:  # as the earlier release stored it
+            steps = env.open_db(b"steps", txn=txn)
+            for key in [k for k, _ in txn.cursor(db=steps) if k.startswith(run)]:
+                txn.delete(key, db=steps)
+            txn.put(run + bytes(4), b"\x03" + bytes(40), db=env.open_db(b"journal", txn=txn))
+    finally:
+        env.close()
+
+    alice = mock_network.restart_node(alice)
+    mock_network.run_network()
+    [entry] = alice.hospital()
+    assert entry.run_id == old.id
+    assert "format before step records" in entry.diagnosis, entry.diagnosis
+    assert alice.flows() == []

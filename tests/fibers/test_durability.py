@@ -233,7 +233,7 @@ def test_a_tampered_checkpoint_is_hospitalised_and_other_flows_complete(
     mock_network.stop_node(alice)
     env = lmdb.open(str(path), max_dbs=32, subdir=True)
     with env.begin(write=True) as txn:
-        db = env.open_db(b"journal", txn=txn)
+        db = env.open_db(b"steps", txn=txn)
         key = victim.id.uuid.bytes + (0).to_bytes(4, "big")
         value = bytearray(txn.get(key, db=db))
         value[-1] ^= 0x01

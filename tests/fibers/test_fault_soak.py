@@ -228,7 +228,7 @@ class Run:
             storage = node.storage
             assert storage is not None
             with storage.read() as txn:
-                for db in ("flows", "journal", "snapshots", "outbox", "inbox"):
+                for db in ("flows", "steps", "outbox", "inbox"):
                     assert list(storage.prefix_items(txn, db, b"")) == [], (node, db)
 
     def close(self) -> None:

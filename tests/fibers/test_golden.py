@@ -28,10 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fibers import StateMachineRunId
 from fibers import _identity as identities
-from fibers._checkpoint import decode_snapshots, encode_snapshots
-from fibers._checkpoint_store import DATABASES, _decode_snapshot, _encode_snapshot
+from fibers._checkpoint import FrameSnapshot, decode_snapshots, encode_snapshots
+from fibers._checkpoint_store import DATABASES, decode_step, encode_step
 from fibers._identity import NodeIdentity
-from fibers._journal import decode_entry
+from fibers._journal import Snapshot
 from fibers._node import Node
 from fibers._storage import NodeStorage
 from fibers.services import ServiceHub
@@ -109,42 +109,57 @@ def _run_to_the_golden_point(network: MockNetwork) -> StateMachineRunId:
 
 
 def _records(storage: NodeStorage) -> dict[str, list[list[str]]]:
-    """Every stored record by database, as hex; snapshots with repository-relative file names
-    (the only machine-dependent field), re-sealed."""
+    """Every stored record by database, as hex; step records' snapshots with
+    repository-relative file names (the only machine-dependent field), re-sealed."""
     dump: dict[str, list[list[str]]] = {}
     with storage.read() as txn:
         for db in DATABASES:
             rows = []
             for key, stored in storage.prefix_items(txn, db, b""):
                 value = stored
-                if db == "snapshots":
+                if db == "steps":
                     value = storage.seal(db, key, _relative(storage.unseal(db, key, stored)))
                 rows.append([key.hex(), value.hex()])
             dump[db] = rows
     return dump
 
 
-def _relative(snapshot_record: bytes) -> bytes:
-    snapshot = _decode_snapshot(snapshot_record)
-    frames = [
-        dataclasses.replace(f, filename=Path(f.filename).resolve().relative_to(REPO).as_posix())
-        for f in decode_snapshots(snapshot.frames)
-    ]
-    return _encode_snapshot(dataclasses.replace(snapshot, frames=encode_snapshots(frames)))
+def _with_frames(step_record: bytes, edit: Callable[[FrameSnapshot], FrameSnapshot]) -> bytes:
+    """A step record whose snapshot's frames went through ``edit``."""
+    start, journal, snapshot = decode_step(step_record)
+    if snapshot is not None:
+        frames = [edit(f) for f in decode_snapshots(snapshot.frames)] if snapshot.frames else []
+        snapshot = dataclasses.replace(
+            snapshot, frames=encode_snapshots(frames) if snapshot.frames else b"")
+    return encode_step(start, journal, snapshot)
+
+
+def _relative(step_record: bytes) -> bytes:
+    return _with_frames(step_record, lambda f: dataclasses.replace(
+        f, filename=Path(f.filename).resolve().relative_to(REPO).as_posix()))
 
 
 def _without_fingerprints(storage: NodeStorage, rows: list[list[str]]) -> list[list[str]]:
-    """Snapshot rows with the frames' code fingerprints blanked: a fingerprint covers the
+    """Step rows with the frames' code fingerprints blanked: a fingerprint covers the
     bytecode, which each Python minor version compiles differently."""
     blanked = []
     for key_hex, value_hex in rows:
         key = bytes.fromhex(key_hex)
-        snapshot = _decode_snapshot(storage.unseal("snapshots", key, bytes.fromhex(value_hex)))
-        frames = [dataclasses.replace(f, code_fingerprint="")
-                  for f in decode_snapshots(snapshot.frames)]
-        record = _encode_snapshot(dataclasses.replace(snapshot, frames=encode_snapshots(frames)))
-        blanked.append([key_hex, storage.seal("snapshots", key, record).hex()])
+        record = _with_frames(storage.unseal("steps", key, bytes.fromhex(value_hex)),
+                              lambda f: dataclasses.replace(f, code_fingerprint=""))
+        blanked.append([key_hex, storage.seal("steps", key, record).hex()])
     return blanked
+
+
+def _steps(rows: list[list[str]]) -> tuple[list[str], Snapshot | None]:
+    """The journal entry kinds and the latest snapshot of golden step rows."""
+    kinds: list[str] = []
+    latest = None
+    for _, value in rows:
+        _, journal, snapshot = decode_step(_payload(value))
+        kinds.extend(entry[0] for entry in journal)
+        latest = snapshot or latest
+    return kinds, latest
 
 
 def _golden(name: str) -> dict[str, Any]:
@@ -175,9 +190,9 @@ def test_todays_encoder_writes_the_golden_records(
             golden = _golden(name)
             assert set(golden["records"]) == set(records)
             if golden["python"] != PYTHON:  # bytecode differs: compare all but fingerprints
-                golden["records"]["snapshots"] = _without_fingerprints(
-                    storage, golden["records"]["snapshots"])
-                records["snapshots"] = _without_fingerprints(storage, records["snapshots"])
+                golden["records"]["steps"] = _without_fingerprints(
+                    storage, golden["records"]["steps"])
+                records["steps"] = _without_fingerprints(storage, records["steps"])
             for db, rows in records.items():
                 assert rows == golden["records"][db], (
                     f"{name}'s {db} records differ from tests/fibers/golden: the checkpoint "
@@ -187,15 +202,15 @@ def test_todays_encoder_writes_the_golden_records(
 
 def test_the_golden_records_decode_to_the_expected_journal() -> None:
     alice = _golden("Alice")["records"]
-    kinds = [decode_entry(_payload(value))[0] for _, value in alice["journal"]]
+    kinds, decoded = _steps(alice["steps"])
     assert kinds == ["now", "random", "service", "open", "send", "recv", "info", "sleep",
                      "sub_flow", "send"]
-    [(_, snapshot)] = alice["snapshots"]
-    decoded = _decode_snapshot(_payload(snapshot))
+    assert decoded is not None
     assert decoded.call_chain == ("GoldenAsk.call", "GoldenFollowUp.call")
     assert decoded.waiting == "a message from Bob"
     bob = _golden("Bob")["records"]
-    bob_kinds = [decode_entry(_payload(value))[0] for _, value in bob["journal"]]
+    bob_kinds, bob_snapshot = _steps(bob["steps"])
+    assert bob_snapshot is not None and "timer" in bob_snapshot.waiting
     assert bob_kinds == ["recv", "send", "recv", "sleep"]
 
 

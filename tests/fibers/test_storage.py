@@ -480,3 +480,71 @@ def test_random_failures_are_reproducible_and_can_be_disarmed(storage: NodeStora
 
     first = failures(7)
     assert 5 < len(first) < 30 and failures(7) == first and failures(8) != first
+
+
+# -- flat group commit (write_each) --------------------------------------------------------------
+
+
+def test_write_each_commits_every_item_in_one_transaction(storage: NodeStorage) -> None:
+    plan = storage.inject_faults(FaultPlan())
+    assert plan is not None
+    errors = storage.write_each(
+        [(b"a", b"1"), (b"b", b"2")],
+        lambda txn, item: storage.put(txn, "journal", item[0], item[1]))
+    assert errors == [None, None]
+    assert plan.commits == 1
+    assert read(storage, "journal", b"a") == b"1" and read(storage, "journal", b"b") == b"2"
+
+
+def test_write_each_isolates_a_failing_item_and_commits_the_others(storage: NodeStorage) -> None:
+    """The failing item's earlier writes are rolled back with it; the items before and after
+    it commit, each written exactly once in what committed."""
+    boom = ValueError("item 1 cannot be stored")
+
+    def write_item(txn: Txn, item: int) -> None:
+        storage.put(txn, "journal", b"%d-first" % item, b"x")
+        if item == 1:
+            raise boom
+        storage.put(txn, "journal", b"%d-second" % item, b"y")
+
+    errors = storage.write_each([0, 1, 2], write_item)
+    assert errors == [None, boom, None]
+    with storage.read() as txn:
+        keys = [key for key, _ in storage.prefix_items(txn, "journal", b"")]
+    assert keys == [b"0-first", b"0-second", b"2-first", b"2-second"]
+
+
+def test_write_each_with_an_injected_write_fault_fails_only_that_item(
+    storage: NodeStorage,
+) -> None:
+    storage.inject_faults(FaultPlan().fail_writes_to("snapshots"))
+    errors = storage.write_each(
+        ["journal", "snapshots", "journal"],
+        lambda txn, db: storage.put(txn, db, db.encode() + b"-key", b"v"))
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], InjectedStorageFault)
+    assert read(storage, "snapshots", b"snapshots-key") is None
+    assert read(storage, "journal", b"journal-key") == b"v"
+
+
+def test_write_each_whose_commit_fails_stores_nothing(storage: NodeStorage) -> None:
+    storage.inject_faults(FaultPlan().fail_next_commits(1))
+    with pytest.raises(InjectedStorageFault):
+        storage.write_each([b"a"], lambda txn, key: storage.put(txn, "journal", key, b"v"))
+    assert read(storage, "journal", b"a") is None
+    # The storage is usable afterwards (the writer slot was released).
+    assert storage.write_each([b"a"], lambda txn, key: storage.put(txn, "journal", key, b"v")) \
+        == [None]
+    assert read(storage, "journal", b"a") == b"v"
+
+
+def test_write_each_lets_a_base_exception_through_and_stores_nothing(
+    storage: NodeStorage,
+) -> None:
+    def interrupt(txn: Txn, key: bytes) -> None:
+        storage.put(txn, "journal", key, b"v")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_each([b"a"], interrupt)
+    assert read(storage, "journal", b"a") is None

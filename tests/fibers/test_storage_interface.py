@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +27,8 @@ from fibers.testing import MockNetwork as EngineNetwork
 from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
 from ledger.testing import MockNetwork as LedgerNetwork
 from tests.fibers.test_durability import Collect
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,10 @@ class RecordingStorage:
 
     def group(self) -> WriteGroup:
         return self.inner.group()
+
+    def write_each(self, items: list[T], write: Callable[[Txn, T], object]) -> list[
+            Exception | None]:
+        return self.inner.write_each(items, write)  # write's own writes come back through us
 
     def put(self, txn: Txn, db_name: str, key: bytes, value: bytes) -> None:
         self._record("put", db_name)
@@ -148,8 +155,8 @@ def test_engine_nodes_run_on_a_wrapped_storage_and_each_engine_db_has_its_writer
     finally:
         network.stop_nodes()
     writers = _writers(made)
-    # the run went through the wrapper: checkpoints, journal, inbox/outbox and dedup records
-    assert {"flows", "journal", "outbox", "inbox", "dedup", "meta"} <= set(writers)
+    # the run went through the wrapper: checkpoints, step records, inbox/outbox and dedup records
+    assert {"flows", "steps", "outbox", "inbox", "dedup", "meta"} <= set(writers)
     _assert_one_writer_per_engine_db(writers)
     assert writers["flows"] == {"fibers._checkpoint_store"}
     assert writers["dedup"] == {"fibers._dedup"}

@@ -38,7 +38,7 @@ from ledger.testing import MockNetwork, record_for_test, sign_for_test
 
 FACE_VALUE = Amount.parse("1000.00 USD")
 PRICE = Amount.parse("900.00 USD")
-CHECKPOINT_DATABASES = ("flows", "flow_status", "journal", "snapshots", "outbox", "inbox")
+CHECKPOINT_DATABASES = ("flows", "flow_status", "steps", "outbox", "inbox")
 
 PaperRef = StateAndRef[CommercialPaper.State]
 
