@@ -61,19 +61,19 @@ class WriteGroup(Protocol):
     order; if the block raises or the commit fails, nothing is written, no callback runs and
     the error propagates."""
 
-    def __enter__(self) -> WriteGroup: ...
+    def __enter__(self) -> WriteGroup:
+        """Open the group's write transaction."""
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None: ...
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Commit the group (then run its callbacks), or abort it when the block raised."""
 
     def step(self, fn: Callable[[Txn], object]) -> Exception | None:
         """Run ``fn(txn)`` in a nested transaction: None if it returned (its writes join the
         group), else the exception it raised, with only its own writes and callbacks
         discarded."""
-        ...
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback()`` once the group has committed; dropped with a failing step."""
-        ...
 
 
 class Storage(Protocol):
@@ -87,43 +87,34 @@ class Storage(Protocol):
     @property
     def base_dir(self) -> Path:
         """The directory the storage lives in."""
-        ...
 
     @property
     def secret(self) -> bytes:
         """The node-local secret keys are derived from. Never log it."""
-        ...
 
     @property
     def faults(self) -> FaultPlan | None:
         """The installed fault plan, if any."""
-        ...
 
     def inject_faults(self, plan: FaultPlan | None) -> FaultPlan | None:
         """Fail writes and commits as ``plan`` says (None: stop failing); returns ``plan``."""
-        ...
 
     def encryption_key(self, purpose: str) -> bytes:
         """A 32-byte key for encrypting data at rest for ``purpose``, distinct per purpose."""
-        ...
 
     def prepare(self, name: str) -> None:
         """Make database ``name`` usable (creating it if needed). Call it when a part or
         service starts, outside any write group."""
-        ...
 
     def guard(self, name: str) -> None:
         """Prepare database ``name`` and detect records deleted or rolled back behind the
         node's back at the next open (docs/security.md)."""
-        ...
 
     def read(self) -> AbstractContextManager[Txn]:
         """A read-only snapshot transaction, ended when the block exits."""
-        ...
 
     def group(self) -> WriteGroup:
         """A new write group (see ``WriteGroup``)."""
-        ...
 
     def write_each(self, items: list[_T], write: Callable[[Txn, _T], object]) -> list[
             Exception | None]:
@@ -131,45 +122,34 @@ class Storage(Protocol):
         an item whose write raises is isolated (the transaction is redone without it, so
         ``write`` must only write through ``txn``). Per item: None (committed) or its error;
         raises, with nothing committed, when the commit itself fails."""
-        ...
 
     def put(self, txn: Txn, db_name: str, key: bytes, value: bytes) -> None:
         """Store ``value`` at ``key``, replacing any previous value."""
-        ...
 
     def get(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """The value at ``key``, or None."""
-        ...
 
     def delete(self, txn: Txn, db_name: str, key: bytes) -> bool:
         """Delete ``key``; whether it existed."""
-        ...
 
     def prefix_items(self, txn: Txn, db_name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` for every key starting with ``prefix``, in key order, valid while
         ``txn`` is and ``db_name`` is not written."""
-        ...
 
     def delete_prefix(self, txn: Txn, db_name: str, prefix: bytes) -> int:
         """Delete every key starting with ``prefix``; how many."""
-        ...
 
     def seal(self, db_name: str, key: bytes, payload: bytes) -> bytes:
         """``payload`` with a MAC bound to ``db_name`` and ``key`` (docs/checkpoint-format.md)."""
-        ...
 
     def unseal(self, db_name: str, key: bytes, blob: bytes) -> bytes:
         """The payload of a sealed record; ``CorruptRecordError`` if it fails its check."""
-        ...
 
     def put_sealed(self, txn: Txn, db_name: str, key: bytes, payload: bytes) -> None:
         """``put`` of ``seal(db_name, key, payload)``."""
-        ...
 
     def get_sealed(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """``unseal`` of the record at ``key``, or None if absent."""
-        ...
 
     def close(self) -> None:
         """Flush and close. Idempotent."""
-        ...
