@@ -221,10 +221,6 @@ class CheckpointStore:
         """Forget that the flow was in the hospital (it runs again)."""
         self.storage.delete(txn, "flow_status", run_id.uuid.bytes)
 
-    def delete_flow(self, txn: Txn, run_id: StateMachineRunId) -> None:
-        """Remove every record of a flow (killed from the hospital)."""
-        self._delete_flow(txn, run_id.uuid.bytes)
-
     # ----- reading (at start) --------------------------------------------------------------------
 
     def load_flows(self) -> Iterator[StoredFlow]:
@@ -287,7 +283,7 @@ class CheckpointStore:
         record that fails its check comes as its ``CorruptRecordError`` (so one bad record
         does not hide the others)."""
         s = self.storage
-        prefix = b"" if peer is None else peer.encode() + b"\0"
+        prefix = b"" if peer is None else _PEER_PREFIXES.get(peer) or _peer_prefix(peer)
         with s.read() as txn:
             return [(k, _unseal_or_error(s, "outbox", k, v))
                     for k, v in s.prefix_items(txn, "outbox", prefix)]
@@ -452,19 +448,6 @@ def _replay_steps(
         if step_snapshot is not None:
             snapshot = step_snapshot
     return journal, snapshot
-
-
-def _encode_snapshot(snapshot: Snapshot) -> bytes:
-    return _wire.encode(
-        (snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames)
-    )
-
-
-def _decode_snapshot(data: bytes) -> Snapshot:
-    values = _wire.decode(data)
-    if not (isinstance(values, tuple) and len(values) == 4):
-        raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
-    return _snapshot_of(values)
 
 
 def _snapshot_of(values: object) -> Snapshot:

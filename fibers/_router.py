@@ -307,7 +307,9 @@ class Router:
             if message.to_initiator and isinstance(body, _FINAL):
                 self._commit.session_over(sender, message.session_id)
             if self.durable:
-                stored = ExistingSessionMessage(message.session_id, message.to_initiator, seq, body)
+                # The first body is the message itself: a new one only for those it released.
+                stored = message if seq == message.seq else ExistingSessionMessage(
+                    message.session_id, message.to_initiator, seq, body)
                 self._commit.store_received(machine, sender, stored)
             session.next_recv_seq += 1
             pending = session.out_of_order
