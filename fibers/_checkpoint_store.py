@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fibers import _dedup as dedup
 from fibers import _wire
 from fibers._checkpoint import (
     SnapshotCache,
@@ -303,8 +304,7 @@ class CheckpointStore:
     def seen_init(self, sender: str, session_id: int) -> bool:
         """Whether a session init from ``sender`` with this id was already accepted."""
         with self.storage.read() as txn:
-            return self.storage.get(txn, "dedup", session_prefix(sender, session_id, False)) \
-                is not None
+            return dedup.seen(self.storage, txn, session_prefix(sender, session_id, False))
 
     def describe_frames(
         self, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None

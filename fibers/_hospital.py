@@ -25,11 +25,10 @@ from fibers._checkpoint_store import (
     StartRecord,
     StepWrite,
     StoredFlow,
-    message_key,
     session_prefix,
 )
 from fibers._clock import Clock
-from fibers._commit import CommitStage
+from fibers._commit import CommitStage, outbox_key
 from fibers._errors import KilledFlowException
 from fibers._flow_logic import StateMachineRunId
 from fibers._identity import Party
@@ -314,8 +313,7 @@ class Hospital:
                             self._party, session.peer, run_id)
                 continue
             end = session.end()
-            key = message_key(session.peer, end.session_id, end.to_initiator, end.seq)
-            frames.append((peer, key, encode_message(end)))
+            frames.append((peer, outbox_key(peer, end), encode_message(end)))
         return frames
 
     def _store(self) -> CheckpointStore:
