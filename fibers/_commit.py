@@ -423,8 +423,9 @@ class CommitStage:
         """Write the round's units in one (synced) group commit, then do what waited for the
         units that committed: send, settle, acknowledge (one Ack per peer). For each unit of
         a flow that failed, ``step_failed``; ``after_failures`` once before those."""
-        acked, forgetting = self._acked + self._acked_later, None
-        if acked:
+        forgetting = None
+        if self._acked or self._acked_later:  # (most rounds: no list is made)
+            acked = self._acked + self._acked_later
             self._acked, self._acked_later = [], []
             forgetting = self._queue.new_unit()
             store = self._storage()
