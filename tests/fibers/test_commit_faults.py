@@ -21,6 +21,7 @@ from fibers._node import Node
 from fibers._redelivery import Redelivery
 from fibers._storage import FaultPlan
 from fibers.testing import MockNetwork
+from tests.fibers._flows import AsksOnce
 from tests.fibers.test_durability import Answer, Collect
 
 
@@ -199,13 +200,8 @@ def test_flows_of_a_failed_group_commit_are_retried_and_re_send_without_a_restar
 
 
 @initiating_flow
-class Lonely(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "anyone?", str).unwrap(str)
+class Lonely(AsksOnce):
+    QUESTION = "anyone?"
 
 
 class Replies(FlowLogic[None]):

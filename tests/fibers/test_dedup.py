@@ -20,6 +20,7 @@ from fibers._messages import (
 from fibers._node import Node
 from fibers._services import journaled
 from fibers.testing import MockNetwork
+from tests.fibers._flows import AsksOnce
 
 
 class Runs(SerializeAsToken):
@@ -34,13 +35,8 @@ class Runs(SerializeAsToken):
 
 
 @initiating_flow
-class Hello(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "hello", str).unwrap(str)
+class Hello(AsksOnce):
+    QUESTION = "hello"
 
 
 @initiated_by(Hello)

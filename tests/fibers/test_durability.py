@@ -24,6 +24,7 @@ from fibers._node import Node
 from fibers._services import journaled
 from fibers._storage import FaultPlan
 from fibers.testing import MockNetwork
+from tests.fibers._flows import UpperCasesTwice
 from tests.fibers.test_sessions import Ping, Relay
 
 FlowFactory = Callable[[MockNetwork], FlowLogic[Any]]
@@ -173,15 +174,8 @@ class Editable(FlowLogic[str]):
 
 
 @initiated_by(Editable)
-class EditableResponder(FlowLogic[None]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> None:
-        for _ in range(2):
-            word = self.receive(self.other, str).unwrap(str)
-            self.send(self.other, word.upper())
+class EditableResponder(UpperCasesTwice):
+    pass
 
 
 def _restart_after_first_answer(network: MockNetwork, mode: str) -> tuple[Node, Any]:

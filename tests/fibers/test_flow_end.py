@@ -22,6 +22,7 @@ from fibers import (
 from fibers._messages import Data, ExistingSessionMessage
 from fibers._node import Node
 from fibers.testing import MockNetwork
+from tests.fibers._flows import AsksOnce
 
 # ----- a kill cannot be caught ----------------------------------------------------------------
 
@@ -226,23 +227,13 @@ class Refused(FlowException):
 
 
 @initiating_flow
-class AskB(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "go", str).unwrap(str)
+class AskB(AsksOnce):
+    pass
 
 
 @initiating_flow
-class AskC(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "go", str).unwrap(str)
+class AskC(AsksOnce):
+    pass
 
 
 @initiated_by(AskB)

@@ -29,16 +29,12 @@ from fibers._messages import (
 )
 from fibers._wire import encode
 from fibers.testing import MockNetwork
+from tests.fibers._flows import AsksOnce
 
 
 @initiating_flow
-class NobodyAnswers(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "hello?", str).unwrap(str)
+class NobodyAnswers(AsksOnce):
+    QUESTION = "hello?"
 
 
 def test_unregistered_initiator_is_rejected(mock_network: MockNetwork) -> None:
@@ -122,13 +118,8 @@ def test_non_whitelisted_payload_fails_the_sender(mock_network: MockNetwork) -> 
 
 
 @initiating_flow
-class WaitsForAnswer(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "hello?", str).unwrap(str)
+class WaitsForAnswer(AsksOnce):
+    QUESTION = "hello?"
 
 
 class ReceivesTwice(FlowLogic[object]):

@@ -16,6 +16,7 @@ from fibers._node import Node
 from fibers.runtime import NodeRuntime
 from fibers.testing import MockNetwork
 from fibers.transport import InMemoryNetwork
+from tests.fibers._flows import AsksOnce
 
 
 @pytest.fixture(autouse=True)
@@ -109,13 +110,8 @@ def test_bad_settings_are_refused(batch: int, share: float) -> None:
 
 
 @initiating_flow
-class Ask(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "ping", str).unwrap(str)
+class Ask(AsksOnce):
+    QUESTION = "ping"
 
 
 @initiated_by(Ask)

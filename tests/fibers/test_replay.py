@@ -27,6 +27,7 @@ from fibers._messages import Data, ExistingSessionMessage
 from fibers._node import Node
 from fibers.services import journaled
 from fibers.testing import MockNetwork
+from tests.fibers._flows import UpperCasesTwice
 
 
 @initiating_flow
@@ -42,15 +43,8 @@ class Interview(FlowLogic[str]):
 
 
 @initiated_by(Interview)
-class Interviewee(FlowLogic[None]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> None:
-        for _ in range(2):
-            word = self.receive(self.other, str).unwrap(str)
-            self.send(self.other, word.upper())
+class Interviewee(UpperCasesTwice):
+    pass
 
 
 Call = Callable[[Interview], str]

@@ -24,6 +24,7 @@ from fibers._messages import (
 )
 from fibers._wire import decode
 from fibers.testing import MockNetwork
+from tests.fibers._flows import AsksOnce
 
 
 @initiating_flow
@@ -122,13 +123,8 @@ def test_both_sides_send_first(mock_network: MockNetwork) -> None:
 
 
 @initiating_flow
-class AskAndWait(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "anyone?", str).unwrap(str)
+class AskAndWait(AsksOnce):
+    QUESTION = "anyone?"
 
 
 @initiated_by(AskAndWait)
@@ -213,25 +209,13 @@ def test_other_exceptions_reach_the_counterparty_without_their_message(
 
 
 @initiating_flow
-class Relay(FlowLogic[str]):
+class Relay(AsksOnce):
     """Alice -> Bob: asks Bob, who asks Charlie."""
-
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "go", str).unwrap(str)
 
 
 @initiating_flow
-class RelayOnward(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        return self.send_and_receive(self.other, "go", str).unwrap(str)
+class RelayOnward(AsksOnce):
+    pass
 
 
 @initiated_by(Relay)
