@@ -156,8 +156,9 @@ def test_an_init_is_run_once_whatever_restart_and_however_soon_records_go(
 # ----- messages of sessions without a record, and when records end (fibers/_dedup.py rules) -----
 
 
-@initiating_flow
-class TwoSends(FlowLogic[str]):
+class SendsTwoTakesOne(FlowLogic[str]):
+    """Sends "a" and "b", then returns the one answer."""
+
     def __init__(self, other: Party) -> None:
         self.other = other
 
@@ -166,6 +167,11 @@ class TwoSends(FlowLogic[str]):
         self.send(self.other, "a")
         self.send(self.other, "b")
         return self.receive(self.other, str).unwrap(str)
+
+
+@initiating_flow
+class TwoSends(SendsTwoTakesOne):
+    pass
 
 
 @initiated_by(TwoSends)
@@ -183,15 +189,8 @@ class ReadsOne(FlowLogic[None]):
 
 
 @initiating_flow
-class Pair(FlowLogic[str]):
-    def __init__(self, other: Party) -> None:
-        self.other = other
-
-    @suspendable
-    def call(self) -> str:
-        self.send(self.other, "a")
-        self.send(self.other, "b")
-        return self.receive(self.other, str).unwrap(str)
+class Pair(SendsTwoTakesOne):
+    pass
 
 
 @initiated_by(Pair)
