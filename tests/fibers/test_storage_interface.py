@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 
+from fibers import Node
 from fibers.storage import (
     ENGINE_DB_WRITERS,
     FaultPlan,
@@ -25,6 +26,7 @@ from fibers.storage import (
 )
 from fibers.testing import MockNetwork as EngineNetwork
 from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
+from ledger import LedgerServiceHub
 from ledger.testing import MockNetwork as LedgerNetwork
 from tests.fibers.test_durability import Collect
 
@@ -122,6 +124,18 @@ def _recorder() -> tuple[list[RecordingStorage], Callable[[Storage], Storage]]:
     return made, wrap
 
 
+LedgerNode = Node[LedgerServiceHub]
+
+
+def _alice_with_100_usd_and_bob(network: LedgerNetwork) -> tuple[LedgerNode, LedgerNode]:
+    """A notary, Alice holding 100.00 USD she issued herself, and Bob."""
+    network.create_notary_node("Notary")
+    alice, bob = network.create_node("Alice"), network.create_node("Bob")
+    alice.start_flow(CashIssueFlow(Amount.parse("100.00 USD"), b"\x01", network.notary))
+    network.run_network()
+    return alice, bob
+
+
 def _writers(stores: list[RecordingStorage]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for store in stores:
@@ -168,10 +182,7 @@ def test_a_ledger_node_on_a_wrapped_storage_completes_a_payment_and_services_wri
     made, wrap = _recorder()
     network = LedgerNetwork(tmp_path / "net", wrap_storage=wrap)
     try:
-        network.create_notary_node("Notary")
-        alice, bob = network.create_node("Alice"), network.create_node("Bob")
-        alice.start_flow(CashIssueFlow(Amount.parse("100.00 USD"), b"\x01", network.notary))
-        network.run_network()
+        alice, bob = _alice_with_100_usd_and_bob(network)
         pay = alice.start_flow(CashPaymentFlow(Amount.parse("30.00 USD"), bob.party))
         network.run_network()
         pay.result.result(timeout=0)
@@ -197,10 +208,7 @@ def test_faults_are_injected_through_the_interface_and_the_payment_still_lands_o
     made, wrap = _recorder()
     network = LedgerNetwork(tmp_path / "net", wrap_storage=wrap)
     try:
-        network.create_notary_node("Notary")
-        alice, bob = network.create_node("Alice"), network.create_node("Bob")
-        alice.start_flow(CashIssueFlow(Amount.parse("100.00 USD"), b"\x01", network.notary))
-        network.run_network()
+        alice, bob = _alice_with_100_usd_and_bob(network)
         storage = alice.storage
         assert isinstance(storage, RecordingStorage)
         plan = storage.inject_faults(FaultPlan().fail_next_writes(1).fail_next_commits(1))
