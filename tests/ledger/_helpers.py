@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +27,7 @@ from ledger import (
     public_key_bytes,
     require,
 )
+from ledger.testing import MockNetwork
 
 
 def key_from_seed(seed: int) -> Ed25519PrivateKey:
@@ -136,3 +138,12 @@ def key_of(party: Party) -> Ed25519PrivateKey:
     """The private key of one of the fixed test parties."""
     keys = {ALICE: ALICE_KEY, BOB: BOB_KEY, NOTARY: NOTARY_KEY, OTHER_NOTARY: OTHER_NOTARY_KEY}
     return keys[party]
+
+
+def ledger_network(tmp_path: Path, *names: str, validating: bool = True) -> MockNetwork:
+    """A network with a notary ("Notary") and a node for each of ``names``."""
+    network = MockNetwork(tmp_path / "network")
+    network.create_notary_node("Notary", validating=validating)
+    for name in names:
+        network.create_node(name)
+    return network

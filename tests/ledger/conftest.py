@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 
 from ledger.testing import MockNetwork
+from tests.ledger._helpers import ledger_network
 
 
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[MockNetwork]:
     """A ledger network with a validating notary, Alice and Bob; stopped afterwards."""
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
+    network = ledger_network(tmp_path, "Alice", "Bob")
     try:
         yield network
     finally:

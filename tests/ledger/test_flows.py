@@ -43,6 +43,7 @@ from tests.ledger._helpers import (
     NOTARY_KEY,
     issue,
     key_of,
+    ledger_network,
     move,
 )
 
@@ -50,15 +51,6 @@ R = TypeVar("R")
 
 
 # ----- running flows on a network -------------------------------------------------------------
-
-
-def ledger_network(tmp_path: Path, *names: str, validating: bool = True) -> MockNetwork:
-    """A network with a notary ("Notary") and a node for each of ``names``."""
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node("Notary", validating=validating)
-    for name in names:
-        network.create_node(name)
-    return network
 
 
 def run(network: MockNetwork, node: Node, flow: FlowLogic[R]) -> R:

@@ -26,8 +26,8 @@ from ledger import (
 )
 from ledger._resolution import FetchedTransactions, FetchMessage, FetchTransactions
 from ledger.testing import MockNetwork, record_for_test
-from tests.ledger._helpers import ALICE, ALICE_KEY, NOTARY_KEY
-from tests.ledger.test_flows import fetched_ids, ledger_network, stored
+from tests.ledger._helpers import ALICE, ALICE_KEY, NOTARY_KEY, ledger_network
+from tests.ledger.test_flows import fetched_ids, stored
 from tests.ledger.test_resolution import ResolveFrom
 
 

@@ -15,6 +15,7 @@ from fibers._storage import Txn
 from ledger import NotaryError, NotaryException, SecureHash, StateRef
 from ledger import UniquenessProvider as Uniqueness
 from ledger.testing import MockNetwork
+from tests.ledger._helpers import ledger_network
 
 TX1, TX2 = SecureHash.sha256(b"tx1"), SecureHash.sha256(b"tx2")
 A, B = (StateRef(SecureHash.sha256(b"issue"), i) for i in range(2))
@@ -22,9 +23,7 @@ A, B = (StateRef(SecureHash.sha256(b"issue"), i) for i in range(2))
 
 @pytest.fixture(params=[True, False], ids=["validating", "non-validating"])
 def network(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MockNetwork]:
-    network = MockNetwork(tmp_path / "network")
-    network.create_notary_node(validating=request.param)
-    network.create_node("Alice")
+    network = ledger_network(tmp_path, "Alice", validating=request.param)
     try:
         yield network
     finally:

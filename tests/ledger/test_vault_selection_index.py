@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from fibers import StateMachineRunId
 from ledger import InsufficientStatesException, StateAndRef, StateRef, VaultService
 from ledger.testing import DummyState, MockNetwork, issue_for_test, spend_for_test
+from tests.ledger._helpers import ledger_network
 
 Criteria = Callable[[StateAndRef[DummyState]], bool]
 
@@ -81,10 +82,7 @@ def indexed_selection(
 def shared_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockNetwork]:
     """One network for every Hypothesis example (each example selects among its own states):
     starting nodes per example would make the property test slow."""
-    network = MockNetwork(tmp_path_factory.mktemp("vault-index") / "network")
-    network.create_notary_node()
-    network.create_node("Alice")
-    network.create_node("Bob")
+    network = ledger_network(tmp_path_factory.mktemp("vault-index"), "Alice", "Bob")
     try:
         yield network
     finally:
