@@ -12,6 +12,7 @@ from typing import cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fibers import Party, serializable
+from fibers._node import Node
 from ledger import (
     CommandData,
     Contract,
@@ -147,3 +148,13 @@ def ledger_network(tmp_path: Path, *names: str, validating: bool = True) -> Mock
     for name in names:
         network.create_node(name)
     return network
+
+
+def read_record(node: Node, db_name: str, key: bytes) -> bytes:
+    """The value at ``key`` in ``node``'s database ``db_name``, which must be there."""
+    storage = node.storage
+    assert storage is not None
+    with storage.read() as txn:
+        value = storage.get(txn, db_name, key)
+    assert value is not None
+    return value

@@ -10,6 +10,7 @@ from fibers._node import Node
 from fibers._storage import CorruptRecordError, Txn
 from ledger import KeyManagementService, SignaturesMissingException, public_key_bytes, verify
 from ledger.testing import DummyState, MockNetwork, issue_for_test
+from tests.ledger._helpers import read_record
 
 
 def keys_of(node: Node) -> KeyManagementService:
@@ -28,15 +29,6 @@ def rewrite(node: Node, db: str, key: bytes, value: bytes) -> None:
     assert storage is not None
     with storage.group() as group:
         assert group.step(lambda txn: storage.put(txn, db, key, value)) is None
-
-
-def stored(node: Node, db: str, key: bytes) -> bytes:
-    storage = node.storage
-    assert storage is not None
-    with storage.read() as txn:
-        value = storage.get(txn, db, key)
-    assert value is not None
-    return value
 
 
 @initiating_flow
@@ -112,7 +104,7 @@ def test_private_keys_are_encrypted_at_rest(network: MockNetwork) -> None:
     for public, secret in zip(fresh, secrets, strict=True):
         assert public in raw  # the records are there ...
         assert secret not in raw  # ... but not the private keys
-        assert secret not in stored(alice, "keys", public)
+        assert secret not in read_record(alice, "keys", public)
 
 
 def test_fresh_keys_survive_a_restart(network: MockNetwork) -> None:
@@ -137,7 +129,7 @@ def test_a_flow_restored_after_fresh_key_gets_the_same_key(network: MockNetwork)
 def test_a_key_whose_ciphertext_was_changed_is_refused(network: MockNetwork) -> None:
     alice = network.node("Alice")
     fresh = keys_of(alice).fresh_key()
-    blob = stored(alice, "keys", fresh)
+    blob = read_record(alice, "keys", fresh)
     rewrite(alice, "keys", fresh, blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(CorruptRecordError, match="does not decrypt"):
         keys_of(alice).reload_from_storage()
@@ -146,7 +138,7 @@ def test_a_key_whose_ciphertext_was_changed_is_refused(network: MockNetwork) -> 
 def test_a_ciphertext_moved_to_another_key_does_not_decrypt(network: MockNetwork) -> None:
     alice = network.node("Alice")
     first, second = keys_of(alice).fresh_key(), keys_of(alice).fresh_key()
-    rewrite(alice, "keys", second, stored(alice, "keys", first))
+    rewrite(alice, "keys", second, read_record(alice, "keys", first))
     with pytest.raises(CorruptRecordError, match="does not decrypt"):
         keys_of(alice).reload_from_storage()
 

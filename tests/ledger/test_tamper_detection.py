@@ -14,6 +14,7 @@ from fibers._storage import TamperedDatabaseError
 from ledger import NotaryFlow, SignedTransaction
 from ledger._services import ref_key
 from ledger.testing import DummyState, MockNetwork, issue_for_test
+from tests.ledger._helpers import read_record
 from tests.ledger.test_flows import build, run
 
 
@@ -40,15 +41,6 @@ def put_record(network: MockNetwork, node: Node, db_name: str, key: bytes,
             txn.put(key, value, db=db)
     finally:
         env.close()
-
-
-def read_record(node: Node, db_name: str, key: bytes) -> bytes:
-    storage = node.storage
-    assert storage is not None
-    with storage.read() as txn:
-        value = storage.get(txn, db_name, key)
-    assert value is not None
-    return value
 
 
 @pytest.fixture
