@@ -172,8 +172,9 @@ class FlowStateMachine:
     def suspend(self, wait: object) -> None:
         """Give control back to the scheduler until it resumes this flow (flow side, from a
         request handler): first checkpoint the step if it did IO, or verify a restored flow's
-        place. ``wait`` is what the flow waits for."""
-        self._switch.check_inside("suspended")
+        place. ``wait`` is what the flow waits for. Only the handlers of
+        ``SUSPENDING_REQUESTS`` call it, so ``execute`` has checked that the flow's own
+        greenlet runs."""
         if self.abandoned:  # e.g. a `finally:` doing IO while an abandoned flow unwinds
             raise GreenletExit
         if self.kill is not None:

@@ -86,6 +86,8 @@ class NodeRuntime(Generic[HubT]):
         self._calls: deque[tuple[Callable[[Node[HubT]], Any], Future[Any]]] = deque()
         self._node: Node[HubT] | None = None
         self._owner: threading.Thread | None = None
+        # Invariant: the ident of _owner (None with it): pump() compares it on every round.
+        self._owner_ident: int | None = None
         self._thread: threading.Thread | None = None
         self._state = "new"  # new -> running -> stopped
         self._stopping = False
@@ -124,6 +126,7 @@ class NodeRuntime(Generic[HubT]):
             self._state = "starting"
         if not threaded:
             self._owner = threading.current_thread()
+            self._owner_ident = self._owner.ident
             try:
                 self._open()
             except BaseException:
@@ -136,6 +139,7 @@ class NodeRuntime(Generic[HubT]):
                                         name=f"fibers-node-{self.party.name}", daemon=True)
         self._owner = self._thread
         self._thread.start()
+        self._owner_ident = self._thread.ident
         built.result()
         return self.node
 
@@ -226,7 +230,7 @@ class NodeRuntime(Generic[HubT]):
     # ----- the node thread ----------------------------------------------------------------------
 
     def _check_owner(self, what: str) -> None:
-        if self._owner is not None and threading.current_thread() is not self._owner:
+        if self._owner is not None and threading.get_ident() != self._owner_ident:
             raise RuntimeError(f"{what}() of the runtime of {self.party} must run on its node "
                                f"thread ({self._owner.name}), where the node was built")
 
@@ -291,7 +295,8 @@ class NodeRuntime(Generic[HubT]):
 
     def _step(self) -> int:
         """One round on the node thread: calls, due timers, one batch of frames."""
-        node = self.node
+        node = self._node
+        assert node is not None, "a round runs only once the node is built"
         calls: list[tuple[Callable[[Node[HubT]], Any], Future[Any]]] = []
         frames: list[tuple[Party, bytes]] = []
         # Unlocked peek: the common manual-mode round has nothing queued (deque truthiness is
@@ -431,7 +436,11 @@ class ManualDriver:
 
     def fire_timers(self) -> int:
         """Let every running node fire its due timers (and run what else waits for it)."""
-        return sum(runtime.pump() for runtime in self.runtimes if runtime.is_running)
+        done = 0
+        for runtime in list(self._runtimes.values()):  # a call may add a runtime
+            if runtime.is_running:
+                done += runtime.pump()
+        return done
 
     def next_deadline(self) -> datetime | None:
         """The earliest sleep or retry deadline of a running node."""

@@ -65,7 +65,8 @@ class MockNetwork(Generic[HubT]):
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
         self.clock = TestClock()
         self.network = InMemoryNetwork()
-        self.driver = ManualDriver(self.network, observe=self._record_delivery)
+        self.driver = ManualDriver(
+            self.network, observe=self._record_delivery if record_transcript else None)
         self.network_map = NetworkMap()
         self.nodes: list[Node[HubT]] = []
         self.transcript: list[TranscriptEntry] = []
