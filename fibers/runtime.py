@@ -179,7 +179,7 @@ class NodeRuntime(Generic[HubT]):
         """The transport's inbound entry: queue ``frames`` from ``sender`` for the node thread.
         Thread-safe; never blocks on the node."""
         with self._cond:
-            self._inbound.extend((sender, frame) for frame in frames)
+            self._inbound.extend([(sender, frame) for frame in frames])
             self._cond.notify_all()
 
     def call(self, fn: Callable[[Node[HubT]], T]) -> Future[T]:
@@ -306,8 +306,12 @@ class NodeRuntime(Generic[HubT]):
             with self._cond:
                 calls = list(self._calls)
                 self._calls.clear()
-                count = min(len(self._inbound), self.max_batch)
-                frames = [self._inbound.popleft() for _ in range(count)]
+                inbound = self._inbound
+                if len(inbound) <= self.max_batch:  # the common case: take them all
+                    frames = list(inbound)
+                    inbound.clear()
+                else:
+                    frames = [inbound.popleft() for _ in range(self.max_batch)]
         for fn, future in calls:
             _run_call(fn, node, future)
         if node.stopped:  # a call stopped it
