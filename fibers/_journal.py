@@ -55,19 +55,6 @@ class Snapshot:
     frames: bytes
 
 
-def encode_entry(entry: JournalEntry) -> bytes:
-    """The stored bytes of a journal entry."""
-    return _wire.encode(entry)
-
-
-def decode_entry(data: bytes) -> JournalEntry:
-    """A journal entry from its stored bytes (HMAC-checked by the caller)."""
-    entry = _wire.decode(data)
-    if not isinstance(entry, tuple) or not entry or not isinstance(entry[0], str):
-        raise SerializationError(f"not a journal entry: {type(entry).__qualname__}")
-    return entry
-
-
 def digest(payload: bytes) -> bytes:
     """A short fingerprint of a sent payload, to check a replayed send against."""
     return hashlib.sha256(payload).digest()[:8]

@@ -29,7 +29,6 @@ from typing import Annotated
 import msgspec
 
 from fibers._errors import SerializationError
-from fibers._flow_logic import FlowInfo
 from fibers._wire import MAX_MESSAGE_SIZE
 
 SESSION_ID_LIMIT = 1 << 63
@@ -61,11 +60,6 @@ class Confirm(msgspec.Struct, frozen=True, array_like=True, tag=1):
     initiated_session_id: SessionId
     flow_version: Version
     app_name: AppName
-
-    @property
-    def flow_info(self) -> FlowInfo:
-        """What the responder runs."""
-        return FlowInfo(self.flow_version, self.app_name)
 
 
 class Reject(msgspec.Struct, frozen=True, array_like=True, tag=2):
