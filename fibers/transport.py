@@ -126,13 +126,6 @@ class InMemoryNetwork:
         with self._lock:
             return [m for m in self.queue if m.recipient.name in self._receivers]
 
-    def deliver(self, message: InFlightMessage) -> None:
-        """Remove ``message`` from the queue and hand it to its (started) recipient."""
-        with self._lock:
-            self.queue.remove(message)
-            deliver = self._receivers[message.recipient.name]
-        deliver(message.sender, [message.frame])
-
     def deliver_next(self) -> InFlightMessage | None:
         """Deliver the oldest frame whose recipient is started; None when there is none."""
         with self._lock:
