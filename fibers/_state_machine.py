@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 log = logging.getLogger("fibers.flow")
 
+# How a suspending request made outside its flow's greenlet is named in the refusal
+# (Switch.check_inside), by request type: formatted once, not at every request.
+_MADE_REQUEST: dict[type, str] = {
+    kind: f"made a {kind.__name__.lower()}() request" for kind in SUSPENDING_REQUESTS}
+
 
 class FlowStatus(enum.Enum):
     """Where a flow run is in its life."""
@@ -290,9 +295,10 @@ class FlowStateMachine:
         """Perform one IO request of this flow (``fibers._requests``) and return its result."""
         if self.kill is not None or self.finished:
             self._end_killed()
-        if type(request) not in SUSPENDING_REQUESTS:
+        kind = type(request)
+        if kind not in _MADE_REQUEST:  # not in SUSPENDING_REQUESTS
             return perform(self, request)
-        self._switch.check_inside(f"made a {type(request).__name__.lower()}() request")
+        self._switch.check_inside(_MADE_REQUEST[kind])
         self._stack = walk(1)
         try:
             self._check_stack(request)
