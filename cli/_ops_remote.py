@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cli._convert import FlowArgumentError, UnknownNameError
@@ -80,9 +81,12 @@ class RemoteNodeOps(NodeOps):
         self._up = True
         self._name = str(self._call("node_info")["name"])
 
-    def _call(self, operation: str, **arguments: Any) -> Any:
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Raise the shell's own errors for the server's (``NodeDownError`` when the node
+        cannot be reached, which also marks it down)."""
         try:
-            result = self._client.call(operation, **arguments)
+            yield
         except RpcConnectionError as exc:
             self._up = False
             raise NodeDownError(f"node {getattr(self, '_name', self._client.url)} cannot be "
@@ -92,6 +96,10 @@ class RemoteNodeOps(NodeOps):
             if local is not None:
                 raise local(exc.message) from None
             raise
+
+    def _call(self, operation: str, **arguments: Any) -> Any:
+        with self._translated():
+            result = self._client.call(operation, **arguments)
         self._up = True
         return result
 
@@ -100,16 +108,8 @@ class RemoteNodeOps(NodeOps):
         def queued(event: Any) -> None:
             self._events.put(lambda: deliver(event))
 
-        try:
+        with self._translated():
             first, subscription = self._client.subscribe(feed, queued, **arguments)
-        except RpcConnectionError as exc:
-            self._up = False
-            raise NodeDownError(f"node {self._name} cannot be reached: {exc}") from None
-        except RpcError as exc:
-            local = _LOCAL_ERRORS.get(exc.type)
-            if local is not None:
-                raise local(exc.message) from None
-            raise
         self._last_event = time.monotonic()
         return first, FeedSubscription(subscription.unsubscribe)
 
