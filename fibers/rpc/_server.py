@@ -152,7 +152,6 @@ class RpcServer:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=f"fibers-rpc-{self.port}",
                                         daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def open_subscriptions(self) -> int:
@@ -266,7 +265,6 @@ class RpcServer:
                            f"these arguments: it needs {needed} (or ALL)", "PermissionError")
 
     async def _on_node(self, fn: Callable[[], Any]) -> Any:
-        self._loop = asyncio.get_running_loop()
         return await asyncio.wrap_future(self._runtime.call(lambda _node: fn()))
 
     def _failure(self, exc: BaseException) -> Response:
