@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from fibers.rpc._openapi import OPENAPI_PATH
+
 __all__ = [
     "RpcAuthenticationError",
     "RpcClient",
@@ -66,6 +68,11 @@ def _error(response: httpx.Response) -> RpcError:
         status, kind = response.status_code, "HTTPError"
         message = f"HTTP {response.status_code}: {response.text[:200]}"
     return _BY_STATUS.get(status, RpcError)(status, kind, message)
+
+
+def _present(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that are not None (a None one is left out: the server's default)."""
+    return {k: v for k, v in arguments.items() if v is not None}
 
 
 def _transport(tls: ssl.SSLContext) -> httpx.HTTPTransport:
@@ -135,32 +142,32 @@ class RpcClient:
 
     # ----- generic -------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """One HTTP request; the ``result`` of a JSON answer, or ``RpcError``."""
+    def _unreachable(self, exc: httpx.HTTPError) -> RpcConnectionError:
+        return RpcConnectionError(0, type(exc).__name__,
+                                  f"cannot reach the node's RPC at {self.url}: {exc}")
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON answer to one HTTP request, or ``RpcError``."""
         try:
             with self._lock:
                 response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise RpcConnectionError(0, type(exc).__name__,
-                                     f"cannot reach the node's RPC at {self.url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         if response.status_code != 200:
             raise _error(response)
-        return response.json().get("result")
+        return response.json()
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One HTTP request; the ``result`` of a JSON answer, or ``RpcError``."""
+        return self._json(method, path, body).get("result")
 
     def call(self, operation: str, **arguments: Any) -> Any:
         """Run ``operation`` on the node with ``arguments`` (None ones are left out)."""
-        body = {k: v for k, v in arguments.items() if v is not None}
-        return self.request("POST", f"/api/v1/ops/{operation}", body)
+        return self.request("POST", f"/api/v1/ops/{operation}", _present(arguments))
 
     def openapi(self) -> dict[str, Any]:
         """The server's OpenAPI document."""
-        try:
-            response = self._http.get("/openapi.json")
-        except httpx.HTTPError as exc:
-            raise RpcConnectionError(0, type(exc).__name__, str(exc)) from exc
-        if response.status_code != 200:
-            raise _error(response)
-        result: dict[str, Any] = response.json()
+        result: dict[str, Any] = self._json("GET", OPENAPI_PATH)
         return result
 
     def subscribe(
@@ -175,7 +182,7 @@ class RpcClient:
         server sent it, and the subscription; later events go to ``on_event`` on the
         subscription's reader thread, and ``on_end(reason)`` once, when the stream ends.
         Raises ``RpcError`` when the server refuses the subscription."""
-        body = {k: v for k, v in arguments.items() if v is not None}
+        body = _present(arguments)
         first: Future[tuple[str, Any]] = Future()
         thread = threading.Thread(target=self._read_feed, name=f"fibers-rpc-feed-{feed}",
                                   args=(feed, body, first, on_event, on_end), daemon=True)
@@ -209,8 +216,7 @@ class RpcClient:
         except httpx.HTTPError as exc:
             reason = f"connection lost: {exc}"
             if not first.done():
-                first.set_exception(RpcConnectionError(
-                    0, type(exc).__name__, f"cannot reach the node's RPC at {self.url}: {exc}"))
+                first.set_exception(self._unreachable(exc))
                 return
         if not first.done():
             first.set_exception(RpcConnectionError(0, "EOF", f"the feed {feed} ended at once"))
