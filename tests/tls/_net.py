@@ -1,8 +1,8 @@
-"""Test helpers for TLS networks: certificates for parties, free ports, raw TLS clients."""
+"""Test helpers for TLS networks: certificates for parties, free ports, raw TLS clients
+(consecutive free ports: ``cli._process_network.free_base_port``)."""
 
 from __future__ import annotations
 
-import random
 import socket
 import ssl
 import struct
@@ -33,26 +33,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def free_base_port(count: int) -> int:
-    """A base port with ``count`` consecutive ports free right now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - count)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise AssertionError(f"found no {count} consecutive free ports")
 
 
 def write_tls(directory: Path, ca: IssuedCert, party: Party) -> TlsFiles:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tls._net import free_base_port
+from cli._process_network import free_base_port
 from tests.tls._procs import fibers_cli
 
 pytestmark = pytest.mark.slow

@@ -15,10 +15,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from cli._node_process import NodeProcess
+from cli._process_network import free_base_port
 from fibers.storage import NodeStorage, stored_identity
 from fibers.tls import IDENTITY_KEY_OID
 from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
-from tests.tls._net import TIMEOUT, free_base_port
+from tests.tls._net import TIMEOUT
 from tests.tls._procs import NodeProc, fibers_cli
 
 pytestmark = pytest.mark.slow

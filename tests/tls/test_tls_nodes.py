@@ -12,9 +12,10 @@ import pytest
 
 from cli._bootstrap import BootstrapPlan, bootstrap
 from cli._node_process import NodeProcess
+from cli._process_network import free_base_port
 from fibers.tls import TlsFiles
 from finance import Amount, Cash, CashIssueFlow, CashPaymentFlow
-from tests.tls._net import TIMEOUT, closed_by_peer, free_base_port, tls_client
+from tests.tls._net import TIMEOUT, closed_by_peer, tls_client
 
 pytestmark = pytest.mark.slow
 
