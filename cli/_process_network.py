@@ -155,17 +155,13 @@ class ProcessNetwork:
         """SIGKILL the process of ``name`` (a crash) and reap it."""
         self._stop(name, signal.SIGKILL)
 
-    def terminate(self, name: str) -> int | None:
-        """SIGTERM the process of ``name`` (a clean stop); returns its exit status."""
-        return self._stop(name, signal.SIGTERM)
-
-    def _stop(self, name: str, how: signal.Signals) -> int | None:
+    def _stop(self, name: str, how: signal.Signals) -> None:
         client = self._clients.pop(name, None)
         if client is not None:
             client.close()
         child = self._children.pop(name, None)
         if child is None:
-            return None
+            return
         if child.poll() is None:
             child.send_signal(how)
             try:
@@ -175,7 +171,6 @@ class ProcessNetwork:
                 child.wait()
         if child.stdout is not None:
             child.stdout.close()
-        return child.returncode
 
     def client(self, name: str) -> RpcClient:
         """An operator RPC client of ``name`` (kept until the node stops)."""
