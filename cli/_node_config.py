@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,6 @@ class NodeConfig:
     p2p_port: int
     rpc_host: str
     rpc_port: int
-    rpc_users: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def rpc_url(self) -> str:
-        return f"https://{self.rpc_host}:{self.rpc_port}"
 
 
 def load_node_config(directory: Path) -> NodeConfig:
@@ -72,8 +67,7 @@ def load_node_config(directory: Path) -> NodeConfig:
                           notary=bool(data.get("notary", False)),
                           validating=bool(data.get("validating", False)),
                           p2p_host=str(p2p["host"]), p2p_port=int(p2p["port"]),
-                          rpc_host=str(rpc["host"]), rpc_port=int(rpc["port"]),
-                          rpc_users=list(rpc.get("users", [])))
+                          rpc_host=str(rpc["host"]), rpc_port=int(rpc["port"]))
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist: give a node directory made by "
                           "'fibers network bootstrap'") from None

@@ -4,29 +4,26 @@ docs/transport-and-runtime.md, "Node processes").
 It loads the node directory (node.toml, network.json, the storage with its secret and the
 identity stored in it, the TLS material), builds the node with the ledger's services and the
 finance responders on a threaded ``NodeRuntime`` with a ``TlsTransport`` on the real clock,
-starts the RPC server when this build has one, and prints one line with ``ready``, ``p2p
+starts its RPC server (``cli.rpc_node.serve_node``), and prints one line with ``ready``, ``p2p
 HOST:PORT`` and the RPC URL once the node takes messages. SIGTERM or SIGINT stops it cleanly
 (exit status 0); a SIGKILL is a crash: the next start restores the flows from storage and
 re-sends what the peers never acknowledged.
 
-The RPC hook: when this build has ``cli.rpc_node``, its ``serve_node(runtime, directory,
-on_shutdown=...)`` is called once the node runs; it returns the running server (``url``,
-``stop()``, called at shutdown before the node stops), and the RPC ``shutdown`` operation
-stops the process as SIGTERM does.
+The RPC server starts once the node runs and stops at shutdown before the node does; its
+``shutdown`` operation stops the process as SIGTERM does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
-import importlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO
 
 from cli._node_config import (
     ConfigError,
@@ -36,7 +33,9 @@ from cli._node_config import (
     network_map,
 )
 from cli._repl_embedded import ACCEPTABLE_PRICE
+from cli.rpc_node import serve_node
 from fibers import NetworkMap, Node, NodeIdentity, Party
+from fibers.rpc import RpcServer
 from fibers.runtime import NodeRuntime
 from fibers.storage import SECRET_ENV, SECRET_FILE_ENV, NodeStorage, stored_identity
 from fibers.tls import TlsFiles, TlsTransport
@@ -45,15 +44,6 @@ from finance import CommercialPaper, SellerStarter, TwoPartyTradeFlow
 from ledger import LedgerServiceHub, install_ledger_services
 
 __all__ = ["NodeProcess", "run_node"]
-
-
-class RpcServer(Protocol):
-    """What ``cli.rpc_node.serve_node`` returns."""
-
-    @property
-    def url(self) -> str: ...
-
-    def stop(self) -> None: ...
 
 
 class NodeProcess:
@@ -65,27 +55,17 @@ class NodeProcess:
         self.network_map: NetworkMap = network_map(entries)
         self.notary: Party | None = next((e.party for e in entries if e.notary), None)
         tls = _tls_files(directory / "tls")
-        self._lock = _lock_node(directory)
-        try:
+        with contextlib.ExitStack() as undo:  # on an error, release what was taken so far
+            self._lock = _lock_node(directory)
+            undo.callback(self._lock.close)
             _check_storage(directory / "storage")
             self.storage = NodeStorage.open(directory / "storage", sync=True)
-        except BaseException:
-            self._lock.close()
-            raise
-        try:
+            undo.callback(self.storage.close)
             self.identity = self._identity(self.storage, self.config, self.network_map)
-        except BaseException:
-            self.storage.close()
-            self._lock.close()
-            raise
-        try:
             self.transport = TlsTransport(
                 self.identity.party, self.network_map, tls,
                 (self.config.p2p_host, self.config.p2p_port))
-        except BaseException:
-            self.storage.close()
-            self._lock.close()
-            raise
+            undo.pop_all()
         self.runtime = NodeRuntime(self.transport, self._build)
         # A peer flooding frames is read no faster than the node handles them.
         self.transport.set_backlog(lambda: self.runtime.waiting)
@@ -178,19 +158,6 @@ def _lock_node(directory: Path) -> IO[bytes]:
     return lock
 
 
-def _serve_rpc(runtime: NodeRuntime[LedgerServiceHub], directory: Path,
-               on_shutdown: Callable[[], None]) -> RpcServer | None:
-    """The node's RPC server, started, when this build has one (``cli.rpc_node``)."""
-    try:
-        module: Any = importlib.import_module("cli.rpc_node")
-    except ModuleNotFoundError as exc:
-        if exc.name != "cli.rpc_node":
-            raise
-        return None
-    server: RpcServer = module.serve_node(runtime, directory, on_shutdown=on_shutdown)
-    return server
-
-
 def run_node(directory: Path) -> int:
     """Run the node of ``directory`` until SIGTERM or SIGINT; returns the exit status."""
     stop = threading.Event()
@@ -213,16 +180,14 @@ def run_node(directory: Path) -> int:
     server: RpcServer | None = None
     try:
         try:
-            server = _serve_rpc(process.runtime, directory, stop.set)
+            server = serve_node(process.runtime, directory, on_shutdown=stop.set)
         except (ValueError, OSError) as exc:  # the [rpc] configuration, or its port taken
             print(f"fibers: error: cannot start the node in {directory}: its RPC: {exc}",
                   file=sys.stderr)
             return 1
-        url = server.url if server is not None else \
-            f"{process.config.rpc_url} (no RPC server in this build)"
         address = process.transport.address
         assert address is not None
-        print(f"{process.config.name} ready: p2p {address[0]}:{address[1]}, rpc {url}",
+        print(f"{process.config.name} ready: p2p {address[0]}:{address[1]}, rpc {server.url}",
               flush=True)
         while not stop.wait(1.0):
             if not process.runtime.is_running:
