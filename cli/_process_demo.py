@@ -80,7 +80,7 @@ def _story(console: Console, options: DemoOptions, net: ProcessNetwork) -> int:
             for snapshot in started["progress"]:
                 events.put(snapshot)
         crashed = _follow(net, options, reporter, events, run_ids)
-    outcomes = [net.client(SELLER).call("outcome", run_id=r) for r in run_ids]
+    outcomes = [_outcome(net, r) for r in run_ids]
     console.print(vault_table("After", net))
     for run_id, outcome in zip(run_ids, outcomes, strict=True):
         if outcome is not None and outcome["status"] == "COMPLETED":
