@@ -455,7 +455,7 @@ class TlsTransport:
             raise OSError(f"the network map has no address for {party}")
         host, _, port = address.rpartition(":")
         host = host.removeprefix("[").removesuffix("]")  # "[::1]:10000"
-        async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+        async with asyncio.timeout(self.handshake_timeout):
             reader, writer = await asyncio.open_connection(host, int(port),
                                                            ssl=self._client_ctx)
         try:

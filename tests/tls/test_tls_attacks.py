@@ -62,6 +62,7 @@ class Bob:
     alice_files: TlsFiles
     ca: Path
     alice: Party
+    alice_port: int
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def make_bob(tmp_path: Path) -> Iterator[Any]:
         transport.start(inbox)
         started.append(transport)
         return Bob(transport, inbox, bob_port, write_tls(tmp_path / "alice", ca, alice),
-                   bob_files.ca, alice)
+                   bob_files.ca, alice, alice_port)
 
     try:
         yield make
@@ -107,6 +108,28 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout(
     with tls_client(bob.port, bob.alice_files, bob.ca) as client:
         client.sendall(frame(b"after"))
         wait_for(lambda: bob.inbox.count() == 1, "a frame from an honest peer")
+
+
+def test_an_outbound_handshake_that_never_finishes_gives_up_after_the_handshake_timeout(
+        make_bob: Any) -> None:
+    # Alice's address answers TCP but never TLS: each of Bob's attempts must end after his
+    # configured handshake timeout (0.2 s), not a built-in one, and be retried.
+    bob: Bob = make_bob(handshake_timeout=0.2, backoff_initial=0.01, backoff_max=0.01)
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", bob.alice_port)) as silent:
+        def accept_silently() -> None:
+            while len(accepted) < 3:
+                accepted.append(silent.accept()[0])
+
+        acceptor = threading.Thread(target=accept_silently, daemon=True)
+        acceptor.start()
+        bob.transport.send(bob.alice, b"waits for a handshake")
+        # Three attempts within 5 s is only possible if each gave up after about 0.2 s.
+        wait_for(lambda: len(accepted) == 3, "three connection attempts", timeout=5.0)
+        acceptor.join(5)
+    for conn in accepted:
+        conn.close()
+    assert bob.transport.stats.connects == 0
 
 
 def test_one_host_cannot_hold_more_than_its_share_of_unfinished_handshakes(
