@@ -16,6 +16,7 @@ from fibers.rpc._client import (
     Subscription,
     connect,
 )
+from fibers.rpc._gate import ConnectionLimits
 from fibers.rpc._openapi import OPENAPI_PATH
 from fibers.rpc._operations import Feed, Operation, Param, RpcRequestError
 from fibers.rpc._server import RpcServer
@@ -23,6 +24,7 @@ from fibers.rpc._server import RpcServer
 __all__ = [
     "ALL",
     "OPENAPI_PATH",
+    "ConnectionLimits",
     "FailureBackoff",
     "Feed",
     "Operation",

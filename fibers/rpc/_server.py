@@ -18,6 +18,7 @@ import logging
 import math
 import secrets
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fibers.rpc._auth import ALL, FailureBackoff, User, Users
+from fibers.rpc._gate import ConnectionGate, ConnectionLimits
 from fibers.rpc._openapi import OPENAPI_PATH, openapi_document
 from fibers.rpc._operations import Feed, Operation, RpcRequestError, check_arguments
 from fibers.runtime import NodeStoppedError
@@ -120,6 +122,7 @@ class RpcServer:
         tick_interval: float = 0.2,
         backoff: FailureBackoff | None = None,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self._runtime = runtime
         self._users = Users(users)
@@ -146,9 +149,14 @@ class RpcServer:
             Route("/api/v1/feeds/{name}", self._subscribe, methods=["POST"]),
             Route("/api/v1/subscriptions/{sid}", self._unsubscribe, methods=["DELETE"]),
         ])
-        config = uvicorn.Config(app, ssl_certfile=certfile, ssl_keyfile=keyfile,
-                                log_level="warning", access_log=False, lifespan="off",
-                                ws="none", http="h11", timeout_graceful_shutdown=2)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(certfile, keyfile)
+        # The gate runs TLS itself: uvicorn bounds neither the handshake nor the wait for a
+        # request head, nor the connections of one address (fibers/rpc/_gate.py).
+        self.gate = ConnectionGate(tls, limits or ConnectionLimits())
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                ws="none", http=self.gate.protocol_class(),
+                                timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=f"fibers-rpc-{self.port}",
                                         daemon=True)
@@ -183,6 +191,7 @@ class RpcServer:
 
     async def _run(self) -> None:
         await self._server.serve(sockets=[self._socket])
+        self.gate.abort_handshakes()
         # A TLS connection still open at shutdown waits for its peer's close_notify; abort it
         # so that its socket is closed now rather than leaked with the loop.
         for connection in list(self._server.server_state.connections):
