@@ -7,6 +7,9 @@ Databases (all values sealed with the node's HMAC, see ``Storage.seal``):
                     flow without one is resumable (its progress and wait come back by replay)
 * ``steps``:        run id + index of the step's first journal entry -> one step record: the
                     step's journal entries and the frame snapshot it suspended in (one seal)
+* ``locals``:       run id -> the flow's locals captured outside its steps (hospital,
+                    hibernation; ``fibers._locals``), overwritten by the next capture
+* ``values``:       run id + BLAKE2b of a pickle -> a large frozen value snapshots reference
 * ``outbox``:       message key -> frame sent but not yet acknowledged by its recipient
 * ``inbox``:        message key -> frame received (and acknowledged) but not yet consumed
 * ``dedup``:        sender + session id -> sessions opened towards this node, never started twice;
@@ -29,7 +32,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fibers import _dedup as dedup
 from fibers import _wire
 from fibers._checkpoint import (
+    CheckpointError,
     SnapshotCache,
+    SnapshotValues,
     TokenContext,
     Unserialisable,
     capture_frames,
@@ -39,17 +44,21 @@ from fibers._checkpoint import (
     dumps,
     encode_snapshots,
     loads,
+    value_digest,
 )
 from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot
+from fibers._locals import CapturedLocals, decode_locals, encode_locals
 from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from fibers._stack import FlowStack
 
-DATABASES = ("flows", "flow_status", "steps", "outbox", "inbox", "dedup")
+DATABASES = ("flows", "flow_status", "steps", "locals", "values", "outbox", "inbox", "dedup")
 _SESSION = struct.Struct(">QB")
 _SEQ = struct.Struct(">I")
 log = logging.getLogger("fibers.node")
@@ -148,20 +157,29 @@ class CheckpointStore:
     # ----- capture (in the flow's greenlet, at a suspension) ---------------------------------
 
     def snapshot(
-        self, stack: FlowStack, waiting: str, cache: SnapshotCache | None, with_locals: bool
+        self, stack: FlowStack, waiting: str, cache: SnapshotCache | None,
+        values: SnapshotValues | None = None, stored: set[bytes] | None = None,
     ) -> Snapshot:
         """The snapshot of a flow suspended with ``stack`` (see ``fibers._stack``): its
-        ``@suspendable`` call chain, lines and wait, and their locals when ``with_locals`` (else
-        only what verifying a restored flow's place needs). ``cache`` is the flow's own (see
-        ``capture_frames``)."""
-        frames = stack.suspendable
+        ``@suspendable`` call chain, lines and wait, and their locals when ``values`` is given
+        (else only what verifying a restored flow's place needs). The large frozen values
+        among the locals are referenced and appended to ``values`` unless in ``stored`` (see
+        ``capture_frames``); ``cache`` is the flow's own."""
+        if values is None:
+            return Snapshot(stack.call_chain, stack.lines, waiting, b"")
+        return self.snapshot_frames(stack.suspendable, waiting, cache, values, stored)
+
+    def snapshot_frames(
+        self, frames: list[FrameType], waiting: str, cache: SnapshotCache | None,
+        values: SnapshotValues, stored: set[bytes] | None,
+    ) -> Snapshot:
+        """The snapshot of ``frames`` (``@suspendable``, outermost first) with their locals."""
         return Snapshot(
-            call_chain=stack.call_chain,
-            lines=stack.lines,
+            call_chain=tuple(f.f_code.co_qualname for f in frames),
+            lines=tuple(f.f_lineno for f in frames),
             waiting=waiting,
-            frames=encode_snapshots(capture_frames(frames, self.tokens, _summarise_flow, cache))
-            if with_locals
-            else b"",
+            frames=encode_snapshots(capture_frames(frames, self.tokens, _summarise_flow, cache,
+                                                   values=values, stored=stored)),
         )
 
     def start_record(self, flow: FlowLogic[Any], flow_class: str, **responder: Any) -> bytes:
@@ -182,6 +200,8 @@ class CheckpointStore:
         elif step.journal or step.snapshot is not None:
             s.put_sealed(txn, "steps", journal_key(run, step.journal_start),
                          encode_step(step.journal_start, step.journal, step.snapshot))
+            for digest, pickled in step.values:
+                s.put_sealed(txn, "values", run + digest, pickled)
         for _, key, frame in step.outbox:
             s.put_sealed(txn, "outbox", key, frame)
         for key in step.consumed:
@@ -208,6 +228,39 @@ class CheckpointStore:
         s.delete(txn, "flows", run)
         s.delete(txn, "flow_status", run)
         s.delete_prefix(txn, "steps", run)
+        s.delete(txn, "locals", run)
+        s.delete_prefix(txn, "values", run)
+
+    def write_locals(self, txn: Txn, captured: CapturedLocals) -> None:
+        """Store a flow's locals captured outside its steps (``locals`` record, replacing the
+        one before) with the values they reference that it carries (``values`` records). A
+        write function of the group commit: run it in a unit of the commit stage."""
+        s, run = self.storage, captured.run_id.uuid.bytes
+        s.put_sealed(txn, "locals", run, encode_locals(captured))
+        for digest, pickled in captured.values:
+            s.put_sealed(txn, "values", run + digest, pickled)
+
+    def stored_locals(self, run_id: StateMachineRunId) -> tuple[int, Snapshot] | None:
+        """The flow's stored ``locals`` record as (journal length, snapshot), or None; raises
+        ``CorruptRecordError`` or ``ValueError`` naming it when it fails its check."""
+        with self.storage.read() as txn:
+            payload = self.storage.get_sealed(txn, "locals", run_id.uuid.bytes)
+        return None if payload is None else decode_locals(payload)
+
+    def stored_value(self, run_id: StateMachineRunId, digest: bytes) -> bytes:
+        """The pickle of a content-addressed value of the flow; ``CheckpointError`` (or
+        ``CorruptRecordError``) naming the record when it is missing or not what its key
+        says."""
+        key = run_id.uuid.bytes + digest
+        with self.storage.read() as txn:
+            pickled = self.storage.get_sealed(txn, "values", key)
+        if pickled is None:
+            raise CheckpointError(f"the value record {key.hex()} (database 'values') of flow "
+                                  f"{run_id} is missing")
+        if value_digest(pickled) != digest:
+            raise CheckpointError(f"the value record {key.hex()} (database 'values') of flow "
+                                  f"{run_id} does not hold the value its key names")
+        return pickled
 
     def mark_hospitalized(self, txn: Txn, run_id: StateMachineRunId, diagnosis: str,
                           start_record: bytes | None = None) -> None:
@@ -307,13 +360,29 @@ class CheckpointStore:
             return dedup.seen(self.storage, txn, session_prefix(sender, session_id, False))
 
     def describe_frames(
-        self, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None
+        self, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None,
+        run_id: StateMachineRunId | None = None, captured: CapturedLocals | None = None,
     ) -> list[dict[str, Any]]:
-        """The frames of ``snapshot`` with readable locals, for inspection and dumps. A flow
-        object in a frame is stored only as a summary (see ``_summarise_flow``); when the flow
-        runs, its object among ``live_flows`` is shown with its fields' values instead."""
-        frames = decode_snapshots(snapshot.frames) if snapshot.frames else []
+        """The frames of ``snapshot`` with readable locals, for inspection and dumps (a
+        snapshot without locals: each frame's function and line). A flow object in a frame
+        is stored only as a summary (see ``_summarise_flow``); when the flow runs, its object
+        among ``live_flows`` is shown with its fields' values instead. A referenced value is
+        read from ``captured`` or else the flow's (``run_id``) ``values`` records; one that is
+        missing or fails its check is shown as unreadable, naming its record."""
+        if not snapshot.frames:
+            return [{"function": name, "line": line, "locals": {}}
+                    for name, line in zip(snapshot.call_chain, snapshot.lines, strict=False)]
+        frames = decode_snapshots(snapshot.frames)
         live = {_type_name(flow): flow for flow in reversed(live_flows or [])}
+
+        def resolve(digest: bytes) -> bytes:
+            carried = captured.value(digest) if captured is not None else None
+            if carried is not None:
+                return carried
+            if run_id is None:
+                raise CheckpointError(f"no flow to read the value {digest.hex()} of")
+            return self.stored_value(run_id, digest)
+
         return [
             {
                 "function": f.qualname,
@@ -321,16 +390,38 @@ class CheckpointStore:
                 "file": f.filename,
                 "line": f.line,
                 "code_fingerprint": f.code_fingerprint,
-                "locals": {name: self._describe(v, live) for name, v in f.locals.items()},
+                "locals": {name: self._describe(v, live, resolve)
+                           for name, v in f.locals.items()},
             }
             for f in frames
         ]
 
-    def _describe(self, value: bytes | Unserialisable, live: dict[str, FlowLogic[Any]]) -> str:
+    def describe_stored(self, run_id: StateMachineRunId, snapshot: Snapshot | None,
+                        journal_length: int) -> tuple[str | None, list[dict[str, Any]]]:
+        """Where the locals shown for a flow that is not running come from (``"captured"``:
+        its ``locals`` record, taken at or after its last step; ``"step"``: its last step
+        record, under ``every_step``; None: no locals), and its frames. An unreadable
+        ``locals`` record is shown in place of the locals, naming it; the flow's other
+        records are not affected."""
+        try:
+            captured = self.stored_locals(run_id)
+        except Exception as exc:  # CorruptRecordError, ValueError: contained to this view
+            frames = self.describe_frames(snapshot) if snapshot else []
+            note = f"<unreadable locals record of flow {run_id}: {type(exc).__name__}: {exc}>"
+            return note, frames
+        if captured is not None and captured[0] >= journal_length:
+            return "captured", self.describe_frames(captured[1], run_id=run_id)
+        if snapshot is None:
+            return None, []
+        source = "step" if snapshot.frames else None
+        return source, self.describe_frames(snapshot, run_id=run_id)
+
+    def _describe(self, value: bytes | Unserialisable, live: dict[str, FlowLogic[Any]],
+                  resolve: Callable[[bytes], bytes]) -> str:
         if isinstance(value, Unserialisable) and value.repr.startswith(_FLOW_SUMMARY):
             flow = live.get(value.type_name)
             return value.repr if flow is None else describe_flow(flow)
-        return describe_local(value, self.tokens)
+        return describe_local(value, self.tokens, resolve)
 
 
 class _HasWrites(Protocol):
@@ -352,6 +443,8 @@ class StepWrite:
     inbox_prefixes_done: list[bytes]
     start_record: bytes | None = None
     extra_writes: list[Callable[[Txn], object]] = field(default_factory=list)
+    # Content-addressed values the snapshot references, new for this flow: (digest, pickle).
+    values: Sequence[tuple[bytes, bytes]] = ()
 
 
 def _unseal_or_error(

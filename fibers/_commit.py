@@ -284,6 +284,9 @@ class CommitStage:
         consumed, machine.consumed = machine.consumed, []
         start, machine.start_record = machine.start_record, None
         extra, machine.extra_writes = machine.extra_writes, []
+        values = machine.new_values
+        if values is not None:  # (most steps: none, every_step snapshots of large values)
+            machine.new_values = None
         history = machine.session_history
         done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
                 for s in history] if machine.finished else []
@@ -303,6 +306,7 @@ class CommitStage:
             inbox_prefixes_done=done,
             start_record=start,
             extra_writes=extra,
+            values=values or (),
         )
 
     def _responder_sessions_finished(self, keys: list[tuple[bytes, int]]

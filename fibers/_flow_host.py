@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from fibers._checkpoint_store import CheckpointStore
     from fibers._clock import Clock
+    from fibers._locals import SnapshotLocals
     from fibers._node_types import NodeInfo
     from fibers._service_hub import ServiceHub
     from fibers._session import FlowSession
@@ -27,6 +28,7 @@ class FlowHost(Protocol):
     clock: Clock
     durable: bool  # whether steps are checkpointed (the node has storage)
     strict_suspendable: bool  # refuse (True) or warn about unmarked frames at a suspension
+    snapshot_locals: SnapshotLocals  # when locals are serialised (fibers._locals)
 
     @property
     def services(self) -> ServiceHub:

@@ -32,6 +32,7 @@ from fibers._commit import CommitStage, outbox_key
 from fibers._errors import KilledFlowException
 from fibers._flow_logic import StateMachineRunId
 from fibers._identity import Party
+from fibers._locals import CapturedLocals
 from fibers._messages import encode_message
 from fibers._node_types import HospitalEntry, NetworkMap
 from fibers._router import Route, Router
@@ -115,9 +116,11 @@ class Hospital:
 
     # ----- admitting ------------------------------------------------------------------------------
 
-    def admit(self, machine: FlowStateMachine, diagnosis: str) -> None:
+    def admit(self, machine: FlowStateMachine, diagnosis: str,
+              captured: CapturedLocals | None = None) -> None:
         """Park ``machine``: its checkpoint stays (marked hospitalised), its messages keep
-        arriving."""
+        arriving. Its locals, when captured (``captured``, or as it parked itself), are stored
+        with its status, for inspection."""
         log.warning("%s hospitalised flow %s: %s", self._party, machine.run_id, diagnosis)
         run_id = machine.run_id
         self._scheduler.remove(run_id)
@@ -127,9 +130,12 @@ class Hospital:
             return
         store, start = self._checkpoints, machine.start_record
         machine.start_record = None
+        captured = captured or machine.take_parked_locals()
 
         def write(txn: Txn) -> None:
             store.mark_hospitalized(txn, run_id, diagnosis, start)
+            if captured is not None:
+                store.write_locals(txn, captured)
 
         self._commit.new_unit().writes.append(write)
 
@@ -145,8 +151,9 @@ class Hospital:
         if machine.abandoned or self._scheduler.get(machine.run_id) is None:
             return
         self._scheduler.unschedule(machine)
+        captured = machine.capture_locals()  # while its frames exist
         machine.abandon()
-        self.admit(machine, diagnosis)
+        self.admit(machine, diagnosis, captured)
 
     # ----- steps that could not be stored ---------------------------------------------------------
 

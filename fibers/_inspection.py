@@ -61,11 +61,26 @@ class Inspection:
         raise KeyError(f"no flow {run_id} on {self._party}")
 
     def describe(self, machine: FlowStateMachine) -> dict[str, Any]:
-        """A live flow as ``inspect`` shows it."""
+        """A live flow as ``inspect`` shows it: a suspended flow with its live locals, captured
+        now and not stored (inspection writes nothing); a parked one with the locals stored
+        when it was parked (or its last step's)."""
         flow_summary = summary(machine)
         snapshot = machine.snapshot
         parked = self._hospital.entry(machine.run_id)
         store = self._checkpoints
+        source: str | None = None
+        stack: list[dict[str, Any]] = []
+        if store is not None and parked:
+            source, stack = store.describe_stored(machine.run_id, snapshot,
+                                                  machine.journal_length)
+        elif store is not None:
+            captured = machine.capture_locals()
+            if captured is not None:
+                source = "live"
+                stack = store.describe_frames(captured.snapshot, machine.live_flows(),
+                                              machine.run_id, captured)
+            elif snapshot is not None:
+                stack = store.describe_frames(snapshot, run_id=machine.run_id)
         return {
             "run_id": str(machine.run_id),
             "flow_class": flow_summary.flow_class,
@@ -85,8 +100,8 @@ class Inspection:
                 }
                 for s in machine.sessions.values()
             ],
-            "stack": (store.describe_frames(snapshot, machine.live_flows())
-                      if snapshot and store is not None else []),
+            "locals_from": source,
+            "stack": stack,
         }
 
     def dump(self) -> list[dict[str, Any]]:
@@ -101,6 +116,8 @@ class Inspection:
                 dumped.append(self.describe(live))
                 continue
             parked = self._hospital.entry(stored.run_id)
+            source, stack = self._checkpoints.describe_stored(
+                stored.run_id, stored.snapshot, len(stored.journal))
             dumped.append(
                 {
                     "run_id": str(stored.run_id),
@@ -109,9 +126,8 @@ class Inspection:
                     "diagnosis": parked.diagnosis if parked else stored.diagnosis,
                     "journal_records": len(stored.journal),
                     "waiting_for": stored.snapshot.waiting if stored.snapshot else None,
-                    "stack": self._checkpoints.describe_frames(stored.snapshot)
-                    if stored.snapshot
-                    else [],
+                    "locals_from": source,
+                    "stack": stack,
                 }
             )
         return dumped

@@ -37,6 +37,7 @@ from fibers._identity import NodeIdentity, Party
 from fibers._ids import IdSource
 from fibers._inbound import FrameStats
 from fibers._inspection import Inspection, summary
+from fibers._locals import DEFAULT_SNAPSHOT_LOCALS, SnapshotLocals, check_snapshot_locals
 from fibers._node_types import FlowSummary, HospitalEntry, NetworkMap, NodeInfo
 from fibers._progress import ProgressTracker
 from fibers._restore import Restore
@@ -61,7 +62,10 @@ class Node(Generic[HubT_co]):
     suspend, and sends their messages once each step is stored (docs/architecture.md).
 
     ``hub`` is the class of ``node.services`` (``ServiceHub`` or a subclass declaring a layer's
-    services, such as the ledger's ``LedgerServiceHub``); the node is a ``Node[hub]``."""
+    services, such as the ledger's ``LedgerServiceHub``); the node is a ``Node[hub]``.
+    ``snapshot_locals`` says when its flows' locals are serialised: ``"on_demand"`` (default:
+    when a flow goes to the hospital, hibernates or is inspected) or ``"every_step"`` (audit:
+    in every step record); any other value is a ``ValueError`` (see ``fibers._locals``)."""
 
     # Two hooks for the simulation explorer (fibers.testing.explore), set on the instance by a
     # ``setup`` before the restore: where new run and session ids come from (the default is
@@ -101,6 +105,7 @@ class Node(Generic[HubT_co]):
         max_transient_retries: int = 3,
         retry_backoff: float = 1.0,
         redelivery_interval: float = 1.0,
+        snapshot_locals: SnapshotLocals = DEFAULT_SNAPSHOT_LOCALS,
     ) -> None:
         if transport.party != identity.party:
             raise ValueError(f"the transport speaks for {transport.party} but the node is "
@@ -111,6 +116,8 @@ class Node(Generic[HubT_co]):
         self.network_map = network_map or NetworkMap()
         self.network_map.add(identity.party)
         self.strict_suspendable = strict_suspendable
+        # When flows' locals are serialised: "on_demand" or "every_step" (fibers._locals).
+        self.snapshot_locals: SnapshotLocals = check_snapshot_locals(snapshot_locals)
         self.storage = storage
         self.durable = storage is not None
         self.tokens = TokenContext()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -28,7 +29,7 @@ from greenlet import GreenletExit  # type: ignore[import-untyped]
 
 from fibers import _io
 from fibers._annotations import check_initiating_annotation, initiating_class_of
-from fibers._checkpoint import SnapshotCache
+from fibers._checkpoint import SnapshotCache, SnapshotValues
 from fibers._errors import (
     FlowConfigurationError,
     FlowException,
@@ -40,13 +41,21 @@ from fibers._errors import (
 from fibers._flow_logic import FlowBinding, FlowLogic, StateMachineRunId, bind, binding_of
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot, describe_wait
+from fibers._locals import CapturedLocals
 from fibers._messages import SessionMessage
 from fibers._progress import ProgressTracker
 from fibers._replay import FlowJournal
 from fibers._requests import SUSPENDING_REQUESTS, perform
 from fibers._session import FlowSession
 from fibers._sessions import SessionTable, class_name
-from fibers._stack import FlowStack, flows_on_stack, unmarked_message, walk
+from fibers._stack import (
+    FlowStack,
+    flows_on_stack,
+    suspendable_in_traceback,
+    suspendable_on_stack,
+    unmarked_message,
+    walk,
+)
 from fibers._switch import Switch, owner_of_current
 
 if TYPE_CHECKING:
@@ -123,6 +132,16 @@ class FlowStateMachine:
         self.kill: KilledFlowException | None = None
         # Pickled frozen values reused between this flow's snapshots (see capture_frames).
         self.snapshot_cache: SnapshotCache = {}
+        # Invariant: digests of the content-addressed values written (or being written with
+        # the current step) for this flow by this machine; a step whose commit fails abandons
+        # the machine, so none is missing from storage while the machine runs. None until the
+        # first (every_step) snapshot with locals.
+        self.stored_values: set[bytes] | None = None
+        # The values the current step's snapshot references that are new: written with it.
+        self.new_values: SnapshotValues | None = None
+        # The locals captured when the flow parked itself for the hospital (written with its
+        # hospital status), until the hospital takes them.
+        self.parked_locals: CapturedLocals | None = None
         # Invariant: set exactly while a request that may suspend is being performed: the
         # stack walked once for it, used by the @suspendable check and by every snapshot
         # taken before the request returns (the flow's own frames do not move meanwhile).
@@ -196,13 +215,15 @@ class FlowStateMachine:
             self.waiting = None
 
     def _checkpoint(self, wait: object) -> None:
-        # Locals are pickled only when this step will be written (it did IO); a flow woken
+        # A snapshot is taken only when this step will be written (it did IO); a flow woken
         # without progress, or a restored flow back at its checkpoint, keeps the snapshot it
-        # has, after its call chain is checked.
+        # has, after its call chain is checked. Its locals are pickled only under the
+        # every_step policy (fibers._locals).
         changed = bool(self.journal.new_entries or self.outbox or self.start_record)
         expected = self.journal.take_expected()
         if changed or expected is not None:
-            current = self._take_snapshot(wait, changed)
+            current = self._take_snapshot(
+                wait, changed and self.node.snapshot_locals == "every_step")
             if expected is not None:
                 self._verify_against(expected, current)
             self.snapshot = current if changed else expected
@@ -210,8 +231,61 @@ class FlowStateMachine:
     def _take_snapshot(self, wait: object, with_locals: bool) -> Snapshot:
         stack = self._stack
         assert stack is not None, "only suspending requests suspend"
-        return self.node.checkpoints.snapshot(
-            stack, describe_wait(wait), self.snapshot_cache, with_locals)
+        if not with_locals:
+            return self.node.checkpoints.snapshot(stack, describe_wait(wait), None)
+        stored = self.stored_values
+        if stored is None:
+            stored = self.stored_values = set()
+        values: SnapshotValues = []
+        snapshot = self.node.checkpoints.snapshot(
+            stack, describe_wait(wait), self.snapshot_cache, values, stored)
+        if values:  # written with this step: later snapshots only reference them
+            stored.update(digest for digest, _ in values)
+            if self.new_values is None:
+                self.new_values = values
+            else:
+                self.new_values.extend(values)
+        return snapshot
+
+    def capture_locals(self) -> CapturedLocals | None:
+        """The locals of the suspended flow's ``@suspendable`` frames, serialised now (services
+        as tokens, large frozen values by content: the ones not yet stored for this flow are
+        carried in the result), for the hospital, hibernation or inspection; None on a node
+        without storage or when the flow is not suspended (never ran, runs or ended).
+
+        Nothing is written: the caller stores the result with ``CheckpointStore.write_locals``
+        in a unit of the group commit, where it replaces the flow's previous ``locals`` record
+        (docs/checkpoint-format.md, "Frame snapshots"). Call it on the node thread, outside the
+        flow's greenlet; it does not change the flow."""
+        if not self.node.durable or self.finished:
+            return None
+        frames = suspendable_on_stack(self._switch.suspended_frame)
+        if not frames:
+            return None
+        return self._capture(frames, self.waiting)
+
+    def _capture(self, frames: list[Any], wait: object) -> CapturedLocals:
+        values: SnapshotValues = []
+        snapshot = self.node.checkpoints.snapshot_frames(
+            frames, describe_wait(wait), self.snapshot_cache, values, self.stored_values)
+        return CapturedLocals(self.run_id, self.journal.length, snapshot, tuple(values))
+
+    def _capture_parking(self) -> CapturedLocals | None:
+        """From inside the greenlet, as the flow parks itself: its locals, from its live
+        frames, or, when its code already raised out of them, from the exception being
+        handled (whose traceback still holds them)."""
+        try:
+            frames = walk(2).suspendable
+            if not frames:
+                handled = sys.exception()
+                if handled is None:
+                    return None
+                frames = suspendable_in_traceback(handled.__traceback__)
+            return self._capture(frames, self.waiting) if frames else None
+        except Exception as exc:  # never keeps a flow from parking: its diagnosis matters more
+            log.warning("could not capture the locals of flow %s as it parked: %s",
+                        self.run_id, exc)
+            return None
 
     def _run(self) -> None:
         flow = self.flow
@@ -254,6 +328,8 @@ class FlowStateMachine:
         """Stop the flow for the hospital, from inside its greenlet: nothing it did in this step
         is kept and its counterparties are not told."""
         self.hospital_diagnosis = diagnosis
+        if self.node.durable:
+            self.parked_locals = self._capture_parking()
         self.abandoned = True
         self.status = FlowStatus.HOSPITALIZED
         self._switch.leave()
@@ -316,6 +392,11 @@ class FlowStateMachine:
         """The flow objects (the flow and its sub-flows) on the suspended greenlet's stack,
         innermost first; empty when it is not suspended."""
         return flows_on_stack(self._switch.suspended_frame)
+
+    def take_parked_locals(self) -> CapturedLocals | None:
+        """The locals captured as the flow parked itself, once (the hospital stores them)."""
+        captured, self.parked_locals = self.parked_locals, None
+        return captured
 
     def take_outbox(self) -> list[tuple[Party, SessionMessage]]:
         """The messages produced since the last call, in order."""

@@ -38,6 +38,8 @@ _T = TypeVar("_T")
 ENGINE_DB_WRITERS: Final[dict[str, frozenset[str]]] = {
     "flows": frozenset({"fibers._checkpoint_store"}),
     "steps": frozenset({"fibers._checkpoint_store"}),
+    "locals": frozenset({"fibers._checkpoint_store"}),
+    "values": frozenset({"fibers._checkpoint_store"}),
     "journal": frozenset({"fibers._checkpoint_store"}),
     "snapshots": frozenset({"fibers._checkpoint_store"}),
     "flow_status": frozenset({"fibers._checkpoint_store"}),

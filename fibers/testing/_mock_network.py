@@ -12,6 +12,7 @@ from typing import Any, Generic, Self
 from fibers._clock import TestClock
 from fibers._errors import SerializationError
 from fibers._identity import NodeIdentity, Party, stored_identity
+from fibers._locals import DEFAULT_SNAPSHOT_LOCALS, SnapshotLocals, check_snapshot_locals
 from fibers._messages import decode_message
 from fibers._node import NetworkMap, Node
 from fibers._service_hub import HubT, ServiceHub
@@ -46,7 +47,8 @@ class MockNetwork(Generic[HubT]):
     not delivered to peers that are created after it, as soon as they are. ``wrap_storage``
     replaces each node's ``NodeStorage`` by what it returns for it (any
     ``fibers.storage.Storage``, e.g. a wrapper that records writes). ``hub`` is the service
-    hub class nodes are built with (``Node(hub=...)``).
+    hub class nodes are built with (``Node(hub=...)``), ``snapshot_locals`` their snapshot
+    policy (``Node(snapshot_locals=...)``).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class MockNetwork(Generic[HubT]):
         wrap_storage: Callable[[Storage], Storage] | None = None,
         # HubT defaults to ServiceHub, which mypy does not yet apply to a parameter's default.
         hub: type[HubT] = ServiceHub,  # type: ignore[assignment]
+        snapshot_locals: SnapshotLocals = DEFAULT_SNAPSHOT_LOCALS,
     ) -> None:
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
@@ -80,6 +83,7 @@ class MockNetwork(Generic[HubT]):
         self._sync = sync
         self._wrap_storage = wrap_storage
         self._hub = hub
+        self._snapshot_locals = check_snapshot_locals(snapshot_locals)
 
     def create_node(self, name: str) -> Node[HubT]:
         """A new node called ``name`` on this network."""
@@ -124,6 +128,7 @@ class MockNetwork(Generic[HubT]):
                 services=services,
                 setup=self._setup_with_hooks(self._node_setup(identity)),
                 hub=self._hub,
+                snapshot_locals=self._snapshot_locals,
             )
 
         runtime = NodeRuntime(self.network.endpoint(identity.party), build)
