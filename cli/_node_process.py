@@ -91,7 +91,8 @@ class NodeProcess:
         setup = functools.partial(install_ledger_services, notary=self.config.notary,
                                   validating=self.config.validating)
         node = Node(self.identity, transport, network_map=self.network_map, setup=setup,
-                    hub=LedgerServiceHub, storage=self.storage)
+                    hub=LedgerServiceHub, storage=self.storage,
+                    snapshot_locals=self.config.snapshot_locals)
         notary = self.notary
         if notary is not None and not self.config.notary:
             node.register_initiated_flow(
