@@ -11,14 +11,18 @@ import textwrap
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import FunctionType
+from types import FrameType, FunctionType
+from typing import ClassVar
 
 import pytest
 
 from fibers._checkpoint import (
+    VALUE_THRESHOLD,
     CheckpointError,
     FrameSnapshot,
     SerializeAsToken,
+    SnapshotCache,
+    SnapshotValues,
     TokenContext,
     Unserialisable,
     capture_frames,
@@ -28,6 +32,8 @@ from fibers._checkpoint import (
     dumps,
     encode_snapshots,
     loads,
+    value_digest,
+    value_of_ref,
 )
 
 PICKLE_TAG, DILL_TAG = 0x01, 0x02
@@ -331,3 +337,84 @@ def test_fingerprint_does_not_depend_on_hash_randomisation() -> None:
         check=True,
     ).stdout
     assert other_process == fingerprint(source)
+
+
+# -- content-addressed values ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A frozen value that counts how often it is pickled."""
+
+    body: bytes
+    pickled: ClassVar[list[int]] = [0]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        type(self).pickled[0] += 1
+        return (Counted, (self.body,))
+
+
+def _frame_of(big: Counted, text: str, blob: bytes, small: Order,
+              big_list: list[bytes]) -> FrameType:
+    """A finished frame holding exactly these locals."""
+    return sys._getframe()
+
+
+def _capture_of(frame: FrameType, tokens: TokenContext, cache: SnapshotCache,
+                stored: set[bytes]) -> tuple[FrameSnapshot, SnapshotValues]:
+    values: SnapshotValues = []
+    [snapshot] = capture_frames([frame], tokens, cache=cache, values=values, stored=stored)
+    return snapshot, values
+
+
+def test_large_frozen_values_are_referenced_and_pickled_once_per_flow(
+    tokens: TokenContext,
+) -> None:
+    big = Counted(b"x" * 4096)
+    text, blob, small = "t" * VALUE_THRESHOLD, b"b" * VALUE_THRESHOLD, Order("cp", 1)
+    big_list = [b"y" * 4096]  # large, but not frozen: inline
+    frame = _frame_of(big, text, blob, small, big_list)
+    cache: SnapshotCache = {}
+    stored: set[bytes] = set()
+    Counted.pickled[0] = 0
+    first, values = _capture_of(frame, tokens, cache, stored)
+    refs = {name: value_of_ref(v) for name, v in first.locals.items() if isinstance(v, bytes)}
+    assert refs["big"] is not None and refs["text"] is not None and refs["blob"] is not None
+    assert refs["small"] is None and refs["big_list"] is None
+    assert len(values) == 3 and Counted.pickled[0] == 1
+    assert all(value_digest(pickled) == digest for digest, pickled in values)
+    by_digest = dict(values)
+    ref = refs["big"]
+    assert ref is not None and loads(by_digest[ref], tokens) == big
+    stored.update(by_digest)
+    second, again = _capture_of(frame, tokens, cache, stored)
+    assert again == [] and Counted.pickled[0] == 1  # stored for this flow: not even pickled
+    assert second.locals == first.locals
+    fresh, carried = _capture_of(frame, tokens, {}, stored)  # a cache that forgot them
+    assert carried == [] and fresh.locals == first.locals  # pickled, hashed, not carried
+
+
+def test_a_reference_whose_value_is_not_stored_is_pickled_again(tokens: TokenContext) -> None:
+    """A capture that is not written (inspection) leaves references in the flow's cache; the
+    next capture must carry the value again rather than reference a record never written."""
+    frame = _frame_of(Counted(b"z" * 4096), "", b"", Order("cp", 1), [])
+    cache: SnapshotCache = {}
+    Counted.pickled[0] = 0
+    assert len(_capture_of(frame, tokens, cache, set())[1]) == 1
+    assert len(_capture_of(frame, tokens, cache, set())[1]) == 1
+    assert Counted.pickled[0] == 2
+
+
+def test_describe_local_resolves_references_and_names_a_bad_one(tokens: TokenContext) -> None:
+    pickled = dumps("v" * 2000, tokens)
+    digest = value_digest(pickled)
+    ref = b"\x03" + digest
+    assert value_of_ref(ref) == digest
+    assert describe_local(ref, tokens, {digest: pickled}.__getitem__).startswith("'vvv")
+
+    def missing(wanted: bytes) -> bytes:
+        raise CheckpointError(f"the value record {wanted.hex()} is missing")
+
+    assert describe_local(ref, tokens, missing) == (
+        f"<unreadable: the value record {digest.hex()} is missing>")
+    assert "no store" in describe_local(ref, tokens)
