@@ -208,6 +208,7 @@ def test_the_golden_records_decode_to_the_expected_journal() -> None:
     assert decoded is not None
     assert decoded.call_chain == ("GoldenAsk.call", "GoldenFollowUp.call")
     assert decoded.waiting == "a message from Bob"
+    assert decoded.frames == b""  # the default policy (on_demand): no locals in step records
     bob = _golden("Bob")["records"]
     bob_kinds, bob_snapshot = _steps(bob["steps"])
     assert bob_snapshot is not None and "timer" in bob_snapshot.waiting
