@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fibers import NetworkMap, NodeInfo, Party
-from fibers._locals import DEFAULT_SNAPSHOT_LOCALS, SnapshotLocals, check_snapshot_locals
+from fibers.storage import SnapshotLocals, check_snapshot_locals
 from ledger import register_notary
 
 __all__ = ["NAME_PATTERN", "ConfigError", "NetworkEntry", "NodeConfig", "load_network",
@@ -57,7 +57,7 @@ class NodeConfig:
     rpc_host: str
     rpc_port: int
     # When the node serialises its flows' locals (fibers._locals): optional top-level key.
-    snapshot_locals: SnapshotLocals = DEFAULT_SNAPSHOT_LOCALS
+    snapshot_locals: SnapshotLocals = "on_demand"
 
 
 def load_node_config(directory: Path) -> NodeConfig:
@@ -72,7 +72,7 @@ def load_node_config(directory: Path) -> NodeConfig:
                           p2p_host=str(p2p["host"]), p2p_port=int(p2p["port"]),
                           rpc_host=str(rpc["host"]), rpc_port=int(rpc["port"]),
                           snapshot_locals=check_snapshot_locals(
-                              data.get("snapshot_locals", DEFAULT_SNAPSHOT_LOCALS)))
+                              data.get("snapshot_locals", "on_demand")))
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist: give a node directory made by "
                           "'fibers network bootstrap'") from None

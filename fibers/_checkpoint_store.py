@@ -54,8 +54,6 @@ from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from fibers._stack import FlowStack
 
 DATABASES = ("flows", "flow_status", "steps", "locals", "values", "outbox", "inbox", "dedup")
@@ -167,18 +165,12 @@ class CheckpointStore:
         ``capture_frames``); ``cache`` is the flow's own."""
         if values is None:
             return Snapshot(stack.call_chain, stack.lines, waiting, b"")
-        return self.snapshot_frames(stack.suspendable, waiting, cache, values, stored)
-
-    def snapshot_frames(
-        self, frames: list[FrameType], waiting: str, cache: SnapshotCache | None,
-        values: SnapshotValues, stored: set[bytes] | None,
-    ) -> Snapshot:
-        """The snapshot of ``frames`` (``@suspendable``, outermost first) with their locals."""
         return Snapshot(
-            call_chain=tuple(f.f_code.co_qualname for f in frames),
-            lines=tuple(f.f_lineno for f in frames),
+            call_chain=stack.call_chain,
+            lines=stack.lines,
             waiting=waiting,
-            frames=encode_snapshots(capture_frames(frames, self.tokens, _summarise_flow, cache,
+            frames=encode_snapshots(capture_frames(stack.suspendable, self.tokens,
+                                                   _summarise_flow, cache,
                                                    values=values, stored=stored)),
         )
 

@@ -74,19 +74,19 @@ def walk(depth: int = 1) -> FlowStack:
     return FlowStack(unmarked, marked)
 
 
-def suspendable_on_stack(frame: types.FrameType | None) -> list[types.FrameType]:
+def suspendable_on_stack(frame: types.FrameType | None) -> FlowStack:
     """The ``@suspendable`` frames on the stack from ``frame`` (a suspended flow's innermost)
-    down, outermost first: what a capture of its locals reads."""
+    down, as a ``FlowStack`` without unmarked frames: what a capture of its locals reads."""
     marked: list[types.FrameType] = []
     while frame is not None:
         if frame.f_code in SUSPENDABLE_CODES:
             marked.append(frame)
         frame = frame.f_back
     marked.reverse()
-    return marked
+    return FlowStack([], marked)
 
 
-def suspendable_in_traceback(tb: types.TracebackType | None) -> list[types.FrameType]:
+def suspendable_in_traceback(tb: types.TracebackType | None) -> FlowStack:
     """The ``@suspendable`` frames an exception went through, outermost first: a flow that
     raised out of its code still has them (and their locals) in the traceback."""
     marked: list[types.FrameType] = []
@@ -94,7 +94,7 @@ def suspendable_in_traceback(tb: types.TracebackType | None) -> list[types.Frame
         if tb.tb_frame.f_code in SUSPENDABLE_CODES:
             marked.append(tb.tb_frame)
         tb = tb.tb_next
-    return marked
+    return FlowStack([], marked)
 
 
 def flows_on_stack(frame: types.FrameType | None) -> list[FlowLogic[Any]]:

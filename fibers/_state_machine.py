@@ -259,15 +259,15 @@ class FlowStateMachine:
         flow's greenlet; it does not change the flow."""
         if not self.node.durable or self.finished:
             return None
-        frames = suspendable_on_stack(self._switch.suspended_frame)
-        if not frames:
+        stack = suspendable_on_stack(self._switch.suspended_frame)
+        if not stack.suspendable:
             return None
-        return self._capture(frames, self.waiting)
+        return self._capture(stack, self.waiting)
 
-    def _capture(self, frames: list[Any], wait: object) -> CapturedLocals:
+    def _capture(self, stack: FlowStack, wait: object) -> CapturedLocals:
         values: SnapshotValues = []
-        snapshot = self.node.checkpoints.snapshot_frames(
-            frames, describe_wait(wait), self.snapshot_cache, values, self.stored_values)
+        snapshot = self.node.checkpoints.snapshot(
+            stack, describe_wait(wait), self.snapshot_cache, values, self.stored_values)
         return CapturedLocals(self.run_id, self.journal.length, snapshot, tuple(values))
 
     def _capture_parking(self) -> CapturedLocals | None:
@@ -275,13 +275,13 @@ class FlowStateMachine:
         frames, or, when its code already raised out of them, from the exception being
         handled (whose traceback still holds them)."""
         try:
-            frames = walk(2).suspendable
-            if not frames:
-                handled = sys.exception()
+            stack = walk(2)
+            if not stack.suspendable:
+                handled = sys.exc_info()[1]
                 if handled is None:
                     return None
-                frames = suspendable_in_traceback(handled.__traceback__)
-            return self._capture(frames, self.waiting) if frames else None
+                stack = suspendable_in_traceback(handled.__traceback__)
+            return self._capture(stack, self.waiting) if stack.suspendable else None
         except Exception as exc:  # never keeps a flow from parking: its diagnosis matters more
             log.warning("could not capture the locals of flow %s as it parked: %s",
                         self.run_id, exc)

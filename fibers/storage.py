@@ -12,9 +12,12 @@ node's identity kept in its storage, encrypted under the node secret (made on fi
 node process loads it. ``Txn`` is the transaction a node service's write function is given
 (see ``fibers.services.NodeService``). Failures are injected through the interface for tests:
 ``storage.inject_faults(FaultPlan().fail_next_writes(2))`` makes writes or commits raise
-``InjectedStorageFault``."""
+``InjectedStorageFault``. ``SnapshotLocals`` is the type of a node's snapshot policy
+(``Node(snapshot_locals=...)``, docs/checkpoint-format.md), ``check_snapshot_locals`` checks
+a configured value against it."""
 
 from fibers._identity import stored_identity
+from fibers._locals import SnapshotLocals, check_snapshot_locals
 from fibers._storage import (
     SECRET_ENV,
     SECRET_FILE_ENV,
@@ -27,5 +30,6 @@ from fibers._storage import (
 from fibers._storage_api import ENGINE_DB_WRITERS, Storage, Txn, WriteGroup
 
 __all__ = ["ENGINE_DB_WRITERS", "SECRET_ENV", "SECRET_FILE_ENV", "CorruptRecordError",
-           "FaultPlan", "InjectedStorageFault", "NodeStorage", "Storage", "TamperedDatabaseError",
-           "Txn", "WriteGroup", "stored_identity"]
+           "FaultPlan", "InjectedStorageFault", "NodeStorage", "SnapshotLocals", "Storage",
+           "TamperedDatabaseError", "Txn", "WriteGroup", "check_snapshot_locals",
+           "stored_identity"]

@@ -34,8 +34,9 @@ def test_the_seams_export_exactly_their_interfaces() -> None:
     assert sorted(fibers.runtime.__all__) == ["ManualDriver", "NodeRuntime", "NodeStoppedError"]
     assert sorted(fibers.storage.__all__) == [
         "CorruptRecordError", "ENGINE_DB_WRITERS", "FaultPlan", "InjectedStorageFault",
-        "NodeStorage", "SECRET_ENV", "SECRET_FILE_ENV", "Storage", "TamperedDatabaseError",
-        "Txn", "WriteGroup", "stored_identity"]
+        "NodeStorage", "SECRET_ENV", "SECRET_FILE_ENV", "SnapshotLocals", "Storage",
+        "TamperedDatabaseError", "Txn", "WriteGroup", "check_snapshot_locals",
+        "stored_identity"]
     assert sorted(fibers.progress_view.__all__) == [
         "FlowTreesView", "STATIC_MARKER", "describe_error", "render_tracker", "summary_line"]
     # what node services are written with (the ledger's among them), and the wire codec
