@@ -7,6 +7,8 @@ checkpointer, measured in the same run (fsync on for all three).
   durable suspension at a time".
 * naive: the same flows on the same engine, checkpointing the way a simple framework would:
   dill of the whole flow state and one synced commit per suspension.
+* every_step: Fibers again at the highest concurrency with ``snapshot_locals="every_step"``
+  (the audit policy: locals pickled into every step record), beside the default policy.
 
 Every flow pair does ``PER_FLOW`` round trips (two suspensions each) at every concurrency; a
 concurrency too low to reach a round's count runs its pairs in waves, one after the other. So
@@ -39,6 +41,7 @@ from fibers._node import NetworkMap, Node
 from fibers._state_machine import FlowStateMachine
 from fibers._storage import NodeStorage
 from fibers.runtime import ManualDriver, NodeRuntime
+from fibers.storage import SnapshotLocals
 from fibers.transport import InMemoryNetwork, Transport
 
 PER_FLOW = 10  # round trips per flow pair, at every concurrency (quick runs too)
@@ -72,7 +75,8 @@ def _pump(driver: ManualDriver) -> None:
         pass
 
 
-def _two_nodes(base: Path, naive: bool) -> tuple[Node, Node, ManualDriver]:
+def _two_nodes(base: Path, naive: bool,
+               snapshot_locals: SnapshotLocals = "on_demand") -> tuple[Node, Node, ManualDriver]:
     network, network_map = InMemoryNetwork(), NetworkMap()
     driver = ManualDriver(network)
     nodes = []
@@ -88,7 +92,8 @@ def _two_nodes(base: Path, naive: bool) -> tuple[Node, Node, ManualDriver]:
                 node.env = lmdb.open(str(path), map_size=1 << 32, sync=True)  # type: ignore[attr-defined]
                 return node
             storage = NodeStorage.open(base / identity.party.name, sync=True)
-            return Node(identity, transport, network_map=network_map, storage=storage)
+            return Node(identity, transport, network_map=network_map, storage=storage,
+                        snapshot_locals=snapshot_locals)
 
         runtime = NodeRuntime(network.endpoint(identity.party), build)
         driver.add(runtime)
@@ -97,10 +102,12 @@ def _two_nodes(base: Path, naive: bool) -> tuple[Node, Node, ManualDriver]:
 
 
 def fibers_suspensions(base: Path, flows: int, round_trips: int, naive: bool,
-                       per_flow: int = PER_FLOW) -> Figure:
+                       per_flow: int = PER_FLOW, *,
+                       snapshot_locals: SnapshotLocals = "on_demand") -> Figure:
     """At least ``round_trips`` round trips, in waves of ``flows`` concurrent flow pairs of
-    ``per_flow`` round trips each, on two durable nodes (or naive ones)."""
-    alice, bob, driver = _two_nodes(base, naive)
+    ``per_flow`` round trips each, on two durable nodes (or naive ones) with the snapshot
+    policy ``snapshot_locals``."""
+    alice, bob, driver = _two_nodes(base, naive, snapshot_locals)
     waves = waves_of(round_trips, flows, per_flow)
     elapsed = 0.0
     for _ in range(waves):
@@ -112,7 +119,8 @@ def fibers_suspensions(base: Path, flows: int, round_trips: int, naive: bool,
     for runtime in driver.runtimes:
         runtime.stop()
     # Each round trip suspends the initiator once (at its receive) and the responder once.
-    name = "naive dill + commit per suspension" if naive else "fibers (journal + group commit)"
+    name = ("naive dill + commit per suspension" if naive
+            else f"fibers (journal + group commit, locals {snapshot_locals})")
     return Figure(f"{name}, {flows} flows", 2 * per_flow * flows * waves, elapsed)
 
 
@@ -135,21 +143,25 @@ def _median(figures: list[Figure]) -> Figure:
     return Figure(figures[0].name, suspensions, suspensions / rate)
 
 
-def measure(base: Path, flows: list[int], round_trips: int, *,
-            rounds: int = 3) -> tuple[Figure, Figure, dict[int, tuple[Figure, Figure]]]:
-    """(raw commit, one suspension, {concurrency: (Fibers, naive)}).
+def measure(base: Path, flows: list[int], round_trips: int, *, rounds: int = 3
+            ) -> tuple[Figure, Figure, dict[int, tuple[Figure, Figure]], Figure]:
+    """(raw commit, one suspension, {concurrency: (Fibers, naive)}, Fibers at the highest
+    concurrency with ``snapshot_locals="every_step"``).
 
     One suspension is one flow pair doing a round's round trips in a row, so that its figure is
     the cost of a suspension and not of starting and ending a flow. The raw commit, one
     suspension and Fibers at each concurrency are each at its median over ``rounds``
     interleaved rounds (a slow spell of a shared disk or CPU then costs every workload a round,
-    not one workload its figure), and the naive checkpointer, in the middle round only. Each
+    not one workload its figure; the every_step run follows the default one at the highest
+    concurrency in each round, so the two policies compare side by side), and the naive
+    checkpointer, in the middle round only. Each
     round does at least ``round_trips / rounds`` round trips per concurrency, ``PER_FLOW`` per
     flow pair (in waves where the concurrency is low), and ``round_trips / rounds`` raw
     commits."""
     raws: list[Figure] = []
     steady: list[Figure] = []
     runs: dict[int, tuple[list[Figure], list[Figure]]] = {n: ([], []) for n in flows}
+    audit: list[Figure] = []
     trips = max(1, round_trips // rounds)
     for r in range(rounds):
         (base / f"round-{r}").mkdir(parents=True)
@@ -158,6 +170,9 @@ def measure(base: Path, flows: list[int], round_trips: int, *,
                                          per_flow=trips))
         for n, (ours, naive) in runs.items():
             ours.append(fibers_suspensions(base / f"round-{r}" / f"f{n}", n, trips, naive=False))
+            if n == max(flows):
+                audit.append(fibers_suspensions(base / f"round-{r}" / f"a{n}", n, trips,
+                                                naive=False, snapshot_locals="every_step"))
             if r == rounds // 2:
                 # Once, amid Fibers' rounds: one synced commit per suspension makes it the
                 # slowest part of a run (20,000 commits at 1,000 flows), and its rate is that
@@ -166,7 +181,7 @@ def measure(base: Path, flows: list[int], round_trips: int, *,
                                                 naive=True))
     one = replace(_median(steady), name="fibers, one flow pair, its round trips in a row")
     return _median(raws), one, {n: (_median(ours), _median(naive))
-                                for n, (ours, naive) in runs.items()}
+                                for n, (ours, naive) in runs.items()}, _median(audit)
 
 
 def scenario(*, quick: bool) -> list[Result]:
@@ -177,8 +192,8 @@ def scenario(*, quick: bool) -> list[Result]:
     flows = dict(zip(full, (1, 3, 10) if quick else full, strict=True))  # id -> ran
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
     try:
-        raw, one, rows = measure(base, list(flows.values()), 30 if quick else 3000,
-                                 rounds=1 if quick else 3)
+        raw, one, rows, audit = measure(base, list(flows.values()), 30 if quick else 3000,
+                                        rounds=1 if quick else 3)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     results = [Result(
@@ -193,6 +208,12 @@ def scenario(*, quick: bool) -> list[Result]:
             name=f"{ran:,} flow{'s' if ran > 1 else ''}, fsync on",
             value=ours.per_second, unit="/s", baseline=naive.per_second,
             baseline_name="naive dill", flows=ran))
+    default = rows[flows[1000]][0]
+    results.append(Result(
+        id="durable.every_step_per_s.1000", scenario="durable",
+        name=f"{flows[1000]:,} flows, fsync on, snapshot_locals='every_step' (audit)",
+        value=audit.per_second, unit="/s", baseline=default.per_second,
+        baseline_name="the default policy (on_demand), same run", flows=flows[1000]))
     return results
 
 
@@ -205,13 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-"))
     try:
-        raw, one, by_flows = measure(base, args.flows, args.round_trips, rounds=args.rounds)
+        raw, one, by_flows, audit = measure(base, args.flows, args.round_trips,
+                                            rounds=args.rounds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     table = Table(title="Durable suspensions (fsync on)")
     for column in ("workload", "suspensions/s", "µs each", "vs raw commit"):
         table.add_column(column, justify="right")
-    for row in [raw, one, *(figure for pair in by_flows.values() for figure in pair)]:
+    for row in [raw, one, *(figure for pair in by_flows.values() for figure in pair), audit]:
         table.add_row(row.name, f"{row.per_second:,.0f}", f"{1e6 / row.per_second:,.1f}",
                       f"{raw.per_second / row.per_second:.2f}x the cost")
     Console().print(table)

@@ -43,7 +43,9 @@ def throughput_series(reports: Iterable[ScenarioReport]) -> dict[str, list[tuple
 
     for report in reports:
         for result in report.results:
-            if result.id.startswith("durable.suspensions_per_s."):
+            if result.id.startswith("durable.every_step_per_s."):
+                add("Fibers, snapshot_locals='every_step'", result, result.value)
+            elif result.id.startswith("durable.suspensions_per_s."):
                 add("Fibers", result, result.value)
                 add("naive dill checkpointer", result, result.baseline)
             elif result.id.startswith("durable.vs_dbos_sqlite."):

@@ -54,6 +54,8 @@ TARGETS: Final[dict[str, Target]] = {
 REPORTED: Final[tuple[str, ...]] = (
     "durable.vs_dbos_sqlite.1000",
     "durable.vs_dbos_postgres.1000",
+    # The audit snapshot policy beside the default one (docs/checkpoint-format.md).
+    "durable.every_step_per_s.1000",
 )
 
 # Every id the issue names: a full run reports each (measured, or unmeasured with its reason).

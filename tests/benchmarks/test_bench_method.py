@@ -36,7 +36,8 @@ def test_the_issue_contract_is_the_target_table() -> None:
         "trade.vs_crypto_floor": ("ratio", "<=", 3.0),
         "trade.per_s.processes": ("value", ">=", 300),
     }
-    assert set(REPORTED) == {"durable.vs_dbos_sqlite.1000", "durable.vs_dbos_postgres.1000"}
+    assert set(REPORTED) == {"durable.vs_dbos_sqlite.1000", "durable.vs_dbos_postgres.1000",
+                             "durable.every_step_per_s.1000"}
     assert len(CONTRACT) == len(set(CONTRACT)) == len(TARGETS) + len(REPORTED)
 
 
