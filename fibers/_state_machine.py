@@ -90,6 +90,18 @@ def current_machine() -> FlowStateMachine | None:
 class FlowStateMachine:
     """A running flow: its greenlet, sessions, journal, what it waits for and its step output."""
 
+    # Set on the instance only when used (every_step snapshots, parking), so that the many
+    # flows that never need them carry nothing for them:
+    # Invariant: stored_values holds the digests of the content-addressed values written (or
+    # being written with the current step) for this flow by this machine; a step whose commit
+    # fails abandons the machine, so none is missing from storage while the machine runs.
+    stored_values: set[bytes] | None = None
+    # The values the current step's snapshot references that are new: written with it.
+    new_values: SnapshotValues | None = None
+    # The locals captured when the flow parked itself for the hospital (written with its
+    # hospital status), until the hospital takes them.
+    parked_locals: CapturedLocals | None = None
+
     def __init__(self, node: FlowHost, run_id: StateMachineRunId, flow: FlowLogic[Any]) -> None:
         self.node = node
         self.run_id = run_id
@@ -132,16 +144,6 @@ class FlowStateMachine:
         self.kill: KilledFlowException | None = None
         # Pickled frozen values reused between this flow's snapshots (see capture_frames).
         self.snapshot_cache: SnapshotCache = {}
-        # Invariant: digests of the content-addressed values written (or being written with
-        # the current step) for this flow by this machine; a step whose commit fails abandons
-        # the machine, so none is missing from storage while the machine runs. None until the
-        # first (every_step) snapshot with locals.
-        self.stored_values: set[bytes] | None = None
-        # The values the current step's snapshot references that are new: written with it.
-        self.new_values: SnapshotValues | None = None
-        # The locals captured when the flow parked itself for the hospital (written with its
-        # hospital status), until the hospital takes them.
-        self.parked_locals: CapturedLocals | None = None
         # Invariant: set exactly while a request that may suspend is being performed: the
         # stack walked once for it, used by the @suspendable check and by every snapshot
         # taken before the request returns (the flow's own frames do not move meanwhile).
