@@ -57,6 +57,44 @@ def mac_costs(sizes: tuple[int, ...] = MAC_RECORD_SIZES) -> list[tuple[int, floa
     return rows
 
 
+VALUE_SIZES = (256, 512, 1024, 2048, 4096, 16_384)
+"""Pickle sizes of a frozen value a flow holds (fibers._checkpoint.VALUE_THRESHOLD)."""
+
+
+def value_costs(scratch: Path, sizes: tuple[int, ...] = VALUE_SIZES,
+                steps: int = 2000) -> list[tuple[int, float, float]]:
+    """(size, extra µs per step record carrying the value inline rather than a 33-byte
+    reference, µs once to hash it and store it as a ``values`` record): what the
+    content-addressing threshold weighs. Puts in one unsynced group, best of 7."""
+    storage = NodeStorage.open(scratch / "values", sync=False)
+    for name in ("steps", "values"):
+        storage.prepare(name)
+    step = os.urandom(250)  # a step record's journal entries and chain
+    ref = b"\x03" + os.urandom(32)
+
+    def puts(db: str, payload: bytes, hashed: bool) -> float:
+        def write(txn: Txn) -> None:
+            for i in range(steps):
+                if hashed:
+                    hashlib.blake2b(payload, digest_size=32).digest()
+                storage.put_sealed(txn, db, i.to_bytes(16, "big") + ref, payload)
+
+        def group() -> None:
+            with storage.group() as writes:
+                writes.step(write)
+
+        return per_call_us(group, 1) / steps
+
+    rows = []
+    for size in sizes:
+        value = os.urandom(size)
+        inline = puts("steps", step + value, False)
+        referenced = puts("steps", step + ref, False)
+        rows.append((size, inline - referenced, puts("values", value, True)))
+    storage.close()
+    return rows
+
+
 def _blake2b_mac(key: bytes, message: bytes) -> bytes:
     return hashlib.blake2b(message, key=key, digest_size=32).digest()
 
@@ -174,6 +212,9 @@ def main() -> None:
     for size, sha, blake in mac_costs():
         print(f"                  {size:6,} B {sha:9.2f} µs {blake:13.2f} µs {blake / sha:14.2f}x")
     storage.close()
+    print("frozen value held:  size   inline, extra per step   hash + own record, once")
+    for size, extra, once in value_costs(scratch):
+        print(f"                  {size:6,} B {extra:16.2f} µs {once:20.2f} µs")
 
     tokens = TokenContext()
     vault = _Vault()

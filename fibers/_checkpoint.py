@@ -53,12 +53,12 @@ _TAG_DILL: Final = b"\x02"
 # flow in the ``values`` database, docs/checkpoint-format.md): the tag, then the 32-byte digest.
 _TAG_VALUE: Final = b"\x03"
 _DIGEST_SIZE: Final = 32
-# Pickles of frozen values from this size on are stored once by content and referenced.
-# Measured (benchmarks/README.md, "Content-addressed values"): carrying 1 KB inline in each
-# step record costs ~1.6 us more per step than a 33-byte reference (MAC, copies, LMDB), 5 us
-# at 2 KB, 14 us at 4 KB, against ~5 / 9 / 20 us once for hashing and storing it apart; so
-# from 1 KB a value held for a few steps repays its own record (and each step record stops
-# repeating it on disk), while below it the separate record and the read at inspection do not.
+# Pickles of frozen values from this size on are stored once by content and referenced. Measured
+# with benchmarks/storage_probe.py (``value_costs``; docs/checkpoint-format.md gives figures):
+# from 1 KB, carrying the value inline in each step record costs about as much per step as
+# hashing it and giving it a record of its own does once, so a value held for two steps or more
+# repays it (and step records stop repeating it on disk); at 512 B that takes 4 to 10 steps,
+# and a reference also costs a read at inspection.
 VALUE_THRESHOLD: Final = 1024
 _SERVICE: Final = "svc"
 _REPR_LIMIT: Final = 200
