@@ -368,3 +368,25 @@ def test_a_bad_value_record_is_named_and_contained_to_its_flow(
         restored = alice.handle(running.id)
         network.run_network()
         assert restored.result.result(timeout=0) == len(BODY)
+
+
+def test_a_tampered_locals_record_is_named_and_the_flow_still_shown(
+    mock_network: MockNetwork,
+) -> None:
+    alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
+    handle = alice.start_flow(ParksWithDocument(bob.party, 1))
+    mock_network.run_network()
+    storage = alice.storage
+    assert storage is not None
+    key = handle.id.uuid.bytes
+    with storage.read() as txn:
+        sealed = storage.get(txn, "locals", key)
+    assert sealed is not None
+    with storage.group() as group:
+        assert group.step(lambda txn: storage.put(txn, "locals", key, sealed[:-1] + b"!")) is None
+    alice = mock_network.restart_node(alice)
+    inspected = alice.inspect_flow(handle.id)
+    assert inspected["status"] == "HOSPITALIZED"
+    assert "unreadable locals record" in inspected["locals_from"]
+    assert key.hex() in inspected["locals_from"]
+    assert [f["function"] for f in inspected["stack"]] == ["DocumentFlow.call"]
