@@ -245,7 +245,7 @@ def inspect_tree(entry: dict[str, Any]) -> Tree:
     for key, label in (("status", "status"), ("progress_step", "step"),
                        ("waiting_for", "waiting for"), ("diagnosis", "diagnosis"),
                        ("result", "result"), ("error", "error"),
-                       ("journal_records", "journal records")):
+                       ("journal_records", "journal records"), ("locals_from", "locals")):
         value = entry.get(key)
         if value is not None:
             tree.add(Text(f"{label}: {value}"))
@@ -261,7 +261,9 @@ def inspect_tree(entry: dict[str, Any]) -> Tree:
     if stack:
         branch = tree.add(Text("stack (outermost first)", style="bold"))
         for frame in stack:
-            where = f"{frame.get('function')}  {frame.get('module')}:{frame.get('line')}"
+            module = frame.get("module")  # absent when no locals were stored: line only
+            where = (f"{frame.get('function')}  {module}:{frame.get('line')}" if module
+                     else f"{frame.get('function')}  line {frame.get('line')}")
             node = branch.add(Text(where, style="cyan"))
             for name, value in (frame.get("locals") or {}).items():
                 node.add(Text(f"{name} = {value}", overflow="ellipsis", no_wrap=True))
