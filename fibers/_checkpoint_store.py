@@ -38,9 +38,6 @@ from fibers._checkpoint import (
     TokenContext,
     Unserialisable,
     capture_frames,
-    decode_snapshots,
-    describe_local,
-    describe_value,
     dumps,
     encode_snapshots,
     loads,
@@ -351,70 +348,6 @@ class CheckpointStore:
         with self.storage.read() as txn:
             return dedup.seen(self.storage, txn, session_prefix(sender, session_id, False))
 
-    def describe_frames(
-        self, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None,
-        run_id: StateMachineRunId | None = None, captured: CapturedLocals | None = None,
-    ) -> list[dict[str, Any]]:
-        """The frames of ``snapshot`` with readable locals, for inspection and dumps (a
-        snapshot without locals: each frame's function and line). A flow object in a frame
-        is stored only as a summary (see ``_summarise_flow``); when the flow runs, its object
-        among ``live_flows`` is shown with its fields' values instead. A referenced value is
-        read from ``captured`` or else the flow's (``run_id``) ``values`` records; one that is
-        missing or fails its check is shown as unreadable, naming its record."""
-        if not snapshot.frames:
-            return [{"function": name, "line": line, "locals": {}}
-                    for name, line in zip(snapshot.call_chain, snapshot.lines, strict=False)]
-        frames = decode_snapshots(snapshot.frames)
-        live = {_type_name(flow): flow for flow in reversed(live_flows or [])}
-
-        def resolve(digest: bytes) -> bytes:
-            carried = captured.value(digest) if captured is not None else None
-            if carried is not None:
-                return carried
-            if run_id is None:
-                raise CheckpointError(f"no flow to read the value {digest.hex()} of")
-            return self.stored_value(run_id, digest)
-
-        return [
-            {
-                "function": f.qualname,
-                "module": f.module,
-                "file": f.filename,
-                "line": f.line,
-                "code_fingerprint": f.code_fingerprint,
-                "locals": {name: self._describe(v, live, resolve)
-                           for name, v in f.locals.items()},
-            }
-            for f in frames
-        ]
-
-    def describe_stored(self, run_id: StateMachineRunId, snapshot: Snapshot | None,
-                        journal_length: int) -> tuple[str | None, list[dict[str, Any]]]:
-        """Where the locals shown for a flow that is not running come from (``"captured"``:
-        its ``locals`` record, taken at or after its last step; ``"step"``: its last step
-        record, under ``every_step``; None: no locals), and its frames. An unreadable
-        ``locals`` record is shown in place of the locals, naming it; the flow's other
-        records are not affected."""
-        try:
-            captured = self.stored_locals(run_id)
-        except Exception as exc:  # CorruptRecordError, ValueError: contained to this view
-            frames = self.describe_frames(snapshot) if snapshot else []
-            note = f"<unreadable locals record of flow {run_id}: {type(exc).__name__}: {exc}>"
-            return note, frames
-        if captured is not None and captured[0] >= journal_length:
-            return "captured", self.describe_frames(captured[1], run_id=run_id)
-        if snapshot is None:
-            return None, []
-        source = "step" if snapshot.frames else None
-        return source, self.describe_frames(snapshot, run_id=run_id)
-
-    def _describe(self, value: bytes | Unserialisable, live: dict[str, FlowLogic[Any]],
-                  resolve: Callable[[bytes], bytes]) -> str:
-        if isinstance(value, Unserialisable) and value.repr.startswith(_FLOW_SUMMARY):
-            flow = live.get(value.type_name)
-            return value.repr if flow is None else describe_flow(flow)
-        return describe_local(value, self.tokens, resolve)
-
 
 class _HasWrites(Protocol):
     @property
@@ -448,21 +381,8 @@ def _unseal_or_error(
         return exc
 
 
-_FLOW_SUMMARY = "<the flow "
-
-
-def _type_name(flow: FlowLogic[Any]) -> str:
-    kind = type(flow)
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def describe_flow(flow: FlowLogic[Any]) -> str:
-    """A flow object as ``flow inspect`` shows it: its class and its public fields' reprs
-    (the progress tracker left out: the inspection shows the step)."""
-    fields = ", ".join(
-        f"{name}={describe_value(value)}" for name, value in vars(flow).items()
-        if not name.startswith("_") and name != "progress_tracker")
-    return f"{type(flow).__qualname__}({fields})"
+FLOW_SUMMARY = "<the flow "
+"""How a flow object among a snapshot's locals is summarised (``_summarise_flow``)."""
 
 
 def _summarise_flow(value: object) -> Unserialisable | None:
@@ -474,7 +394,7 @@ def _summarise_flow(value: object) -> Unserialisable | None:
     kind = type(value)
     fields = ", ".join(name for name in vars(value) if not name.startswith("_"))
     return Unserialisable(f"{kind.__module__}.{kind.__qualname__}",
-                          f"{_FLOW_SUMMARY}{kind.__qualname__} (fields: {fields})>")
+                          f"{FLOW_SUMMARY}{kind.__qualname__} (fields: {fields})>")
 
 
 def encode_step(journal_start: int, journal: list[JournalEntry],

@@ -3,24 +3,35 @@
 Read-only views over the scheduler (running flow state machines), the hospital (parked ones)
 and storage (every checkpoint): ``summary`` (one line per flow), ``inspect`` (stack, sessions,
 progress step, what it waits for) and ``dump`` (every stored checkpoint as JSON-ready dicts).
-It owns no state.
+It owns no state. How a frame snapshot is shown (``describe_frames``, ``describe_stored``) is
+here too: which locals a view shows, and how a referenced value is read, is described in
+docs/checkpoint-format.md ("The snapshot policy", "Content-addressed values").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fibers._checkpoint_store import CheckpointStore
-from fibers._flow_logic import StateMachineRunId
+from fibers._checkpoint import (
+    CheckpointError,
+    Unserialisable,
+    decode_snapshots,
+    describe_local,
+    describe_value,
+)
+from fibers._checkpoint_store import FLOW_SUMMARY, CheckpointStore
+from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._hospital import Hospital
 from fibers._identity import Party
-from fibers._journal import describe_wait
+from fibers._journal import Snapshot, describe_wait
+from fibers._locals import CapturedLocals
 from fibers._node_types import FlowSummary
 from fibers._scheduler import Scheduler
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine
 
-__all__ = ["Inspection", "summary"]
+__all__ = ["Inspection", "describe_flow", "describe_frames", "describe_stored", "summary"]
 
 
 def summary(machine: FlowStateMachine) -> FlowSummary:
@@ -71,16 +82,16 @@ class Inspection:
         source: str | None = None
         stack: list[dict[str, Any]] = []
         if store is not None and parked:
-            source, stack = store.describe_stored(machine.run_id, snapshot,
-                                                  machine.journal_length)
+            source, stack = describe_stored(store, machine.run_id, snapshot,
+                                            machine.journal_length)
         elif store is not None:
             captured = machine.capture_locals()
             if captured is not None:
                 source = "live"
-                stack = store.describe_frames(captured.snapshot, machine.live_flows(),
-                                              machine.run_id, captured)
+                stack = describe_frames(store, captured.snapshot, machine.live_flows(),
+                                        machine.run_id, captured)
             elif snapshot is not None:
-                stack = store.describe_frames(snapshot, run_id=machine.run_id)
+                stack = describe_frames(store, snapshot, run_id=machine.run_id)
         return {
             "run_id": str(machine.run_id),
             "flow_class": flow_summary.flow_class,
@@ -116,8 +127,8 @@ class Inspection:
                 dumped.append(self.describe(live))
                 continue
             parked = self._hospital.entry(stored.run_id)
-            source, stack = self._checkpoints.describe_stored(
-                stored.run_id, stored.snapshot, len(stored.journal))
+            source, stack = describe_stored(self._checkpoints, stored.run_id, stored.snapshot,
+                                            len(stored.journal))
             dumped.append(
                 {
                     "run_id": str(stored.run_id),
@@ -131,3 +142,84 @@ class Inspection:
                 }
             )
         return dumped
+
+
+# ----- how frame snapshots are shown -----------------------------------------------------------
+
+
+def describe_frames(
+    store: CheckpointStore, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None,
+    run_id: StateMachineRunId | None = None, captured: CapturedLocals | None = None,
+) -> list[dict[str, Any]]:
+    """The frames of ``snapshot`` with readable locals, for inspection and dumps (a snapshot
+    without locals: each frame's function and line). A flow object in a frame is stored only
+    as a summary; when the flow runs, its object among ``live_flows`` is shown with its
+    fields' values instead. A referenced value is read from ``captured`` or else the flow's
+    (``run_id``) ``values`` records; one that is missing or fails its check is shown as
+    unreadable, naming its record."""
+    if not snapshot.frames:
+        return [{"function": name, "line": line, "locals": {}}
+                for name, line in zip(snapshot.call_chain, snapshot.lines, strict=False)]
+    frames = decode_snapshots(snapshot.frames)
+    live = {_type_name(flow): flow for flow in reversed(live_flows or [])}
+
+    def resolve(digest: bytes) -> bytes:
+        carried = captured.value(digest) if captured is not None else None
+        if carried is not None:
+            return carried
+        if run_id is None:
+            raise CheckpointError(f"no flow to read the value {digest.hex()} of")
+        return store.stored_value(run_id, digest)
+
+    return [
+        {
+            "function": f.qualname,
+            "module": f.module,
+            "file": f.filename,
+            "line": f.line,
+            "code_fingerprint": f.code_fingerprint,
+            "locals": {name: _describe(store, v, live, resolve) for name, v in f.locals.items()},
+        }
+        for f in frames
+    ]
+
+
+def describe_stored(store: CheckpointStore, run_id: StateMachineRunId,
+                    snapshot: Snapshot | None, journal_length: int
+                    ) -> tuple[str | None, list[dict[str, Any]]]:
+    """Where the locals shown for a flow that is not running come from (``"captured"``: its
+    ``locals`` record, taken at or after its last step; ``"step"``: its last step record,
+    under ``every_step``; None: no locals), and its frames. An unreadable ``locals`` record is
+    named in place of the source; the flow's other records are not affected."""
+    try:
+        captured = store.stored_locals(run_id)
+    except Exception as exc:  # CorruptRecordError, ValueError: contained to this view
+        frames = describe_frames(store, snapshot) if snapshot else []
+        return f"<unreadable locals record of flow {run_id}: {type(exc).__name__}: {exc}>", frames
+    if captured is not None and captured[0] >= journal_length:
+        return "captured", describe_frames(store, captured[1], run_id=run_id)
+    if snapshot is None:
+        return None, []
+    return ("step" if snapshot.frames else None), describe_frames(store, snapshot, run_id=run_id)
+
+
+def describe_flow(flow: FlowLogic[Any]) -> str:
+    """A flow object as ``flow inspect`` shows it: its class and its public fields' reprs
+    (the progress tracker left out: the inspection shows the step)."""
+    fields = ", ".join(
+        f"{name}={describe_value(value)}" for name, value in vars(flow).items()
+        if not name.startswith("_") and name != "progress_tracker")
+    return f"{type(flow).__qualname__}({fields})"
+
+
+def _describe(store: CheckpointStore, value: bytes | Unserialisable,
+              live: dict[str, FlowLogic[Any]], resolve: Callable[[bytes], bytes]) -> str:
+    if isinstance(value, Unserialisable) and value.repr.startswith(FLOW_SUMMARY):
+        flow = live.get(value.type_name)
+        return value.repr if flow is None else describe_flow(flow)
+    return describe_local(value, store.tokens, resolve)
+
+
+def _type_name(flow: FlowLogic[Any]) -> str:
+    kind = type(flow)
+    return f"{kind.__module__}.{kind.__qualname__}"

@@ -23,6 +23,7 @@ from fibers import (
 from fibers._checkpoint import VALUE_THRESHOLD, decode_snapshots, value_of_ref
 from fibers._checkpoint_store import decode_step
 from fibers._identity import NodeIdentity
+from fibers._inspection import describe_stored
 from fibers._journal import Snapshot
 from fibers._node import Node
 from fibers._state_machine import FlowStateMachine
@@ -259,8 +260,8 @@ def test_capture_locals_of_a_suspended_flow_is_written_by_the_group_commit(
     assert stored == (captured.journal_length, captured.snapshot)
     [(key, _)] = _rows(alice, "values")
     assert key == handle.id.uuid.bytes + digest
-    dumped = alice.checkpoints.describe_stored(handle.id, machine.snapshot,
-                                               machine.journal_length)
+    dumped = describe_stored(alice.checkpoints, handle.id, machine.snapshot,
+                             machine.journal_length)
     assert dumped[0] == "captured"
     assert dumped[1][0]["locals"]["doc"].startswith("Document(title='contract'")
     mock_network.run_network()  # the flow goes on as if nothing happened, and ends
