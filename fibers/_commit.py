@@ -233,6 +233,11 @@ class CommitStage:
         self._acked_later: list[Forget] = []  # ... whose deletion failed: retried with a commit
         self._acked_later_at: datetime | None = None  # when _acked_later is retried
         self._unacked = Redelivery(redelivery_interval)
+        # Invariant: the earlier of _unacked.next_due and _acked_later_at (None when neither
+        # is set), refreshed wherever either changes: a node reads it at every round.
+        self.redelivery_due: datetime | None = None
+        """When unacknowledged outbox messages are next re-sent, or acknowledged ones whose
+        deletion failed are deleted (None: nothing waits); read only."""
 
     @property
     def durable(self) -> bool:
@@ -403,6 +408,7 @@ class CommitStage:
         self._acked.extend((key, False) for key in keys)
         for key in keys:
             self._unacked.acknowledged(key)
+        self._refresh_due()
 
     def init_implied(self, responder: Party, session_id: int) -> None:
         """The responder of our session ``session_id`` stored our init (it sent something in
@@ -475,6 +481,7 @@ class CommitStage:
         self._acked_later.extend(acked)
         if self._acked_later_at is None:
             self._acked_later_at = self._clock.now() + timedelta(seconds=1)
+            self._refresh_due()
 
     def _storage(self) -> Storage:
         assert self._checkpoints is not None, "only a node with storage stores"
@@ -485,19 +492,19 @@ class CommitStage:
     def send_tracked(self, recipient: Party, key: bytes, frame: bytes) -> None:
         """Send a frame that waits in the outbox; it is re-sent until acknowledged."""
         self._transport.send(recipient, frame)
-        if self.durable:
+        if self._checkpoints is not None:
             self._unacked.sent(key, self._clock.now())
+            self._refresh_due()
 
     def resent(self, key: bytes) -> None:
         """An outbox message was sent again (restart, reconnect): re-send it until acked."""
         self._unacked.sent(key, self._clock.now())
+        self._refresh_due()
 
-    @property
-    def redelivery_due(self) -> datetime | None:
-        """When unacknowledged outbox messages are next re-sent, or acknowledged ones whose
-        deletion failed are deleted (None: nothing waits)."""
-        dues = [d for d in (self._unacked.next_due, self._acked_later_at) if d is not None]
-        return min(dues, default=None)
+    def _refresh_due(self) -> None:
+        due, later = self._unacked.next_due, self._acked_later_at
+        self.redelivery_due = due if later is None or (due is not None and due < later) \
+            else later
 
     def tick(self, now: datetime) -> bool:
         """Re-send what is due; True when acknowledged deletions that failed are due again
@@ -510,6 +517,7 @@ class CommitStage:
         due = self._unacked.next_due
         if due is not None and due <= now and self._checkpoints is not None:
             self._redeliver(now)
+        self._refresh_due()
         return retry_forget
 
     def _redeliver(self, now: datetime) -> None:
@@ -530,6 +538,7 @@ class CommitStage:
         """Forget the round and the redelivery schedule (node stop: nothing more is stored)."""
         self._queue.clear()
         self._unacked.clear()
+        self._refresh_due()
 
 
 def _forget_acknowledged(store: Storage, txn: Txn, keys: list[Forget]) -> None:

@@ -408,9 +408,13 @@ class Node(Generic[HubT_co]):
         """Wake every flow whose deadline has passed, and re-run the flows whose retry after a
         transient failure is due; returns how many were woken. Also re-sends what is due for
         redelivery."""
-        if not self._scheduler.has_timers and self.redelivery_due is None:
+        # Fields, not calls: this runs at every round, and most rounds have nothing due.
+        earliest, redelivery = self._scheduler.earliest, self._commit.redelivery_due
+        if earliest is None and redelivery is None:
             return 0
         now, woken = self.clock.now(), 0
+        if (earliest is None or earliest > now) and (redelivery is None or redelivery > now):
+            return 0
         for run_id in self._scheduler.due_retries(now):
             self._hospital.retry_now(run_id)
             woken += 1
@@ -425,7 +429,17 @@ class Node(Generic[HubT_co]):
         """The earliest pending sleep or retry deadline, if any. (Redelivery of unacknowledged
         messages is not a deadline: it happens at the ``fire_due_timers`` calls once due, see
         ``redelivery_due``.)"""
-        return self._scheduler.next_deadline()
+        return self._scheduler.earliest
+
+    def timers_due(self) -> bool:
+        """Whether ``fire_due_timers`` would do something now: a sleep, retry or redelivery
+        is due. Cheap when nothing is pending (no clock read)."""
+        earliest, redelivery = self._scheduler.earliest, self._commit.redelivery_due
+        if earliest is None and redelivery is None:
+            return False
+        now = self.clock.now()
+        return (earliest is not None and earliest <= now) or (
+            redelivery is not None and redelivery <= now)
 
     @property
     def redelivery_due(self) -> datetime | None:

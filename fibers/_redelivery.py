@@ -19,31 +19,28 @@ class Redelivery:
         self._interval = interval
         self._max_doublings = max_doublings
         # Invariant: _due maps each key sent and not yet acknowledged to when it is re-sent
-        # next and how often it was re-sent; _next is the earliest of those times (None when
-        # _due is empty, or a lower bound when keys were acknowledged since it was computed).
+        # next and how often it was re-sent; next_due is the earliest of those times (None
+        # when _due is empty, or a lower bound when keys were acknowledged since it was
+        # computed). A field, not a property: a node reads it at every round.
         self._due: dict[bytes, tuple[datetime, int]] = {}
-        self._next: datetime | None = None
+        self.next_due: datetime | None = None
+        """When ``due`` next has keys to return (or a little earlier); read only."""
 
     def __len__(self) -> int:
         return len(self._due)
-
-    @property
-    def next_due(self) -> datetime | None:
-        """When ``due`` next has keys to return (or a little earlier)."""
-        return self._next
 
     def sent(self, key: bytes, now: datetime) -> None:
         """``key`` was sent (again, at restart, resets its backoff)."""
         due = now + self._interval
         self._due[key] = (due, 0)
-        if self._next is None or due < self._next:
-            self._next = due
+        if self.next_due is None or due < self.next_due:
+            self.next_due = due
 
     def acknowledged(self, key: bytes) -> None:
         """The recipient has stored ``key``: it is not re-sent."""
         self._due.pop(key, None)
         if not self._due:
-            self._next = None
+            self.next_due = None
 
     def due(self, now: datetime) -> list[bytes]:
         """The keys to re-send now, in the order they were first sent; each is rescheduled."""
@@ -52,10 +49,10 @@ class Redelivery:
             resent = self._due[key][1] + 1
             self._due[key] = (now + self._interval * 2 ** min(resent, self._max_doublings),
                               resent)
-        self._next = min((when for when, _ in self._due.values()), default=None)
+        self.next_due = min((when for when, _ in self._due.values()), default=None)
         return keys
 
     def clear(self) -> None:
         """Forget everything (node stop)."""
         self._due.clear()
-        self._next = None
+        self.next_due = None

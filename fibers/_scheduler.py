@@ -47,6 +47,10 @@ class Scheduler:
         self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
         self._event_waiters: dict[str, set[FlowStateMachine]] = {}
         self._running = False
+        # Invariant: the earliest deadline of _timers and _retry_timers (None when both are
+        # empty), refreshed wherever either changes: the node reads it at every round.
+        self.earliest: datetime | None = None
+        """The earliest pending sleep or retry deadline (read only; see ``next_deadline``)."""
 
     # ----- the state machines this node runs ------------------------------------------------------
 
@@ -129,10 +133,14 @@ class Scheduler:
     def wake_at(self, machine: FlowStateMachine, deadline: datetime) -> None:
         """Make ``machine`` runnable once the clock reaches ``deadline``."""
         heapq.heappush(self._timers, (deadline, next(self._timer_seq), machine))
+        if self.earliest is None or deadline < self.earliest:
+            self.earliest = deadline
 
     def retry_at(self, run_id: StateMachineRunId, deadline: datetime) -> None:
         """Retry ``run_id`` (from storage) once the clock reaches ``deadline``."""
         heapq.heappush(self._retry_timers, (deadline, next(self._timer_seq), run_id))
+        if self.earliest is None or deadline < self.earliest:
+            self.earliest = deadline
 
     @property
     def retry_pending(self) -> bool:
@@ -149,6 +157,7 @@ class Scheduler:
         due = []
         while self._retry_timers and self._retry_timers[0][0] <= now:
             due.append(heapq.heappop(self._retry_timers)[2])
+        self.earliest = self.next_deadline()
         return due
 
     def wake_due(self, now: datetime) -> int:
@@ -159,6 +168,7 @@ class Scheduler:
             if not machine.finished:
                 self.schedule(machine)
                 woken += 1
+        self.earliest = self.next_deadline()
         return woken
 
     def next_deadline(self) -> datetime | None:
@@ -182,3 +192,4 @@ class Scheduler:
         self._timers.clear()
         self._retry_timers.clear()
         self._event_waiters.clear()
+        self.earliest = None

@@ -30,6 +30,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
@@ -80,8 +81,10 @@ class NodeRuntime(Generic[HubT]):
         self.transport = transport
         self.max_batch = max_batch
         self._build = build
-        self._cond = threading.Condition()
-        # Invariant: _inbound and _calls are only touched under _cond; the node only on _owner.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        # Invariant: _inbound and _calls are only changed under _lock (the lock of _cond); the
+        # node is only touched on _owner.
         self._inbound: deque[tuple[Party, bytes]] = deque()
         self._calls: deque[tuple[Callable[[Node[HubT]], Any], Future[Any]]] = deque()
         self._node: Node[HubT] | None = None
@@ -94,6 +97,7 @@ class NodeRuntime(Generic[HubT]):
         self._woken = False
         self._tune_gc = tune_gc
         self._gc_policy = ParkedFlowsGc() if tune_gc else None
+        self._gc_live = -1  # the live flow count _gc_policy last observed
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -178,9 +182,10 @@ class NodeRuntime(Generic[HubT]):
     def deliver(self, sender: Party, frames: Iterable[bytes]) -> None:
         """The transport's inbound entry: queue ``frames`` from ``sender`` for the node thread.
         Thread-safe; never blocks on the node."""
-        with self._cond:
-            self._inbound.extend([(sender, frame) for frame in frames])
-            self._cond.notify_all()
+        with self._lock:
+            self._inbound.extend(zip(repeat(sender), frames))
+            if self._thread is not None:  # manual mode: nobody waits on _cond
+                self._cond.notify_all()
 
     def call(self, fn: Callable[[Node[HubT]], T]) -> Future[T]:
         """Run ``fn(node)`` on the node thread; its result or exception lands in the returned
@@ -205,8 +210,15 @@ class NodeRuntime(Generic[HubT]):
         of inbound frames. Returns how much it did (0: nothing was waiting)."""
         if self._thread is not None:
             raise RuntimeError(f"the runtime of {self.party} runs on its own thread: use call()")
-        self._check_owner("pump")
+        if threading.get_ident() != self._owner_ident:
+            self._check_owner("pump")
         if self._state != "running":
+            return 0
+        node = self._node
+        assert node is not None
+        # The common pump of a driver finds nothing waiting: it costs no round (no lock, no
+        # clock read when no timer is pending). Queues peeked unlocked: see _step.
+        if not (self._calls or self._inbound or node.timers_due()):
             return 0
         return self._step()
 
@@ -303,7 +315,7 @@ class NodeRuntime(Generic[HubT]):
         # atomic); something queued meanwhile is seen by the next round, which the queueing
         # thread's notify guarantees.
         if self._calls or self._inbound:
-            with self._cond:
+            with self._lock:
                 calls = list(self._calls)
                 self._calls.clear()
                 inbound = self._inbound
@@ -319,8 +331,13 @@ class NodeRuntime(Generic[HubT]):
         done = len(calls) + node.fire_due_timers()
         if frames:
             node.deliver_batch(frames)
-        if self._gc_policy is not None:
-            self._gc_policy.observe(node.live_flow_count)
+        policy = self._gc_policy
+        if policy is not None:
+            # Observing an unchanged count changes nothing (ParkedFlowsGc depends on it alone).
+            live = node.live_flow_count
+            if live != self._gc_live:
+                self._gc_live = live
+                policy.observe(live)
         return done + len(frames)
 
     def _close(self) -> None:
@@ -442,8 +459,7 @@ class ManualDriver:
         """Let every running node fire its due timers (and run what else waits for it)."""
         done = 0
         for runtime in list(self._runtimes.values()):  # a call may add a runtime
-            if runtime.is_running:
-                done += runtime.pump()
+            done += runtime.pump()  # 0 at once when not running, or with nothing due
         return done
 
     def next_deadline(self) -> datetime | None:
