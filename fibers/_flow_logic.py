@@ -132,7 +132,10 @@ class FlowLogic(Generic[T, HubT_co]):
 
         Does not wait; the message leaves the node when the flow next suspends.
         """
-        self._state_machine.execute(_io.Send(self, party, payload))
+        binding = self._binding
+        if binding is None:
+            raise _not_running(self)
+        binding.machine.send(binding, party, payload)
 
     def receive(
         self, party: Party, expected_type: type[R], *, deadline: datetime | None = None
@@ -149,16 +152,22 @@ class FlowLogic(Generic[T, HubT_co]):
                                      or deadline.utcoffset() is None):
             raise ValueError(f"a receive deadline is a timezone-aware datetime, got "
                              f"{deadline!r:.60} (use e.g. self.now() + timedelta(minutes=5))")
-        request = _io.Receive(self, party, expected_type, deadline)
-        result = self._state_machine.execute(request)
-        return UntrustworthyData(result)
+        binding = self._binding
+        if binding is None:
+            raise _not_running(self)
+        return UntrustworthyData(binding.machine.receive(binding, party, expected_type,
+                                                         deadline))
 
     def send_and_receive(
         self, party: Party, payload: object, expected_type: type[R]
     ) -> UntrustworthyData[R]:
         """``send(party, payload)`` then ``receive(party, expected_type)``."""
-        self.send(party, payload)
-        return self.receive(party, expected_type)
+        binding = self._binding
+        if binding is None:
+            raise _not_running(self)
+        machine = binding.machine
+        machine.send(binding, party, payload)
+        return UntrustworthyData(machine.receive(binding, party, expected_type, None))
 
     def get_flow_info(self, party: Party) -> FlowInfo:
         """The flow version and app name the counterparty runs (waits for its confirmation)."""
@@ -250,10 +259,7 @@ class FlowLogic(Generic[T, HubT_co]):
     def _state_machine(self) -> FlowStateMachine:
         binding = self._binding
         if binding is None:
-            raise FlowConfigurationError(
-                f"{type(self).__qualname__} is not running: start it with node.start_flow(...) "
-                "or self.sub_flow(...) instead of calling call() directly"
-            )
+            raise _not_running(self)
         return binding.machine
 
     def __getstate__(self) -> dict[str, Any]:
@@ -263,6 +269,13 @@ class FlowLogic(Generic[T, HubT_co]):
         return state
 
 
+def _not_running(flow: FlowLogic[Any]) -> FlowConfigurationError:
+    return FlowConfigurationError(
+        f"{type(flow).__qualname__} is not running: start it with node.start_flow(...) "
+        "or self.sub_flow(...) instead of calling call() directly"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FlowBinding:
     """How the engine attached a flow (or sub-flow) to the state machine running it.
@@ -270,11 +283,13 @@ class FlowBinding:
     ``index`` numbers the flow within its run (0 for the top-level flow, then sub-flows in the
     order they start); ``session_owner`` is the flow whose sessions it uses: itself when it is
     a top-level or ``@initiating_flow`` flow, its parent's session owner when it is an inlined
-    sub-flow."""
+    sub-flow; ``owner_index`` is the session owner's ``index`` (the sessions it uses are keyed
+    by it)."""
 
     machine: FlowStateMachine
     index: int
     session_owner: FlowLogic[Any]
+    owner_index: int
 
 
 def bind(flow: FlowLogic[Any], binding: FlowBinding) -> None:

@@ -1,42 +1,23 @@
 """The IO requests a flow hands to its state machine.
 
-Every interaction of a flow with the world outside its own objects is one of these requests,
-handed to its state machine's ``execute`` and performed in ``fibers._requests``. Keeping them as
-plain values is what lets the engine journal each completed request and, after a restart,
-answer it again from the journal (docs/checkpoint-format.md, "Journal records").
+Every interaction of a flow with the world outside its own objects is performed in
+``fibers._requests``, which journals each completed request and, after a restart, answers it
+again from the journal (docs/checkpoint-format.md, "Journal records"). The requests below are
+handed to the state machine's ``execute`` as plain values. Sending and receiving, a flow's
+hot path, are not objects: ``FlowLogic.send``/``receive`` call the state machine's ``send``
+and ``receive`` with their arguments, so a message costs no request object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fibers._identity import Party
 
 if TYPE_CHECKING:
     from fibers._flow_logic import FlowLogic
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``payload`` to ``party`` in the session of ``flow``'s session owner."""
-
-    flow: FlowLogic[Any]
-    party: Party
-    payload: object
-
-
-@dataclass(frozen=True, slots=True)
-class Receive:
-    """Wait for the next payload from ``party`` (until ``deadline``, if given) and check it is
-    an ``expected_type``."""
-
-    flow: FlowLogic[Any]
-    party: Party
-    expected_type: type
-    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,4 +67,4 @@ class WaitForEvent:
     check: Callable[[], object]
 
 
-IORequest = Send | Receive | GetFlowInfo | Now | Sleep | ServiceCall | RandomBytes | WaitForEvent
+IORequest = GetFlowInfo | Now | Sleep | ServiceCall | RandomBytes | WaitForEvent

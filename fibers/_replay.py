@@ -89,7 +89,7 @@ class FlowJournal:
     ``diverge(where)`` is called (and does not return) when the code does not do what the
     records say; ``where`` names the record and what the code did instead."""
 
-    __slots__ = ("_diverge", "_replay", "journaling", "length", "new_entries")
+    __slots__ = ("_diverge", "_replay", "journaling", "length", "new_entries", "restoring")
 
     def __init__(self, journaling: bool, diverge: Callable[[str], NoReturn]) -> None:
         self.journaling = journaling
@@ -100,10 +100,14 @@ class FlowJournal:
         self.new_entries: list[JournalEntry] = []
         # None while live: the replay ends when the restored flow reaches its checkpoint.
         self._replay: Replay | None = None
+        # Invariant: restoring is (_replay is not None): a field, so that a live request
+        # (nearly all of them) learns it has nothing to replay without a call.
+        self.restoring = False
 
     def start_replay(self, journal: list[JournalEntry], expected: Snapshot | None) -> None:
         """Answer the next requests from ``journal`` (a restore), then expect ``expected``."""
         self._replay = Replay(journal, expected) if journal or expected is not None else None
+        self.restoring = self._replay is not None
         self.length = len(journal)
 
     @property
@@ -154,6 +158,7 @@ class FlowJournal:
         if replay is None or replay.replaying:
             return None
         self._replay = None
+        self.restoring = False
         return replay.expected
 
     def misplaced(self, expected: Snapshot, actual: Snapshot) -> str | None:

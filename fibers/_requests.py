@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fibers import _io, _wire
 from fibers._errors import UnexpectedFlowEndException
-from fibers._flow_logic import FlowInfo
+from fibers._flow_logic import FlowBinding, FlowInfo, binding_of
 from fibers._identity import Party
 from fibers._journal import (
     decode_error,
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 # Requests that may suspend the flow: the @suspendable check runs whether or not they actually
 # wait, so the error does not depend on message timing.
-SUSPENDING_REQUESTS = frozenset({_io.Receive, _io.GetFlowInfo, _io.Sleep, _io.WaitForEvent})
+# (A receive, which may suspend too, is not a request object: see ``receive``.)
+SUSPENDING_REQUESTS = frozenset({_io.GetFlowInfo, _io.Sleep, _io.WaitForEvent})
 
 
 def perform(machine: FlowStateMachine, request: _io.IORequest) -> Any:
@@ -46,36 +47,49 @@ def perform(machine: FlowStateMachine, request: _io.IORequest) -> Any:
     return _HANDLERS[type(request)](machine, request)
 
 
-def _send(machine: FlowStateMachine, request: _io.Send) -> None:
-    payload = _wire.encode(request.payload)  # before touching the session: fail cleanly
+# ``send`` and ``receive`` are a flow's hot path: the flow's binding and arguments come
+# straight from ``FlowLogic`` through the state machine, with no request object per message.
+
+
+def send(machine: FlowStateMachine, binding: FlowBinding, party: Party, payload: object) -> None:
+    """Send ``payload`` to ``party`` in the session of ``binding``'s session owner."""
+    data = _wire.encode(payload)  # before touching the session: fail cleanly
     table, journal = machine.session_table, machine.journal
-    session = table.find(request.flow, request.party)
+    session = table.find(binding, party)
     if session is None:
-        session = table.start(request.flow, request.party, first_payload=payload)
+        session = table.start(binding, party, first_payload=data)
     else:
-        table.post(session, Data(payload))
+        table.post(session, Data(data))
     if journal.journaling:
-        key = ("send", session.owner_index, session.peer.name, digest(payload))
+        key = ("send", session.owner_index, session.peer.name, digest(data))
         if journal.replayed(*key) is None:
             journal.record(key)
 
 
-def _receive(machine: FlowStateMachine, request: _io.Receive) -> object:
+def receive(machine: FlowStateMachine, binding: FlowBinding, party: Party,
+            expected_type: type, deadline: datetime | None) -> object:
+    """Wait for the next payload from ``party`` (until ``deadline``, if given) in the session
+    of ``binding``'s session owner, and check it is an ``expected_type``."""
     table, journal = machine.session_table, machine.journal
-    session = table.get(request.flow, request.party)
+    session = table.find(binding, party)
+    if session is None:
+        session = table.start(binding, party, None)
     peer, owner = session.peer.name, session.owner_index
-    _replay_peer_end(machine, owner, peer)
-    entry = journal.replayed("recv", owner, peer)
+    entry = None
+    if journal.restoring:
+        _replay_peer_end(machine, owner, peer)
+        entry = journal.replayed("recv", owner, peer)
     if entry is not None:
         payload = replay_payload(entry)
         session.next_recv_seq = max(session.next_recv_seq, replay_seq(entry) + 1)
     else:
-        deadline, clock = request.deadline, machine.node.clock
         if deadline is not None and not session.inbound:
             machine.node.schedule_wakeup(machine, deadline)
         while not session.inbound:
-            table.raise_if_peer_gone(session)
-            if deadline is not None and clock.now() >= deadline:
+            if session.peer_error is not None or session.rejected is not None \
+                    or session.peer_ended:
+                table.raise_if_peer_gone(session)
+            if deadline is not None and machine.node.clock.now() >= deadline:
                 table.time_out(session, deadline)
             machine.suspend(session)
         seq, payload = session.inbound.pop(0)
@@ -83,12 +97,16 @@ def _receive(machine: FlowStateMachine, request: _io.Receive) -> object:
             machine.consumed.append((*session.inbox_key(), seq))
             journal.record(("recv", owner, peer, payload, seq))
     value = _wire.decode(payload)
-    return _check_received_type(value, request.expected_type, session.peer)
+    if type(value) is expected_type:  # the common case, without a call
+        return value
+    return _check_received_type(value, expected_type, session.peer)
 
 
 def _get_flow_info(machine: FlowStateMachine, request: _io.GetFlowInfo) -> FlowInfo:
     table = machine.session_table
-    session = table.get(request.flow, request.party)
+    binding = binding_of(request.flow)
+    assert binding is not None, "requests come from running flows only"
+    session = table.get(binding, request.party)
     peer, owner = session.peer.name, session.owner_index
     _replay_peer_end(machine, owner, peer)
     entry = machine.journal.replayed("info", owner, peer)
@@ -180,8 +198,6 @@ def _sleep(machine: FlowStateMachine, request: _io.Sleep) -> None:
 
 
 _HANDLERS: dict[type, Callable[[FlowStateMachine, Any], Any]] = {
-    _io.Send: _send,
-    _io.Receive: _receive,
     _io.GetFlowInfo: _get_flow_info,
     _io.Now: _now,
     _io.Sleep: _sleep,

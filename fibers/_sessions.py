@@ -22,7 +22,7 @@ from fibers._errors import (
     ReceiveTimeoutException,
     UnexpectedFlowEndException,
 )
-from fibers._flow_logic import FlowLogic, binding_of
+from fibers._flow_logic import FlowBinding, FlowLogic, binding_of
 from fibers._identity import Party
 from fibers._journal import encode_error, replay_int
 from fibers._messages import (
@@ -57,9 +57,7 @@ def owner_index(flow: FlowLogic[Any]) -> int:
     """The index, within its run, of the flow whose sessions ``flow`` uses."""
     binding = binding_of(flow)
     assert binding is not None, "requests come from running flows only"
-    owner = binding_of(binding.session_owner)
-    assert owner is not None
-    return owner.index
+    return binding.owner_index
 
 
 class SessionTable:
@@ -85,23 +83,24 @@ class SessionTable:
         self.open[(session.owner_index, session.peer.name)] = session
         self.history.append(session)
 
-    def find(self, flow: FlowLogic[Any], party: Party) -> FlowSession | None:
-        """The open session ``flow`` uses with ``party``, if any."""
-        return self.open.get((owner_index(flow), party.name))
-
-    def get(self, flow: FlowLogic[Any], party: Party) -> FlowSession:
-        """The session ``flow`` uses with ``party``, opened now if there is none."""
-        session = self.find(flow, party)
-        return session if session is not None else self.start(flow, party, None)
-
-    def start(self, flow: FlowLogic[Any], party: Party, first_payload: bytes | None
-              ) -> FlowSession:
-        """Open a session from ``flow``'s session owner to ``party`` and emit its init (with
-        ``first_payload``, the first send, travelling inside it)."""
+    def find(self, binding: FlowBinding, party: Party) -> FlowSession | None:
+        """The open session the flow of ``binding`` uses with ``party``, if any."""
         if not isinstance(party, Party):
             raise TypeError(f"expected a Party to talk to, got {type(party).__qualname__}")
-        binding = binding_of(flow)
-        assert binding is not None
+        return self.open.get((binding.owner_index, party.name))
+
+    def get(self, binding: FlowBinding, party: Party) -> FlowSession:
+        """The session the flow of ``binding`` uses with ``party``, opened now if there is
+        none."""
+        session = self.find(binding, party)
+        return session if session is not None else self.start(binding, party, None)
+
+    def start(self, binding: FlowBinding, party: Party, first_payload: bytes | None
+              ) -> FlowSession:
+        """Open a session from the session owner of ``binding``'s flow to ``party`` and emit
+        its init (with ``first_payload``, the first send, travelling inside it)."""
+        if not isinstance(party, Party):
+            raise TypeError(f"expected a Party to talk to, got {type(party).__qualname__}")
         owner = binding.session_owner
         initiating = initiating_class_of(type(owner))
         if initiating is None:
@@ -109,7 +108,7 @@ class SessionTable:
                 f"{type(owner).__qualname__} cannot open a session with {party}: only flows "
                 "annotated @initiating_flow (or their sub-flows) may start a conversation"
             )
-        index = owner_index(flow)
+        index = binding.owner_index
         entry = self._journal.replayed("open", index, party.name)
         session_id = replay_int(entry) if entry is not None else self._host.new_session_id()
         if entry is None:
@@ -131,13 +130,12 @@ class SessionTable:
         """Emit ``body`` as the session's next numbered message. In a session we initiated
         whose responder ended (or refused it) nothing is emitted: nobody would consume it, and
         the responder's dedup record may already be gone (``fibers._dedup``, rule 2)."""
+        seq = session.next_send_seq
+        session.next_send_seq = seq + 1  # FlowSession.take_seq, without a call per message
         if session.we_initiated and (session.peer_ended or session.rejected is not None):
-            session.take_seq()
             return
-        message = ExistingSessionMessage(
-            session.session_id, not session.we_initiated, session.take_seq(), body
-        )
-        self._emit(session.peer, message)
+        self._emit(session.peer, ExistingSessionMessage(
+            session.session_id, not session.we_initiated, seq, body))
 
     def time_out(self, session: FlowSession, deadline: datetime) -> None:
         """Raise (and journal) the timeout of a receive that reached ``deadline``."""

@@ -31,6 +31,8 @@ _FRAMEWORK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 # Verdicts of _may_be_on_stack by code object: the walk runs at every potential suspension.
 _ALLOWED_ON_STACK: dict[types.CodeType, bool] = {}
+# Whether a code object is the framework's own (a file of this package), by code object.
+_FRAMEWORK_CODES: dict[types.CodeType, bool] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +57,41 @@ class FlowStack:
 def walk(depth: int = 1) -> FlowStack:
     """The stack of the caller's caller (``depth`` frames above this call) down to the bottom of
     the running greenlet."""
+    return _walk_from(sys._getframe(depth + 1))
+
+
+def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
+    """The stack of the caller (``depth`` frames above this call) down to the bottom of the
+    running greenlet, reusing
+    ``previous`` (the stack of this flow's last walk) when the call chain is unchanged.
+
+    Unchanged means: the first frame above the framework's own (the user code that made the
+    request) is the very frame object that was the innermost ``@suspendable`` frame of
+    ``previous``. A frame's callers are fixed while it runs, and the callers of a frame that
+    is still running are suspended in their calls, so every frame below it, marked or not,
+    and their lines are what ``previous`` found; only the lines of the ``@suspendable``
+    frames may have moved, and ``FlowStack`` reads those from the frames when asked. (Holding
+    ``previous`` holds that frame object, so its identity cannot be reused by a new frame.)
+    Any other first user frame (an unmarked function, a new call, a comprehension) gets a
+    full walk, so the ``@suspendable`` check sees it."""
+    frame: types.FrameType | None = sys._getframe(depth)
+    framework, suspendable = _FRAMEWORK_CODES, SUSPENDABLE_CODES
+    while frame is not None:
+        code = frame.f_code
+        inside = framework.get(code)
+        if inside is None:
+            inside = framework[code] = code.co_filename.startswith(_FRAMEWORK_DIR)
+        if not inside or code in suspendable:  # a @suspendable flow of this package is user code
+            break
+        frame = frame.f_back
+    if previous is not None and previous.suspendable and previous.suspendable[-1] is frame:
+        return previous
+    return _walk_from(frame)
+
+
+def _walk_from(frame: types.FrameType | None) -> FlowStack:
     unmarked: list[tuple[types.CodeType, int]] = []
     marked: list[types.FrameType] = []
-    frame: types.FrameType | None = sys._getframe(depth + 1)
     allowed, suspendable = _ALLOWED_ON_STACK, SUSPENDABLE_CODES
     while frame is not None:
         code = frame.f_code

@@ -23,6 +23,7 @@ import logging
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from greenlet import GreenletExit  # type: ignore[import-untyped]
@@ -45,7 +46,7 @@ from fibers._locals import CapturedLocals
 from fibers._messages import SessionMessage
 from fibers._progress import ProgressTracker
 from fibers._replay import FlowJournal
-from fibers._requests import SUSPENDING_REQUESTS, perform
+from fibers._requests import SUSPENDING_REQUESTS, perform, receive, send
 from fibers._session import FlowSession
 from fibers._sessions import SessionTable, class_name
 from fibers._stack import (
@@ -55,6 +56,7 @@ from fibers._stack import (
     suspendable_on_stack,
     unmarked_message,
     walk,
+    walk_again,
 )
 from fibers._switch import Switch, owner_of_current
 
@@ -68,6 +70,7 @@ log = logging.getLogger("fibers.flow")
 # (Switch.check_inside), by request type: formatted once, not at every request.
 _MADE_REQUEST: dict[type, str] = {
     kind: f"made a {kind.__name__.lower()}() request" for kind in SUSPENDING_REQUESTS}
+_MADE_RECEIVE = "made a receive() request"
 
 
 class FlowStatus(enum.Enum):
@@ -148,8 +151,13 @@ class FlowStateMachine:
         # stack walked once for it, used by the @suspendable check and by every snapshot
         # taken before the request returns (the flow's own frames do not move meanwhile).
         self._stack: FlowStack | None = None
+        # The stack of the last walk, kept so that the next suspending request made from the
+        # same frame reuses it (``fibers._stack.walk_again``); dropped when the flow ends.
+        # Its frames are the suspended flow's own (alive while it waits in them), so keeping
+        # it costs only the FlowStack and its two lists.
+        self._walked: FlowStack | None = None
         self._switch = Switch(self._run, self)
-        bind(flow, FlowBinding(self, 0, flow))
+        bind(flow, FlowBinding(self, 0, flow, 0))
 
     # ----- the parts, as the node sees them -----------------------------------------------------
 
@@ -377,12 +385,33 @@ class FlowStateMachine:
         if kind not in _MADE_REQUEST:  # not in SUSPENDING_REQUESTS
             return perform(self, request)
         self._switch.check_inside(_MADE_REQUEST[kind])
-        self._stack = walk(1)
+        self._stack = self._walked = walk_again(self._walked)
         try:
-            self._check_stack(request)
+            self._check_stack(kind.__name__.lower())
             return perform(self, request)
         finally:
-            self._stack = None  # frames hold the flow's locals: not beyond the request
+            self._stack = None
+
+    def send(self, binding: FlowBinding, party: Party, payload: object) -> None:
+        """``FlowLogic.send`` of the flow bound by ``binding`` (``fibers._requests.send``)."""
+        if self.kill is not None or self.finished:
+            self._end_killed()
+        send(self, binding, party, payload)
+
+    def receive(self, binding: FlowBinding, party: Party, expected_type: type,
+                deadline: datetime | None) -> object:
+        """``FlowLogic.receive`` of the flow bound by ``binding``: a request that may suspend
+        (``fibers._requests.receive``), checked like those of ``SUSPENDING_REQUESTS``."""
+        if self.kill is not None or self.finished:
+            self._end_killed()
+        self._switch.check_inside(_MADE_RECEIVE)
+        self._stack = self._walked = walk_again(self._walked)
+        try:
+            if self._stack.unmarked:
+                self._check_stack("receive")
+            return receive(self, binding, party, expected_type, deadline)
+        finally:
+            self._stack = None
 
     def emit(self, recipient: Party, message: SessionMessage) -> None:
         """Queue ``message`` to leave when the step ends. A replayed message was stored in the
@@ -405,14 +434,14 @@ class FlowStateMachine:
         outbox, self.outbox = self.outbox, []
         return outbox
 
-    def _check_stack(self, request: _io.IORequest) -> None:
-        """Refuse (or warn about) a suspension with unmarked user functions on the stack."""
+    def _check_stack(self, request: str) -> None:
+        """Refuse (or warn about) a suspension in ``request`` (its name) with unmarked user
+        functions on the stack."""
         stack = self._stack
         assert stack is not None
         if not stack.unmarked:
             return
-        message = unmarked_message(type(self.flow).__qualname__,
-                                   type(request).__name__.lower(), stack)
+        message = unmarked_message(type(self.flow).__qualname__, request, stack)
         if self.node.strict_suspendable:
             raise SuspendableError(message)
         self.node.warn_once(stack.unmarked[0][0], message)
@@ -434,8 +463,11 @@ class FlowStateMachine:
         initiating = initiating_class_of(type(flow)) is not None
         parent_binding = binding_of(parent)
         assert parent_binding is not None
-        owner = flow if initiating else parent_binding.session_owner
-        bind(flow, FlowBinding(self, index, owner))
+        if initiating:
+            bind(flow, FlowBinding(self, index, flow, index))
+        else:
+            bind(flow, FlowBinding(self, index, parent_binding.session_owner,
+                                   parent_binding.owner_index))
         _attach_child_tracker(parent, flow)
         try:
             result = _call_tracked(flow)
@@ -452,6 +484,7 @@ class FlowStateMachine:
     def _finish(self, *, result: object = None, failure: BaseException | None = None) -> None:
         if self.abandoned:
             return
+        self._walked = None  # its frames (and their locals) are done with
         self.session_table.close(None, failure)
         self.finished = True
         self.failure = failure
@@ -514,6 +547,7 @@ class FlowStateMachine:
         frames are freed: a suspended greenlet in a reference cycle is never collected."""
         self.abandoned = True
         self.outbox = []
+        self._walked = None
         self._switch.unwind()  # unwinds the flow's frames; _run returns quietly
         self.outbox = []
 

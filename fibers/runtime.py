@@ -30,9 +30,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import repeat
 from concurrent.futures import Future
 from datetime import datetime
+from itertools import repeat
 from typing import Any, Final, Generic, TypeVar
 
 from fibers._gc import ParkedFlowsGc

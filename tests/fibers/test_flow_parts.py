@@ -248,14 +248,14 @@ def test_io_from_outside_the_flows_greenlet_names_the_likely_cause() -> None:
 
 def test_each_suspending_request_walks_the_stack_once(monkeypatch: pytest.MonkeyPatch) -> None:
     walks: list[tuple[str, ...]] = []
-    real_walk = fibers._state_machine.walk
+    real_walk = fibers._state_machine.walk_again
 
-    def counting_walk(depth: int = 1) -> fibers._stack.FlowStack:
-        stack = real_walk(depth + 1)
+    def counting_walk(previous: fibers._stack.FlowStack | None) -> fibers._stack.FlowStack:
+        stack = real_walk(previous, 2)
         walks.append(stack.call_chain)
         return stack
 
-    monkeypatch.setattr(fibers._state_machine, "walk", counting_walk)
+    monkeypatch.setattr(fibers._state_machine, "walk_again", counting_walk)
     with MockNetwork() as network:  # durable: every suspension takes a frame snapshot
         alice, bob = network.create_node("Alice"), network.create_node("Bob")
         handle = alice.start_flow(Ask(bob.party))
