@@ -117,14 +117,14 @@ class CommitQueue:
     """The units of the current round (scheduler thread only)."""
 
     def __init__(self) -> None:
-        # Invariant: _by_flow maps each flow to its unit in _units (one unit per flow per
-        # round); both are emptied together by ``take``.
-        self._units: list[Unit] = []
+        # Invariant: _by_flow maps each flow to its unit in units (one unit per flow per
+        # round); both are emptied together by ``take``. units is read only outside.
+        self.units: list[Unit] = []
         self._by_flow: dict[FlowStateMachine, Unit] = {}
         self._loose: Unit | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._units)
+        return bool(self.units)
 
     def for_flow(self, machine: FlowStateMachine) -> Unit:
         """``machine``'s unit of this round, made on first use."""
@@ -136,7 +136,7 @@ class CommitQueue:
     def new_unit(self, owner: FlowStateMachine | None = None) -> Unit:
         """A unit of its own (node-level work when ``owner`` is None)."""
         unit = Unit(owner)
-        self._units.append(unit)
+        self.units.append(unit)
         return unit
 
     def loose(self) -> Unit:
@@ -147,7 +147,7 @@ class CommitQueue:
 
     def take(self) -> list[Unit]:
         """The round's units in the order they were made; the queue starts a new round."""
-        units, self._units = self._units, []
+        units, self.units = self.units, []
         self._by_flow.clear()
         self._loose = None
         return units
@@ -247,7 +247,11 @@ class CommitStage:
     @property
     def pending(self) -> bool:
         """Whether the round has anything to commit."""
-        return bool(self._queue or self._acked)
+        return bool(self._queue.units or self._acked)
+
+    def has_pending(self) -> bool:
+        """``pending``, as a method the scheduler calls after every round."""
+        return bool(self._queue.units or self._acked)
 
     # ----- units ----------------------------------------------------------------------------------
 
@@ -271,8 +275,8 @@ class CommitStage:
         ``after_step(machine, frames)`` (with the step's messages, to be sent) for once they
         committed."""
         if self._checkpoints is None:
-            self._after_step(machine, [(r, b"", encode_message(m))
-                                       for r, m in machine.take_outbox()])
+            outbox, machine.outbox = machine.outbox, []  # take_outbox, without a call
+            self._after_step(machine, [(r, b"", encode_message(m)) for r, m in outbox])
             return
         frames = [(r, outbox_key(r, m), encode_message(m)) for r, m in machine.take_outbox()]
         unit = self._queue.for_flow(machine)

@@ -135,7 +135,7 @@ class Node(Generic[HubT_co]):
                                    self.network_map,
                                    redelivery_interval=timedelta(seconds=redelivery_interval),
                                    after_step=self._after_step)
-        self._scheduler = Scheduler(self._run_step, lambda: self._commit.pending,
+        self._scheduler = Scheduler(self._run_step, self._commit.has_pending,
                                     self._commit_round)
         self._router = Router(party, self._checkpoints, self._commit, self._scheduler,
                               new_machine=self._new_machine, accepting=self._refusal)
@@ -468,7 +468,7 @@ class Node(Generic[HubT_co]):
                 self.frame_stats.failed += 1
                 log.error("%s dropped a frame from %s: handling it failed", self.party, sender,
                           exc_info=exc)
-        self.run_until_idle()
+        self._scheduler.run_until_idle()
 
     def resend_unacknowledged(self, recipient: str) -> int:
         """Send every stored frame ``recipient`` has not acknowledged again, e.g. when a
@@ -578,7 +578,7 @@ class Node(Generic[HubT_co]):
     @property
     def live_flow_count(self) -> int:
         """How many flows run on this node now (not finished, not parked in the hospital)."""
-        return len(self._scheduler)
+        return len(self._scheduler.by_run_id)
 
     @property
     def is_drained(self) -> bool:

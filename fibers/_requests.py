@@ -55,7 +55,8 @@ def send(machine: FlowStateMachine, binding: FlowBinding, party: Party, payload:
     """Send ``payload`` to ``party`` in the session of ``binding``'s session owner."""
     data = _wire.encode(payload)  # before touching the session: fail cleanly
     table, journal = machine.session_table, machine.journal
-    session = table.find(binding, party)
+    session = table.open.get((binding.owner_index, party.name)) if type(party) is Party \
+        else table.find(binding, party)  # (find refuses what is not a Party)
     if session is None:
         session = table.start(binding, party, first_payload=data)
     else:
@@ -71,7 +72,8 @@ def receive(machine: FlowStateMachine, binding: FlowBinding, party: Party,
     """Wait for the next payload from ``party`` (until ``deadline``, if given) in the session
     of ``binding``'s session owner, and check it is an ``expected_type``."""
     table, journal = machine.session_table, machine.journal
-    session = table.find(binding, party)
+    session = table.open.get((binding.owner_index, party.name)) if type(party) is Party \
+        else table.find(binding, party)  # (find refuses what is not a Party)
     if session is None:
         session = table.start(binding, party, None)
     peer, owner = session.peer.name, session.owner_index

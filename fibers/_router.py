@@ -281,7 +281,7 @@ class Router:
             return
         machine, session = routed
         entry = (message.session_id, message.to_initiator, message.seq)
-        if session.peer != sender:
+        if session.peer is not sender and session.peer != sender:
             self.frame_stats.wrong_sender += 1
             log.warning("%s dropped a message from %s in a session with %s",
                         self._party, sender, session.peer)
@@ -306,7 +306,7 @@ class Router:
             session.apply(seq, body)
             if message.to_initiator and isinstance(body, _FINAL):
                 self._commit.session_over(sender, message.session_id)
-            if self.durable:
+            if self._checkpoints is not None:  # durable
                 # The first body is the message itself: a new one only for those it released.
                 stored = message if seq == message.seq else ExistingSessionMessage(
                     message.session_id, message.to_initiator, seq, body)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 from fibers._errors import KilledFlowException
 from fibers._flow_logic import StateMachineRunId
@@ -39,6 +40,9 @@ class Scheduler:
         self._commit_pending = commit_pending
         self._commit = commit
         self._machines: dict[StateMachineRunId, FlowStateMachine] = {}
+        self.by_run_id: Mapping[StateMachineRunId, FlowStateMachine] = MappingProxyType(
+            self._machines)
+        """The running state machines by run id: a read-only live view (``len`` is cheap)."""
         # Invariant: each machine in _runnable is there once and has its ``scheduled`` flag set
         # (``kill`` also sets the flag, without queueing, to keep the machine off the queue).
         self._runnable: deque[FlowStateMachine] = deque()

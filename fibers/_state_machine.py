@@ -213,14 +213,15 @@ class FlowStateMachine:
             raise GreenletExit
         if self.kill is not None:
             self._end_killed()
-        if self.journal.replaying:
-            self.journal.diverged(f"the code now waits for {describe_wait(wait)}")
+        journal = self.journal
+        if journal.restoring and journal.replaying:
+            journal.diverged(f"the code now waits for {describe_wait(wait)}")
         self.waiting = wait
         self.status = FlowStatus.SUSPENDED
-        if self.node.durable:
+        if journal.journaling:  # the node is durable
             self._checkpoint(wait)
         try:
-            self._switch.suspend()
+            self._switch.suspend_checked()
         finally:
             self.waiting = None
 
@@ -416,7 +417,8 @@ class FlowStateMachine:
     def emit(self, recipient: Party, message: SessionMessage) -> None:
         """Queue ``message`` to leave when the step ends. A replayed message was stored in the
         outbox when it was first sent; it is re-sent from there, not produced again."""
-        if not self.journal.replaying:
+        journal = self.journal
+        if not (journal.restoring and journal.replaying):
             self.outbox.append((recipient, message))
 
     def live_flows(self) -> list[FlowLogic[Any]]:

@@ -129,10 +129,14 @@ class InMemoryNetwork:
     def deliver_next(self) -> InFlightMessage | None:
         """Deliver the oldest frame whose recipient is started; None when there is none."""
         with self._lock:
-            message = self._take_next()
+            queue, receivers = self.queue, self._receivers
+            if queue and queue[0].recipient.name in receivers:
+                message: InFlightMessage | None = queue.popleft()  # the common case
+            else:
+                message = self._take_next()
             if message is None:
                 return None
-            deliver = self._receivers[message.recipient.name]
+            deliver = receivers[message.recipient.name]
         deliver(message.sender, [message.frame])
         return message
 
