@@ -61,9 +61,11 @@ def walk(depth: int = 1) -> FlowStack:
 
 
 def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
-    """The stack of the caller (``depth`` frames above this call) down to the bottom of the
-    running greenlet, reusing
-    ``previous`` (the stack of this flow's last walk) when the call chain is unchanged.
+    """The stack of a request made by the flow's code through a ``FlowLogic`` method, down to
+    the bottom of the running greenlet, reusing ``previous`` (the stack of this flow's last
+    walk) when the call chain is unchanged. ``depth`` counts the frames above this call to the
+    state machine's method that performs the request (1: its caller); the frame above that is
+    the ``FlowLogic`` method, and the one above it the flow's code that called it.
 
     Unchanged means: the first frame above the framework's own (the user code that made the
     request) is the very frame object that was the innermost ``@suspendable`` frame of
@@ -74,8 +76,16 @@ def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
     ``previous`` holds that frame object, so its identity cannot be reused by a new frame.)
     Any other first user frame (an unmarked function, a new call, a comprehension) gets a
     full walk, so the ``@suspendable`` check sees it."""
+    framework = _FRAMEWORK_CODES
+    if previous is not None and previous.suspendable:
+        # The common case, without creating a frame object per framework frame: the request
+        # came straight from the flow's code (the frame two above the state machine's
+        # method) through a framework method (the frame in between).
+        if sys._getframe(depth + 2) is previous.suspendable[-1] \
+                and framework.get(sys._getframe(depth + 1).f_code):
+            return previous
     frame: types.FrameType | None = sys._getframe(depth)
-    framework, suspendable = _FRAMEWORK_CODES, SUSPENDABLE_CODES
+    suspendable = SUSPENDABLE_CODES
     while frame is not None:
         code = frame.f_code
         inside = framework.get(code)

@@ -81,7 +81,7 @@ class NodeRuntime(Generic[HubT]):
         self.transport = transport
         self.max_batch = max_batch
         self._build = build
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # never taken twice by one thread
         self._cond = threading.Condition(self._lock)
         # Invariant: _inbound and _calls are only changed under _lock (the lock of _cond); the
         # node is only touched on _owner.

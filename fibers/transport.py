@@ -58,9 +58,11 @@ class Transport(Protocol):
         and must not call back into the sending node; may be called before ``start``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InFlightMessage:
-    """A frame on its way between two parties of an in-memory network."""
+    """A frame on its way between two parties of an in-memory network. Treat it as read only
+    (not frozen: one is made per frame, and a frozen dataclass costs three times as much to
+    build)."""
 
     sender: Party
     recipient: Party
