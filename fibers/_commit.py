@@ -276,7 +276,10 @@ class CommitStage:
         committed."""
         if self._checkpoints is None:
             outbox, machine.outbox = machine.outbox, []  # take_outbox, without a call
-            self._after_step(machine, [(r, b"", encode_message(m)) for r, m in outbox])
+            sent: Frames = []
+            for recipient, message in outbox:  # (a comprehension is a call of its own)
+                sent.append((recipient, b"", encode_message(message)))
+            self._after_step(machine, sent)
             return
         frames = [(r, outbox_key(r, m), encode_message(m)) for r, m in machine.take_outbox()]
         unit = self._queue.for_flow(machine)

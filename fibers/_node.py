@@ -137,6 +137,9 @@ class Node(Generic[HubT_co]):
                                    after_step=self._after_step)
         self._scheduler = Scheduler(self._run_step, self._commit.has_pending,
                                     self._commit_round)
+        self.live_flows = self._scheduler.by_run_id
+        """The running flows' state machines by run id: a read-only live view (its ``len`` is
+        ``live_flow_count``, without a call)."""
         self._router = Router(party, self._checkpoints, self._commit, self._scheduler,
                               new_machine=self._new_machine, accepting=self._refusal)
         self._restore: Restore | None = None
@@ -578,7 +581,7 @@ class Node(Generic[HubT_co]):
     @property
     def live_flow_count(self) -> int:
         """How many flows run on this node now (not finished, not parked in the hospital)."""
-        return len(self._scheduler.by_run_id)
+        return len(self.live_flows)
 
     @property
     def is_drained(self) -> bool:

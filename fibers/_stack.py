@@ -77,13 +77,13 @@ def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
     Any other first user frame (an unmarked function, a new call, a comprehension) gets a
     full walk, so the ``@suspendable`` check sees it."""
     framework = _FRAMEWORK_CODES
-    if previous is not None and previous.suspendable:
-        # The common case, without creating a frame object per framework frame: the request
-        # came straight from the flow's code (the frame two above the state machine's
-        # method) through a framework method (the frame in between).
-        if sys._getframe(depth + 2) is previous.suspendable[-1] \
-                and framework.get(sys._getframe(depth + 1).f_code):
-            return previous
+    # The common case, without creating a frame object per framework frame: the request came
+    # straight from the flow's code (the frame two above the state machine's method) through
+    # a framework method (the frame in between).
+    if previous is not None and previous.suspendable \
+            and sys._getframe(depth + 2) is previous.suspendable[-1] \
+            and framework.get(sys._getframe(depth + 1).f_code):
+        return previous
     frame: types.FrameType | None = sys._getframe(depth)
     suspendable = SUSPENDABLE_CODES
     while frame is not None:

@@ -413,7 +413,8 @@ def encode(obj: object) -> bytes:
     """
     try:
         try:
-            data = _ENC.encode(_conv(obj, 1, _PRIMS))
+            # A primitive (most payloads) needs no conversion: no call for it.
+            data = _ENC.encode(obj if type(obj) in _PRIMS else _conv(obj, 1, _PRIMS))
         except OverflowError:  # an int beyond 64 bits in a container handed to msgspec as is
             data = _ENC.encode(_conv(obj, 1, _PRIMS_NO_INT))
     except _UnencodableError as exc:

@@ -222,6 +222,25 @@ class NodeRuntime(Generic[HubT]):
             return 0
         return self._step()
 
+    def pump_frame(self, sender: Party, frame: bytes) -> int:
+        """Manual mode: ``deliver`` one frame from ``sender`` and ``pump`` (what the
+        ``ManualDriver`` does for each frame it hands over), without queueing the frame when
+        nothing else waits. Returns how much was done."""
+        node = self._node
+        if self._calls or self._inbound or node is None or self._state != "running" \
+                or self._thread is not None or threading.get_ident() != self._owner_ident:
+            self.deliver(sender, (frame,))  # behind what waits; pump() refuses what it must
+            return self.pump()
+        done = node.fire_due_timers()
+        node.deliver_batch([(sender, frame)])
+        policy = self._gc_policy
+        if policy is not None:
+            live = len(node.live_flows)
+            if live != self._gc_live:
+                self._gc_live = live
+                policy.observe(live)
+        return done + 1
+
     def run_until_quiet(self, max_rounds: int | None = None) -> int:
         """Manual mode: ``pump`` until nothing is waiting (or ``max_rounds`` rounds). Returns
         how much was done in all."""
@@ -334,7 +353,7 @@ class NodeRuntime(Generic[HubT]):
         policy = self._gc_policy
         if policy is not None:
             # Observing an unchanged count changes nothing (ParkedFlowsGc depends on it alone).
-            live = node.live_flow_count
+            live = len(node.live_flows)  # live_flow_count, without a call
             if live != self._gc_live:
                 self._gc_live = live
                 policy.observe(live)
@@ -438,10 +457,16 @@ class ManualDriver:
     def deliver_next(self) -> InFlightMessage | None:
         """Hand the oldest deliverable frame to its recipient and let it handle it; None when
         there is none."""
-        message = self.network.deliver_next()
-        if message is None:
+        taken = self.network.take_next()
+        if taken is None:
             return None
-        self._runtimes[message.recipient.name].pump()
+        message, deliver = taken
+        runtime = self._runtimes[message.recipient.name]
+        if deliver == runtime.deliver:  # the runtime's own endpoint: hand it the frame at once
+            runtime.pump_frame(message.sender, message.frame)
+        else:
+            deliver(message.sender, [message.frame])
+            runtime.pump()
         if self.observe is not None:
             self.observe(message)
         return message

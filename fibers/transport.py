@@ -130,6 +130,17 @@ class InMemoryNetwork:
 
     def deliver_next(self) -> InFlightMessage | None:
         """Deliver the oldest frame whose recipient is started; None when there is none."""
+        taken = self.take_next()
+        if taken is None:
+            return None
+        message, deliver = taken
+        deliver(message.sender, [message.frame])
+        return message
+
+    def take_next(self) -> tuple[InFlightMessage, Deliver] | None:
+        """Take the oldest frame whose recipient is started off the queue, with the callback
+        it is for: the caller must hand it over (``deliver_next`` does). None when there is
+        none."""
         with self._lock:
             queue, receivers = self.queue, self._receivers
             if queue and queue[0].recipient.name in receivers:
@@ -138,9 +149,7 @@ class InMemoryNetwork:
                 message = self._take_next()
             if message is None:
                 return None
-            deliver = receivers[message.recipient.name]
-        deliver(message.sender, [message.frame])
-        return message
+            return message, receivers[message.recipient.name]
 
     def _take_next(self) -> InFlightMessage | None:
         queue, receivers = self.queue, self._receivers
