@@ -212,7 +212,7 @@ class FlowStateMachine:
         if self.abandoned:  # e.g. a `finally:` doing IO while an abandoned flow unwinds
             raise GreenletExit
         if self.kill is not None:
-            self._end_killed()
+            self.end_killed()
         journal = self.journal
         if journal.restoring and journal.replaying:
             journal.diverged(f"the code now waits for {describe_wait(wait)}")
@@ -319,9 +319,10 @@ class FlowStateMachine:
                 self.journal.check_done("returned")
                 self._finish(result=result)
 
-    def _end_killed(self) -> NoReturn:
-        """End a killed flow that caught its KilledFlowException and went on: it ends KILLED
-        here, and its greenlet waits to be unwound (``end_greenlet``)."""
+    def end_killed(self) -> NoReturn:
+        """End a killed flow that caught its KilledFlowException and went on (or a finished
+        flow's ``finally:`` doing IO) at its request: it ends KILLED here, and its greenlet
+        waits to be unwound (``end_greenlet``)."""
         if self.finished:  # unwinding after the end: a `finally:` doing IO
             raise GreenletExit
         assert self.kill is not None
@@ -381,7 +382,7 @@ class FlowStateMachine:
     def execute(self, request: _io.IORequest) -> Any:
         """Perform one IO request of this flow (``fibers._requests``) and return its result."""
         if self.kill is not None or self.finished:
-            self._end_killed()
+            self.end_killed()
         kind = type(request)
         if kind not in _MADE_REQUEST:  # not in SUSPENDING_REQUESTS
             return perform(self, request)
@@ -393,18 +394,15 @@ class FlowStateMachine:
         finally:
             self._stack = None
 
-    def send(self, binding: FlowBinding, party: Party, payload: object) -> None:
-        """``FlowLogic.send`` of the flow bound by ``binding`` (``fibers._requests.send``)."""
-        if self.kill is not None or self.finished:
-            self._end_killed()
-        send(self, binding, party, payload)
+    # FlowLogic.send of the flow bound by a FlowBinding: fibers._requests.send as a method.
+    send = send
 
     def receive(self, binding: FlowBinding, party: Party, expected_type: type,
-                deadline: datetime | None) -> object:
+                deadline: datetime | None) -> Any:
         """``FlowLogic.receive`` of the flow bound by ``binding``: a request that may suspend
         (``fibers._requests.receive``), checked like those of ``SUSPENDING_REQUESTS``."""
         if self.kill is not None or self.finished:
-            self._end_killed()
+            self.end_killed()
         self._switch.check_inside(_MADE_RECEIVE)
         self._stack = self._walked = walk_again(self._walked)
         try:
