@@ -186,7 +186,7 @@ class Node(Generic[HubT_co]):
     def start_flow(self, flow: FlowLogic[T]) -> FlowHandle[T]:
         """Start ``flow`` and run it until it first suspends. Returns its handle."""
         machine = self._new_machine(flow)
-        handle: FlowHandle[T] = FlowHandle(machine.run_id, machine.result)
+        handle: FlowHandle[T] = FlowHandle(machine.run_id, machine.outcome)
         self._scheduler.schedule(machine)
         self.run_until_idle()
         return handle
@@ -195,7 +195,7 @@ class Node(Generic[HubT_co]):
         """Start several flows in one scheduler round (one group commit for all their first
         steps). Returns their handles in order."""
         machines = [self._new_machine(flow) for flow in flows]
-        handles: list[FlowHandle[Any]] = [FlowHandle(m.run_id, m.result) for m in machines]
+        handles: list[FlowHandle[Any]] = [FlowHandle(m.run_id, m.outcome) for m in machines]
         for machine in machines:
             self._scheduler.schedule(machine)
         self.run_until_idle()
@@ -213,7 +213,7 @@ class Node(Generic[HubT_co]):
         machine = self._new_machine(flow)
         handle: FlowProgressHandle[T] = FlowProgressHandle(
             machine.run_id,
-            machine.result,
+            machine.outcome,
             progress=label_stream(tracker),
             steps_tree=tracker.steps_tree_changes,
             steps_tree_index=tracker.steps_tree_index_changes,
@@ -528,7 +528,7 @@ class Node(Generic[HubT_co]):
         machine = self._scheduler.get(run_id)
         if machine is None:
             raise KeyError(f"no running flow {run_id} on {self.party}")
-        return FlowHandle(machine.run_id, machine.result)
+        return FlowHandle(machine.run_id, machine.outcome)
 
     def hospital(self) -> list[HospitalEntry]:
         """Hospitalised flows with their diagnosis."""

@@ -39,7 +39,14 @@ from fibers._errors import (
     NondeterminismError,
     SuspendableError,
 )
-from fibers._flow_logic import FlowBinding, FlowLogic, StateMachineRunId, bind, binding_of
+from fibers._flow_logic import (
+    FlowBinding,
+    FlowLogic,
+    FlowOutcome,
+    StateMachineRunId,
+    bind,
+    binding_of,
+)
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot, describe_wait
 from fibers._locals import CapturedLocals
@@ -110,7 +117,8 @@ class FlowStateMachine:
         self.run_id = run_id
         self.flow = flow
         self.status = FlowStatus.RUNNABLE
-        self._result: Future[Any] | None = None
+        # Where the result lands; shared with a successor restored for a retry.
+        self.outcome: FlowOutcome[Any] = FlowOutcome()
         # The value the flow returned, once it COMPLETED.
         self.result_value: object = None
         # What the suspended flow waits for: a FlowSession, a sleep deadline, an event
@@ -502,39 +510,27 @@ class FlowStateMachine:
 
     @property
     def result(self) -> Future[Any]:
-        """The future of the flow's result (made on first use: responders rarely need one,
-        and a Future with its lock costs about 1 KB per parked flow)."""
-        if self._result is None:
-            self._result = Future()
-        return self._result
+        """The future of the flow's result (made on first use, see ``FlowOutcome``)."""
+        return self.outcome.future
 
     def hand_over_result(self, successor: FlowStateMachine) -> None:
-        """Give this (abandoned) flow's result future, if anyone asked for it, to
-        ``successor``: the same flow restored for a retry, so that handles taken before the
-        retry see its result."""
-        if self._result is not None:
-            successor.inherit_result(self._result)
+        """Give this (abandoned) flow's outcome to ``successor``: the same flow restored for a
+        retry, so that handles taken before the retry see its result."""
+        successor.inherit_result(self.outcome)
 
-    def inherit_result(self, future: Future[Any]) -> None:
-        """Complete ``future`` (a predecessor's, see ``hand_over_result``) with this flow's
+    def inherit_result(self, outcome: FlowOutcome[Any]) -> None:
+        """Settle ``outcome`` (a predecessor's, see ``hand_over_result``) with this flow's
         result."""
-        self._result = future
+        self.outcome = outcome
 
     def settle_result(self) -> None:
-        """Complete the result future (after the final step committed), if anyone asked for
-        it: nobody can ask once the flow has ended."""
-        if self._result is None:
-            return
-        if self.failure is None:
-            self._result.set_result(self.result_value)
-        else:
-            self._result.set_exception(self.failure)
+        """Settle the outcome (after the final step committed)."""
+        self.outcome.settle(self.result_value, self.failure)
 
     def fail_result(self, error: BaseException) -> None:
-        """Fail the result future, if anyone asked for it and it is not done (a parked flow
-        killed by the operator: it never ends by itself)."""
-        if self._result is not None and not self._result.done():
-            self._result.set_exception(error)
+        """Fail the outcome unless it is settled (a parked flow killed by the operator: it
+        never ends by itself)."""
+        self.outcome.settle(None, error)
 
     @property
     def started(self) -> bool:
