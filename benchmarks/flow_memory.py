@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="memory kept per live parked flow, by line")
     parser.add_argument("--flows", type=int, default=5_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--volatile", action="store_true", help="a node without storage")
     parser.add_argument("--no-trace", action="store_true", help="anonymous RSS only")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="fibers-flow-memory-"))
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         alice_id, bob = NodeIdentity("Alice"), NodeIdentity("Bob").party
         network_map.add(bob)
         alice = Node(alice_id, network.endpoint(alice_id.party), network_map=network_map,
-                     storage=NodeStorage.open(base / "Alice", sync=False))
+                     storage=None if args.volatile else NodeStorage.open(base / "Alice", sync=False))
         alice.start_flows([PingMany(bob, 1) for _ in range(100)])  # warm every cache
         _spool(base / "to-bob", network)
         gc.collect()
