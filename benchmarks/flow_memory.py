@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         network, network_map = InMemoryNetwork(), NetworkMap()
         alice_id, bob = NodeIdentity("Alice"), NodeIdentity("Bob").party
         network_map.add(bob)
+        storage = None if args.volatile else NodeStorage.open(base / "Alice", sync=False)
         alice = Node(alice_id, network.endpoint(alice_id.party), network_map=network_map,
-                     storage=None if args.volatile else NodeStorage.open(base / "Alice", sync=False))
+                     storage=storage)
         alice.start_flows([PingMany(bob, 1) for _ in range(100)])  # warm every cache
         _spool(base / "to-bob", network)
         gc.collect()

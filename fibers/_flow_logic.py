@@ -117,6 +117,11 @@ class FlowOutcome(Generic[T]):
             return future
 
     @property
+    def asked(self) -> bool:
+        """Whether the future was made (someone asked for it)."""
+        return self._future is not None
+
+    @property
     def settled(self) -> bool:
         """Whether the flow's result (or error) is in."""
         return self._settled is not None
