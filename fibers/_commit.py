@@ -274,12 +274,13 @@ class CommitStage:
         """The state machine suspended or finished: queue its step's writes, and
         ``after_step(machine, frames)`` (with the step's messages, to be sent) for once they
         committed."""
-        if self._checkpoints is None:
+        if self._checkpoints is None:  # nothing to store or track: the messages leave now
             outbox, machine.outbox = machine.outbox, []  # take_outbox, without a call
-            sent: Frames = []
+            send = self._transport.send
             for recipient, message in outbox:  # (a comprehension is a call of its own)
-                sent.append((recipient, b"", encode_message(message)))
-            self._after_step(machine, sent)
+                send(recipient, encode_message(message))
+            if machine.finished:  # without storage, nothing else waits for a step
+                self._after_step(machine, [])
             return
         frames = [(r, outbox_key(r, m), encode_message(m)) for r, m in machine.take_outbox()]
         unit = self._queue.for_flow(machine)

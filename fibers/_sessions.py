@@ -134,8 +134,12 @@ class SessionTable:
         session.next_send_seq = seq + 1  # FlowSession.take_seq, without a call per message
         if session.we_initiated and (session.peer_ended or session.rejected is not None):
             return
-        self._emit(session.peer, ExistingSessionMessage(
-            session.session_id, not session.we_initiated, seq, body))
+        message = ExistingSessionMessage(session.session_id, not session.we_initiated, seq, body)
+        journal = self._journal
+        if journal.restoring and journal.replaying:
+            self._emit(session.peer, message)  # which drops it: see FlowStateMachine.emit
+        else:  # emit's common case, without a call per message
+            self._machine.outbox.append((session.peer, message))
 
     def time_out(self, session: FlowSession, deadline: datetime) -> None:
         """Raise (and journal) the timeout of a receive that reached ``deadline``."""

@@ -73,8 +73,10 @@ class Switch:
     def resume(self, throw: BaseException | None = None) -> None:
         """Run the flow until it suspends, leaves or ends (scheduler side). ``throw`` raises an
         exception at the flow's suspension point instead of returning from ``suspend()``."""
-        self._resumer = getcurrent()
-        self._greenlet.parent = self._resumer
+        resumer = getcurrent()
+        if resumer is not self._resumer:  # (setting a parent checks for cycles: not each time)
+            self._resumer = resumer
+            self._greenlet.parent = resumer
         if throw is None:
             self._greenlet.switch()
         else:
@@ -104,7 +106,7 @@ class Switch:
         never started, already ended, or when called from inside it."""
         running = self._greenlet
         if running and getcurrent() is not running:  # started, not dead, not ourselves
-            running.parent = getcurrent()
+            self._resumer = running.parent = getcurrent()
             running.throw(GreenletExit)
 
     def check_inside(self, what: str) -> None:
