@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from greenlet import GreenletExit  # type: ignore[import-untyped]
+from greenlet import GreenletExit, getcurrent  # type: ignore[import-untyped]
 
 from fibers import _io
 from fibers._annotations import check_initiating_annotation, initiating_class_of
@@ -165,6 +165,7 @@ class FlowStateMachine:
         # it costs only the FlowStack and its two lists.
         self._walked: FlowStack | None = None
         self._switch = Switch(self._run, self)
+        self._greenlet = self._switch.greenlet  # for the receive's inside check, without a call
         bind(flow, FlowBinding(self, 0, flow, 0))
 
     # ----- the parts, as the node sees them -----------------------------------------------------
@@ -411,7 +412,8 @@ class FlowStateMachine:
         (``fibers._requests.receive``), checked like those of ``SUSPENDING_REQUESTS``."""
         if self.kill is not None or self.finished:
             self.end_killed()
-        self._switch.check_inside(_MADE_RECEIVE)
+        if getcurrent() is not self._greenlet:  # (running in it implies it was resumed)
+            self._switch.check_inside(_MADE_RECEIVE)  # which refuses, naming the cause
         self._stack = self._walked = walk_again(self._walked)
         try:
             if self._stack.unmarked:

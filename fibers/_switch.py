@@ -58,6 +58,11 @@ class Switch:
         self._resumer: greenlet | None = None
 
     @property
+    def greenlet(self) -> greenlet:
+        """The flow's greenlet (to tell, as ``check_inside`` does, whether it is running)."""
+        return self._greenlet
+
+    @property
     def started(self) -> bool:
         """Whether the flow's greenlet has begun running (it may have ended since)."""
         return bool(self._greenlet) or self._greenlet.dead

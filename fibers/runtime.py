@@ -222,16 +222,17 @@ class NodeRuntime(Generic[HubT]):
             return 0
         return self._step()
 
-    def pump_frame(self, sender: Party, frame: bytes) -> int:
+    def pump_frame(self, sender: Party, frame: bytes, *, fire_timers: bool = True) -> int:
         """Manual mode: ``deliver`` one frame from ``sender`` and ``pump`` (what the
         ``ManualDriver`` does for each frame it hands over), without queueing the frame when
-        nothing else waits. Returns how much was done."""
+        nothing else waits. Without ``fire_timers`` the node's due timers wait for a later
+        pump (the caller fires them). Returns how much was done."""
         node = self._node
         if self._calls or self._inbound or node is None or self._state != "running" \
                 or self._thread is not None or threading.get_ident() != self._owner_ident:
             self.deliver(sender, (frame,))  # behind what waits; pump() refuses what it must
             return self.pump()
-        done = node.fire_due_timers()
+        done = node.fire_due_timers() if fire_timers else 0
         node.deliver_batch([(sender, frame)])
         policy = self._gc_policy
         if policy is not None:
@@ -455,15 +456,18 @@ class ManualDriver:
         return self.network.pending()
 
     def deliver_next(self) -> InFlightMessage | None:
-        """Hand the oldest deliverable frame to its recipient and let it handle it; None when
-        there is none."""
+        """Hand the oldest deliverable frame to its recipient and let it handle it (after its
+        due timers); None when there is none."""
+        return self._deliver_next(fire_timers=True)
+
+    def _deliver_next(self, *, fire_timers: bool) -> InFlightMessage | None:
         taken = self.network.take_next()
         if taken is None:
             return None
         message, deliver = taken
         runtime = self._runtimes[message.recipient.name]
         if deliver == runtime.deliver:  # the runtime's own endpoint: hand it the frame at once
-            runtime.pump_frame(message.sender, message.frame)
+            runtime.pump_frame(message.sender, message.frame, fire_timers=fire_timers)
         else:
             deliver(message.sender, [message.frame])
             runtime.pump()
@@ -497,17 +501,17 @@ class ManualDriver:
         """Deliver frames one at a time, oldest first, until none is left or ``max_messages``
         were delivered. Time does not move. Returns how many were delivered.
 
-        Each delivery pumps its recipient only (which first runs its queued calls and fires
-        its own due timers); every running node fires its due timers before the first
-        delivery and whenever no frame is left, and what they send is delivered too. (Pumping
-        every node before each delivery cost more than the delivery itself; with a clock that
-        does not move during ``run``, nothing else becomes due in between.)"""
+        Each delivery pumps its recipient only (which first runs its queued calls); every
+        running node fires its due timers before the first delivery and whenever no frame is
+        left, and what they send is delivered too. (Pumping every node before each delivery
+        cost more than the delivery itself; with a clock that does not move during ``run``,
+        nothing becomes due in between.)"""
         delivered = 0
         self.fire_timers()
         while max_messages is None or delivered < max_messages:
-            if self.deliver_next() is None:
+            if self._deliver_next(fire_timers=False) is None:
                 self.fire_timers()
-                if self.deliver_next() is None:
+                if self._deliver_next(fire_timers=False) is None:
                     break
             delivered += 1
         return delivered
