@@ -40,8 +40,9 @@ class FlowStack:
     """A flow's stack at one request: the unmarked user frames (code, line; innermost first)
     and the ``@suspendable`` frames (outermost first)."""
 
-    unmarked: list[tuple[types.CodeType, int]]
-    suspendable: list[types.FrameType]
+    # Tuples: a parked flow keeps its last stack (an empty tuple is shared, a list is not).
+    unmarked: tuple[tuple[types.CodeType, int], ...]
+    suspendable: tuple[types.FrameType, ...]
 
     @property
     def call_chain(self) -> tuple[str, ...]:
@@ -114,7 +115,7 @@ def _walk_from(frame: types.FrameType | None) -> FlowStack:
                 unmarked.append((code, frame.f_lineno))
         frame = frame.f_back
     marked.reverse()
-    return FlowStack(unmarked, marked)
+    return FlowStack(tuple(unmarked), tuple(marked))
 
 
 def suspendable_on_stack(frame: types.FrameType | None) -> FlowStack:

@@ -311,7 +311,9 @@ class FlowStateMachine:
         flow = self.flow
         try:
             check_initiating_annotation(type(flow))
-            result = _call_tracked(flow)
+            # Without a tracker, call() straight from here: one frame less under a parked flow
+            # (its frame object, made by the stack walk, lives as long as the flow is parked).
+            result = flow.call() if flow.progress_tracker is None else _call_tracked(flow)
         except HospitalizeFlowException as exc:
             self._park(f"the flow asked to be hospitalised: {exc}")
         except GreenletExit:
