@@ -55,9 +55,9 @@ def _count(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
     seen: list[str] = []
     real = getattr(NodeRuntime, name)
 
-    def counting(self: NodeRuntime[Any], *args: Any) -> int:
+    def counting(self: NodeRuntime[Any], *args: Any, **kwargs: Any) -> int:
         seen.append(self.party.name)
-        result: int = real(self, *args)
+        result: int = real(self, *args, **kwargs)
         return result
 
     monkeypatch.setattr(NodeRuntime, name, counting)
@@ -177,3 +177,14 @@ def test_the_nodes_redelivery_due_follows_sends_and_acknowledgements() -> None:
         network.run_network()  # acknowledged: nothing left to re-send
         assert handle.result.result(timeout=0) == 0
         assert alice.redelivery_due is None and not alice.timers_due()
+
+
+def test_deliver_next_fires_the_recipients_due_timers_with_its_frame() -> None:
+    with MockNetwork() as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        napping = bob.start_flow(Nap())
+        alice.start_flow(PingPong(bob.party, 1))
+        network.clock.advance(5)
+        assert not napping.result.done()
+        assert network.deliver_next() is not None  # Alice's init, to Bob
+        assert napping.result.result(timeout=0) == "rested"
