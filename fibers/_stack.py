@@ -68,22 +68,27 @@ def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
 
     ``depth`` counts the frames above this call to the state machine's method performing the
     request (1: its caller). Contract: that method is called only by a ``FlowLogic`` method
-    (``tests/fibers/test_flow_parts.py`` pins it), so the frame above it is the framework's,
+    (``tests/fibers/test_live_path.py`` pins it), so the frame above it is the framework's,
     and the one above that is the code that made the request. Starting there creates no frame
     object for the two framework frames (each about 230 bytes, alive for as long as the flow
     is parked in them).
 
     Unchanged means: the first frame above the framework's own (the user code that made the
     request) is the very frame object that was the innermost ``@suspendable`` frame of
-    ``previous``. A frame's callers are fixed while it runs, and the callers of a frame that
-    is still running are suspended in their calls, so every frame below it, marked or not,
-    and their lines are what ``previous`` found; only the lines of the ``@suspendable``
+    ``previous``, and ``previous`` found no unmarked frame. A frame's callers are fixed
+    while it runs, and the callers of a frame that is still running are suspended in their
+    calls, so every frame below it and their lines are what ``previous`` found (all of them
+    marked or the framework's); only the lines of the ``@suspendable``
     frames may have moved, and ``FlowStack`` reads those from the frames when asked. (Holding
     ``previous`` holds that frame object, so its identity cannot be reused by a new frame.)
     Any other first user frame (an unmarked function, a new call, a comprehension) gets a
     full walk, so the ``@suspendable`` check sees it."""
     frame: types.FrameType | None = sys._getframe(depth + 2)
-    if previous is not None and previous.suspendable and previous.suspendable[-1] is frame:
+    # A previous walk that found unmarked frames is never reused: they may have been above
+    # its innermost @suspendable frame, and gone since.
+    if previous is None or previous.unmarked or not previous.suspendable:
+        previous = None
+    elif previous.suspendable[-1] is frame:
         return previous  # the common case: straight from the same @suspendable frame
     framework, suspendable = _FRAMEWORK_CODES, SUSPENDABLE_CODES
     while frame is not None:  # past framework helpers (e.g. wait_for_ledger_commit)
@@ -94,7 +99,7 @@ def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
         if not inside or code in suspendable:  # a @suspendable flow of this package is user code
             break
         frame = frame.f_back
-    if previous is not None and previous.suspendable and previous.suspendable[-1] is frame:
+    if previous is not None and previous.suspendable[-1] is frame:
         return previous
     return _walk_from(frame)
 

@@ -148,6 +148,35 @@ def test_an_unmarked_function_called_after_a_reused_walk_is_still_refused(
 
 
 @initiating_flow
+class CatchesTheRefusal(FlowLogic[int]):
+    """Its unmarked function's receive is refused; it catches that and receives from call."""
+
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> int:
+        try:
+            return not_marked(self)  # type: ignore[arg-type]
+        except SuspendableError:
+            return self.send_and_receive(self.other, 5, int).unwrap(int)
+
+
+@initiated_by(CatchesTheRefusal)
+class EchoFour(Echo):
+    pass
+
+
+def test_a_walk_that_found_an_unmarked_frame_is_not_reused_once_it_is_gone() -> None:
+    with MockNetwork(strict_suspendable=True) as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        handle = alice.start_flow(CatchesTheRefusal(bob.party))
+        network.run_network()
+        # Not refused again; the answer is the one to the 2 the refused function had sent.
+        assert handle.result.result(timeout=0) == 20
+
+
+@initiating_flow
 class ReceiveInComprehension(FlowLogic[list[int]]):
     def __init__(self, other: Party) -> None:
         self.other = other
