@@ -258,16 +258,21 @@ class CommitStage:
     def unit_for(self, machine: FlowStateMachine | None) -> Unit:
         """The unit a write for ``machine`` joins: its own, unless it no longer runs (parked)
         or there is none (a unit of its own)."""
+        # Invariant: only a stage with storage has units (its node's scheduler asks no other
+        # whether something is pending).
+        assert self._checkpoints is not None, "a node without storage commits nothing"
         if machine is None or machine.abandoned:
             return self._queue.new_unit()
         return self._queue.for_flow(machine)
 
     def new_unit(self) -> Unit:
         """A unit of its own, for node-level work."""
+        assert self._checkpoints is not None, "a node without storage commits nothing"
         return self._queue.new_unit()
 
     def loose(self) -> Unit:
         """The round's unit for service writes and actions made outside any flow."""
+        assert self._checkpoints is not None, "a node without storage commits nothing"
         return self._queue.loose()
 
     def record_step(self, machine: FlowStateMachine) -> None:

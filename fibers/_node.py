@@ -135,7 +135,10 @@ class Node(Generic[HubT_co]):
                                    self.network_map,
                                    redelivery_interval=timedelta(seconds=redelivery_interval),
                                    after_step=self._after_step)
-        self._scheduler = Scheduler(self._run_step, self._commit.has_pending,
+        # Without storage the commit stage queues nothing (steps leave at once): no round
+        # asks it whether it has something to commit.
+        self._scheduler = Scheduler(self._run_step,
+                                    self._commit.has_pending if storage is not None else None,
                                     self._commit_round)
         self.live_flows = self._scheduler.by_run_id
         """The running flows' state machines by run id: a read-only live view (its ``len`` is

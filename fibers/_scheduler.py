@@ -33,9 +33,10 @@ class Scheduler:
     def __init__(
         self,
         step: Callable[[FlowStateMachine, BaseException | None], None],
-        commit_pending: Callable[[], bool],
+        commit_pending: Callable[[], bool] | None,
         commit: Callable[[], None],
     ) -> None:
+        """``commit_pending`` is None for a node that never commits (one without storage)."""
         self._step = step
         self._commit_pending = commit_pending
         self._commit = commit
@@ -109,7 +110,8 @@ class Scheduler:
                     machine = self._runnable.popleft()
                     machine.scheduled = False
                     self._step(machine, None)
-                if not self._commit_pending():
+                pending = self._commit_pending
+                if pending is None or not pending():
                     break
                 self._commit()
         finally:
