@@ -132,7 +132,7 @@ def suspendable_on_stack(frame: types.FrameType | None) -> FlowStack:
             marked.append(frame)
         frame = frame.f_back
     marked.reverse()
-    return FlowStack([], marked)
+    return FlowStack((), tuple(marked))
 
 
 def suspendable_in_traceback(tb: types.TracebackType | None) -> FlowStack:
@@ -143,7 +143,7 @@ def suspendable_in_traceback(tb: types.TracebackType | None) -> FlowStack:
         if tb.tb_frame.f_code in SUSPENDABLE_CODES:
             marked.append(tb.tb_frame)
         tb = tb.tb_next
-    return FlowStack([], marked)
+    return FlowStack((), tuple(marked))
 
 
 def flows_on_stack(frame: types.FrameType | None) -> list[FlowLogic[Any]]:
