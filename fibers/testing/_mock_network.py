@@ -187,7 +187,8 @@ class MockNetwork(Generic[HubT]):
 
     def run_network(self, max_messages: int | None = None) -> int:
         """Deliver queued messages, oldest first, until none is left or ``max_messages`` were
-        delivered (timers that are due fire in between). Returns how many were delivered."""
+        delivered; every node's due timers fire before the first and whenever none is left
+        (time does not move meanwhile). Returns how many were delivered."""
         return self.driver.run(max_messages)
 
     def deliver_next(self) -> InFlightMessage | None:
