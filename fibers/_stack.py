@@ -16,6 +16,7 @@ rebuilt by replay, the latter belong to the function containing them, which is i
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import types
@@ -33,6 +34,8 @@ _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>
 _ALLOWED_ON_STACK: dict[types.CodeType, bool] = {}
 # Whether a code object is the framework's own (a file of this package), by code object.
 _FRAMEWORK_CODES: dict[types.CodeType, bool] = {}
+# Code flags of frames that outlive a yield: resumed, their caller may be another function.
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +84,14 @@ def walk_again(previous: FlowStack | None, depth: int = 1) -> FlowStack:
     marked or the framework's); only the lines of the ``@suspendable``
     frames may have moved, and ``FlowStack`` reads those from the frames when asked. (Holding
     ``previous`` holds that frame object, so its identity cannot be reused by a new frame.)
-    Any other first user frame (an unmarked function, a new call, a comprehension) gets a
-    full walk, so the ``@suspendable`` check sees it."""
+    A generator's or coroutine's frame is the exception (its callers change each time it is
+    resumed) and is always walked again. Any other first user frame (an unmarked function, a
+    new call, a comprehension) gets a full walk, so the ``@suspendable`` check sees it."""
     frame: types.FrameType | None = sys._getframe(depth + 2)
     # A previous walk that found unmarked frames is never reused: they may have been above
     # its innermost @suspendable frame, and gone since.
-    if previous is None or previous.unmarked or not previous.suspendable:
+    if previous is None or previous.unmarked or not previous.suspendable \
+            or previous.suspendable[-1].f_code.co_flags & _RESUMABLE:
         previous = None
     elif previous.suspendable[-1] is frame:
         return previous  # the common case: straight from the same @suspendable frame

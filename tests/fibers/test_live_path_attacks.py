@@ -1,0 +1,62 @@
+"""Attacks on the live round trip's shortcuts (docs/architecture.md, "The step pipeline"): a
+reused stack walk must never let an unmarked function onto a suspended flow's stack."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from fibers import (
+    FlowLogic,
+    Party,
+    SuspendableError,
+    initiated_by,
+    initiating_flow,
+    suspendable,
+)
+from fibers.testing import MockNetwork
+
+
+@initiating_flow
+class ResumesItsGeneratorElsewhere(FlowLogic[int]):
+    """A marked generator receives; ``call`` resumes it first itself, then from an unmarked
+    function: the generator's frame is the same object, its caller is not."""
+
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def answers(self) -> Generator[int, None, None]:
+        while True:
+            yield self.send_and_receive(self.other, 1, int).unwrap(int)
+
+    @suspendable
+    def call(self) -> int:
+        answers = self.answers()
+        first = next(answers)
+        return first + next_from_elsewhere(answers)
+
+
+def next_from_elsewhere(answers: Generator[int, None, None]) -> int:
+    return next(answers)
+
+
+@initiated_by(ResumesItsGeneratorElsewhere)
+class Echo(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        while True:
+            self.send(self.other, self.receive(self.other, int).unwrap(int) * 10)
+
+
+def test_a_marked_generator_resumed_from_an_unmarked_function_is_refused() -> None:
+    with MockNetwork(strict_suspendable=True) as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        handle = alice.start_flow(ResumesItsGeneratorElsewhere(bob.party))
+        network.run_network()
+        with pytest.raises(SuspendableError, match=r"next_from_elsewhere"):
+            handle.result.result(timeout=0)
