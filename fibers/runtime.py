@@ -229,7 +229,8 @@ class NodeRuntime(Generic[HubT]):
         pump (the caller fires them). Returns how much was done."""
         node = self._node
         if self._calls or self._inbound or node is None or self._state != "running" \
-                or self._thread is not None or threading.get_ident() != self._owner_ident:
+                or node.stopped or self._thread is not None \
+                or threading.get_ident() != self._owner_ident:
             self.deliver(sender, (frame,))  # behind what waits; pump() refuses what it must
             return self.pump()
         done = node.fire_due_timers() if fire_timers else 0

@@ -60,3 +60,28 @@ def test_a_marked_generator_resumed_from_an_unmarked_function_is_refused() -> No
         network.run_network()
         with pytest.raises(SuspendableError, match=r"next_from_elsewhere"):
             handle.result.result(timeout=0)
+
+
+# ----- one frame handed to its recipient --------------------------------------------------------
+
+
+@initiating_flow
+class SendsOne(FlowLogic[None]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> None:
+        self.send(self.other, 1)
+
+
+def test_a_frame_for_a_node_stopped_by_itself_does_not_stop_the_network_run() -> None:
+    """``node.stop()`` (a crash of the node, its runtime still running): the frame handed to
+    it is dropped as the runtime's round drops it, the run goes on."""
+    with MockNetwork() as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        bob.stop()
+        handle = alice.start_flow(SendsOne(bob.party))
+        assert network.run_network() > 0  # handed over, not raised out of the run
+        assert handle.result.result(timeout=0) is None
+        assert not network.driver.pending()
