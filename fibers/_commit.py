@@ -244,13 +244,8 @@ class CommitStage:
         """Whether this stage writes to storage."""
         return self._checkpoints is not None
 
-    @property
-    def pending(self) -> bool:
-        """Whether the round has anything to commit."""
-        return bool(self._queue.units or self._acked)
-
     def has_pending(self) -> bool:
-        """``pending``, as a method the scheduler calls after every round."""
+        """Whether the round has anything to commit (the scheduler asks after every round)."""
         return bool(self._queue.units or self._acked)
 
     # ----- units ----------------------------------------------------------------------------------

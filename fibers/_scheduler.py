@@ -153,11 +153,6 @@ class Scheduler:
         """Whether a flow waits for its retry."""
         return bool(self._retry_timers)
 
-    @property
-    def has_timers(self) -> bool:
-        """Whether any sleep or retry deadline is pending."""
-        return bool(self._timers or self._retry_timers)
-
     def due_retries(self, now: datetime) -> list[StateMachineRunId]:
         """The run ids whose retry is due at ``now`` (taken off the timers)."""
         due = []
