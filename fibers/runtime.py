@@ -235,12 +235,8 @@ class NodeRuntime(Generic[HubT]):
             return self.pump()
         done = node.fire_due_timers() if fire_timers else 0
         node.deliver_batch([(sender, frame)])
-        policy = self._gc_policy
-        if policy is not None:
-            live = len(node.live_flows)
-            if live != self._gc_live:
-                self._gc_live = live
-                policy.observe(live)
+        if self._gc_policy is not None:
+            self._observe_live(node)
         return done + 1
 
     def run_until_quiet(self, max_rounds: int | None = None) -> int:
@@ -352,14 +348,18 @@ class NodeRuntime(Generic[HubT]):
         done = len(calls) + node.fire_due_timers()
         if frames:
             node.deliver_batch(frames)
-        policy = self._gc_policy
-        if policy is not None:
-            # Observing an unchanged count changes nothing (ParkedFlowsGc depends on it alone).
-            live = len(node.live_flows)  # live_flow_count, without a call
-            if live != self._gc_live:
-                self._gc_live = live
-                policy.observe(live)
+        if self._gc_policy is not None:
+            self._observe_live(node)
         return done + len(frames)
+
+    def _observe_live(self, node: Node[HubT]) -> None:
+        """Tell the GC policy the live flow count after a round, when it changed: observing
+        an unchanged count changes nothing (``ParkedFlowsGc`` depends on it alone)."""
+        assert self._gc_policy is not None
+        live = len(node.live_flows)  # live_flow_count, without a call
+        if live != self._gc_live:
+            self._gc_live = live
+            self._gc_policy.observe(live)
 
     def _close(self) -> None:
         """On the node thread: stop the transport, hand the node the frames that had already
