@@ -508,6 +508,8 @@ class ManualDriver:
         cost more than the delivery itself; with a clock that does not move during ``run``,
         nothing becomes due in between.)"""
         delivered = 0
+        if max_messages is not None and max_messages <= 0:
+            return 0  # (no delivery: no "before the first" either)
         self.fire_timers()
         while max_messages is None or delivered < max_messages:
             if self._deliver_next(fire_timers=False) is None:

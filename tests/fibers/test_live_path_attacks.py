@@ -85,3 +85,25 @@ def test_a_frame_for_a_node_stopped_by_itself_does_not_stop_the_network_run() ->
         assert network.run_network() > 0  # handed over, not raised out of the run
         assert handle.result.result(timeout=0) is None
         assert not network.driver.pending()
+
+
+# ----- when run_network fires timers -----------------------------------------------------------
+
+
+@initiating_flow
+class Naps(FlowLogic[str]):
+    @suspendable
+    def call(self) -> str:
+        self.sleep(5)
+        return "rested"
+
+
+def test_run_network_of_no_messages_does_nothing_not_even_due_timers() -> None:
+    with MockNetwork() as network:
+        alice = network.create_node("Alice")
+        handle = alice.start_flow(Naps())
+        network.clock.advance(10)  # due, not fired: the clock alone moved
+        assert network.run_network(max_messages=0) == 0
+        assert not handle.outcome.settled
+        assert network.run_network() == 0  # no frame; the due timer fires
+        assert handle.result.result(timeout=0) == "rested"
