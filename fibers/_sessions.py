@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fibers import _wire
 from fibers._annotations import flow_version_of, initiating_class_of
@@ -22,7 +22,7 @@ from fibers._errors import (
     ReceiveTimeoutException,
     UnexpectedFlowEndException,
 )
-from fibers._flow_logic import FlowBinding, FlowLogic, binding_of
+from fibers._flow_logic import FlowBinding
 from fibers._identity import Party
 from fibers._journal import encode_error, replay_int
 from fibers._messages import (
@@ -51,13 +51,6 @@ def class_name(cls: type) -> str:
 def app_name_of(cls: type) -> str:
     """The app a flow class belongs to: its top-level package."""
     return cls.__module__.split(".", 1)[0]
-
-
-def owner_index(flow: FlowLogic[Any]) -> int:
-    """The index, within its run, of the flow whose sessions ``flow`` uses."""
-    binding = binding_of(flow)
-    assert binding is not None, "requests come from running flows only"
-    return binding.owner_index
 
 
 class SessionTable:

@@ -4,6 +4,7 @@ reused stack walk must never let an unmarked function onto a suspended flow's st
 from __future__ import annotations
 
 from collections.abc import Generator
+from datetime import timedelta
 
 import pytest
 
@@ -107,3 +108,70 @@ def test_run_network_of_no_messages_does_nothing_not_even_due_timers() -> None:
         assert not handle.outcome.settled
         assert network.run_network() == 0  # no frame; the due timer fires
         assert handle.result.result(timeout=0) == "rested"
+
+
+# ----- the redelivery-due field ------------------------------------------------------------------
+
+
+@initiating_flow
+class PingOnce(FlowLogic[int]):
+    def __init__(self, other: Party) -> None:
+        self.other = other
+
+    @suspendable
+    def call(self) -> int:
+        return self.send_and_receive(self.other, 1, int).unwrap(int)
+
+
+@initiated_by(PingOnce)
+class PongOnce(Echo):
+    pass
+
+
+def test_a_lost_message_is_redelivered_after_the_one_due_first_was_acknowledged() -> None:
+    with MockNetwork() as network:
+        alice = network.create_node("Alice")
+        bob, carol = network.create_node("Bob"), network.create_node("Carol")
+        to_bob = alice.start_flow(PingOnce(bob.party))  # its init is re-sent first
+        network.clock.advance(0.5)
+        to_carol = alice.start_flow(PingOnce(carol.party))
+        queue = network.network.queue
+        lost = [m for m in queue if m.recipient == carol.party]
+        assert lost
+        for message in lost:
+            queue.remove(message)
+        network.run_network()  # Bob acknowledges the init that set the earliest due time
+        assert to_bob.result.result(timeout=0) == 10 and not to_carol.outcome.settled
+        due = alice.redelivery_due
+        assert due is not None and due <= network.clock.now() + timedelta(seconds=1)
+        network.clock.advance(1)  # Carol's init is due again
+        network.run_network()
+        assert to_carol.result.result(timeout=0) == 10
+        assert alice.redelivery_due is None
+
+
+# ----- the earliest-deadline field ---------------------------------------------------------------
+
+
+@initiating_flow
+class NapsLonger(FlowLogic[str]):
+    @suspendable
+    def call(self) -> str:
+        self.sleep(10)
+        return "rested longer"
+
+
+def test_a_later_sleep_still_fires_after_the_earliest_sleeper_was_killed() -> None:
+    with MockNetwork() as network:
+        alice = network.create_node("Alice")
+        short, longer = alice.start_flow(Naps()), alice.start_flow(NapsLonger())
+        assert alice.kill_flow(short.id)
+        network.run_network()
+        network.clock.advance(5)  # the killed flow's deadline: nothing to wake
+        network.run_network()
+        assert alice.next_deadline() == network.clock.now() + timedelta(seconds=5)
+        assert not longer.outcome.settled
+        network.clock.advance(5)
+        network.run_network()
+        assert longer.result.result(timeout=0) == "rested longer"
+        assert alice.next_deadline() is None
