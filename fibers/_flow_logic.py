@@ -12,7 +12,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -133,8 +133,11 @@ class FlowOutcome(Generic[T]):
                 return
             self._settled = (value, error)
             future = self._future
-        if future is not None and not future.done():  # outside the lock: callbacks run here
-            _complete(future, value, error)
+        if future is not None:  # outside the lock: callbacks run here
+            try:
+                _complete(future, value, error)
+            except InvalidStateError:  # its holder cancelled it (at any time, on any thread)
+                pass
 
 
 def _complete(future: Future[Any], value: object, error: BaseException | None) -> None:

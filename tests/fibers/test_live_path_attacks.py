@@ -175,3 +175,18 @@ def test_a_later_sleep_still_fires_after_the_earliest_sleeper_was_killed() -> No
         network.run_network()
         assert longer.result.result(timeout=0) == "rested longer"
         assert alice.next_deadline() is None
+
+
+# ----- the lazy result future ---------------------------------------------------------------------
+
+
+def test_a_result_future_cancelled_by_its_holder_does_not_break_the_flows_end() -> None:
+    with MockNetwork() as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        cancelled = alice.start_flow(PingOnce(bob.party))
+        other = alice.start_flow(PingOnce(bob.party))
+        assert cancelled.result.cancel()
+        network.run_network()
+        assert cancelled.outcome.settled and cancelled.result.cancelled()
+        assert other.result.result(timeout=0) == 10
+        assert alice.live_flow_count == 0
