@@ -8,6 +8,7 @@ restart, answered again from the journal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -134,10 +135,9 @@ class FlowOutcome(Generic[T]):
             self._settled = (value, error)
             future = self._future
         if future is not None:  # outside the lock: callbacks run here
-            try:
+            # Its holder may have cancelled it, at any time, on any thread: it stays so.
+            with contextlib.suppress(InvalidStateError):
                 _complete(future, value, error)
-            except InvalidStateError:  # its holder cancelled it (at any time, on any thread)
-                pass
 
 
 def _complete(future: Future[Any], value: object, error: BaseException | None) -> None:
