@@ -132,12 +132,14 @@ class Hospital:
         machine.start_record = None
         captured = captured or machine.take_parked_locals()
 
-        def write(txn: Txn) -> None:
-            store.mark_hospitalized(txn, run_id, diagnosis, start)
-            if captured is not None:
-                store.write_locals(txn, captured)
-
-        self._commit.new_unit().writes.append(write)
+        self._commit.new_unit().writes.append(
+            lambda txn: store.mark_hospitalized(txn, run_id, diagnosis, start))
+        if captured is not None:
+            # A unit of its own: locals that cannot be stored (too large for the map, say)
+            # cost the locals record, never the hospital status written before it.
+            locals_record = captured
+            self._commit.new_unit().writes.append(
+                lambda txn: store.write_locals(txn, locals_record))
 
     def admit_stored(self, stored: StoredFlow) -> None:
         """A flow that was parked (or is unreadable) when the node started stays parked."""

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from fibers._checkpoint import (
-    CheckpointError,
     Unserialisable,
     decode_snapshots,
     describe_local,
@@ -88,10 +87,10 @@ class Inspection:
             captured = machine.capture_locals()
             if captured is not None:
                 source = "live"
-                stack = describe_frames(store, captured.snapshot, machine.live_flows(),
-                                        machine.run_id, captured)
+                stack = describe_frames(store, machine.run_id, captured.snapshot,
+                                        machine.live_flows(), captured)
             elif snapshot is not None:
-                stack = describe_frames(store, snapshot, run_id=machine.run_id)
+                stack = describe_frames(store, machine.run_id, snapshot)
         return {
             "run_id": str(machine.run_id),
             "flow_class": flow_summary.flow_class,
@@ -148,14 +147,14 @@ class Inspection:
 
 
 def describe_frames(
-    store: CheckpointStore, snapshot: Snapshot, live_flows: list[FlowLogic[Any]] | None = None,
-    run_id: StateMachineRunId | None = None, captured: CapturedLocals | None = None,
+    store: CheckpointStore, run_id: StateMachineRunId, snapshot: Snapshot,
+    live_flows: list[FlowLogic[Any]] | None = None, captured: CapturedLocals | None = None,
 ) -> list[dict[str, Any]]:
     """The frames of ``snapshot`` with readable locals, for inspection and dumps (a snapshot
     without locals: each frame's function and line). A flow object in a frame is stored only
     as a summary; when the flow runs, its object among ``live_flows`` is shown with its
     fields' values instead. A referenced value is read from ``captured`` or else the flow's
-    (``run_id``) ``values`` records; one that is missing or fails its check is shown as
+    (``run_id``'s) ``values`` records; one that is missing or fails its check is shown as
     unreadable, naming its record."""
     if not snapshot.frames:
         return [{"function": name, "line": line, "locals": {}}
@@ -165,11 +164,7 @@ def describe_frames(
 
     def resolve(digest: bytes) -> bytes:
         carried = captured.value(digest) if captured is not None else None
-        if carried is not None:
-            return carried
-        if run_id is None:
-            raise CheckpointError(f"no flow to read the value {digest.hex()} of")
-        return store.stored_value(run_id, digest)
+        return carried if carried is not None else store.stored_value(run_id, digest)
 
     return [
         {
@@ -194,13 +189,13 @@ def describe_stored(store: CheckpointStore, run_id: StateMachineRunId,
     try:
         captured = store.stored_locals(run_id)
     except Exception as exc:  # CorruptRecordError, ValueError: contained to this view
-        frames = describe_frames(store, snapshot) if snapshot else []
+        frames = describe_frames(store, run_id, snapshot) if snapshot else []
         return f"<unreadable locals record of flow {run_id}: {type(exc).__name__}: {exc}>", frames
     if captured is not None and captured[0] >= journal_length:
-        return "captured", describe_frames(store, captured[1], run_id=run_id)
+        return "captured", describe_frames(store, run_id, captured[1])
     if snapshot is None:
         return None, []
-    return ("step" if snapshot.frames else None), describe_frames(store, snapshot, run_id=run_id)
+    return ("step" if snapshot.frames else None), describe_frames(store, run_id, snapshot)
 
 
 def describe_flow(flow: FlowLogic[Any]) -> str:
