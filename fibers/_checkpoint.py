@@ -13,12 +13,17 @@ in the restoring node's ``TokenContext``. Where these bytes are stored: docs/che
 from __future__ import annotations
 
 import _thread
+import dataclasses
+import datetime
+import decimal
+import enum
 import functools
 import hashlib
 import io
 import pickle
 import reprlib
 import socket
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
@@ -359,7 +364,10 @@ class _LocalEncoder:
                 self._values.append((digest, encoded))
             encoded = _TAG_VALUE + digest
         self._seen[key] = (value, encoded)
-        if kept is not None and frozen:
+        # Frozen is no promise about what a value holds (a frozen dataclass may hold a list
+        # the flow appends to): only a value nothing in which can change is kept by id.
+        if kept is not None and frozen and (type(value) in _FROZEN_SCALARS
+                                            or _deeply_immutable(value, 0)):
             if len(kept) >= _KEPT_LIMIT:
                 kept.clear()
             kept[key] = (value, encoded)
@@ -417,6 +425,32 @@ def value_of_ref(local: bytes) -> bytes | None:
 def _is_frozen_dataclass(value: object) -> bool:
     params = getattr(type(value), "__dataclass_params__", None)
     return bool(params is not None and params.frozen)
+
+
+# What a frozen value may hold to be kept by id across snapshots: builtin scalars (their exact
+# types: a subclass may carry attributes that change), and these immutable kinds.
+_IMMUTABLE_SCALARS: Final = frozenset({str, bytes, int, float, complex, bool, type(None)})
+_IMMUTABLE_KINDS: Final = (enum.Enum, datetime.date, datetime.time, datetime.timedelta,
+                           decimal.Decimal, uuid.UUID)
+_IMMUTABLE_DEPTH: Final = 32
+
+
+def _deeply_immutable(value: object, depth: int) -> bool:
+    """Whether nothing reachable from ``value`` can change: immutable scalars, and tuples,
+    frozensets and frozen dataclass instances of them (walked once, when a value is first
+    kept; deeper than ``_IMMUTABLE_DEPTH`` counts as mutable)."""
+    kind = type(value)
+    if kind in _IMMUTABLE_SCALARS or isinstance(value, _IMMUTABLE_KINDS):
+        return True
+    if depth >= _IMMUTABLE_DEPTH:
+        return False
+    if kind is tuple or kind is frozenset:
+        return all(_deeply_immutable(item, depth + 1)
+                   for item in value)  # type: ignore[attr-defined]
+    if _is_frozen_dataclass(value):
+        return all(_deeply_immutable(getattr(value, f.name, None), depth + 1)
+                   for f in dataclasses.fields(value))  # type: ignore[arg-type]
+    return False
 
 
 class _ListWriter:

@@ -6,7 +6,6 @@ subclass)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from fibers import (
 )
 from fibers._checkpoint import VALUE_THRESHOLD, decode_snapshots, loads, value_of_ref
 from fibers._journal import Snapshot
-from fibers._locals import SnapshotLocals
+from fibers._locals import CapturedLocals, SnapshotLocals
 from fibers._node import Node
 from fibers._storage import FaultPlan
 from fibers.testing import MockNetwork
@@ -235,14 +234,15 @@ class FillsBasket(FlowLogic[int]):
         return len(basket.items)
 
 
-def _basket(snapshot: Snapshot, value: Callable[[bytes], bytes | None], node: Node) -> Basket:
-    """The basket among ``snapshot``'s locals (inline, or a value ``value(digest)`` reads)."""
+def _basket(node: Node, snapshot: Snapshot, captured: CapturedLocals) -> Basket:
+    """The basket among ``snapshot``'s locals: inline, or a value ``captured`` carries or a
+    step stored."""
     [frame] = decode_snapshots(snapshot.frames)
     local = frame.locals["basket"]
     assert isinstance(local, bytes)
     digest = value_of_ref(local)
-    pickled = local if digest is None else value(digest)
-    assert pickled is not None
+    pickled = local if digest is None else (
+        captured.value(digest) or node.checkpoints.stored_value(captured.run_id, digest))
     basket = loads(pickled, node.checkpoints.tokens)
     assert isinstance(basket, Basket)
     return basket
@@ -267,12 +267,10 @@ def test_a_frozen_dataclass_holding_a_list_is_shown_as_it_is_now(
             assert shown.startswith("Basket(items=['item0-")
             captured = machine.capture_locals()
             assert captured is not None
-            assert len(_basket(captured.snapshot, captured.value, alice).items) == count
+            assert len(_basket(alice, captured.snapshot, captured).items) == count
             if policy == "every_step":  # and the step record of this suspension
                 [*_, last] = _snapshots(alice)
-                stored = _basket(last, lambda d: alice.checkpoints.stored_value(handle.id, d),
-                                 alice)
-                assert len(stored.items) == count
+                assert len(_basket(alice, last, captured).items) == count
             network.advance_time(10)
             network.run_network()
         assert handle.result.result(timeout=0) == 3
