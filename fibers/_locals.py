@@ -81,12 +81,10 @@ def encode_locals(captured: CapturedLocals) -> bytes:
 def decode_locals(data: bytes) -> tuple[int, Snapshot]:
     """A ``locals`` record's ``(journal_length, snapshot)``; ``ValueError`` if malformed."""
     values = _wire.decode(data)
-    if not (isinstance(values, tuple) and len(values) == 5):
-        raise ValueError("the stored locals are not (journal length, call chain, lines, "
-                         "waiting, frames)")
-    length, chain, lines, waiting, frames = values
-    if not (isinstance(length, int) and isinstance(chain, tuple) and isinstance(lines, tuple)
-            and isinstance(waiting, str) and isinstance(frames, bytes)):
-        raise ValueError("the stored locals are not (journal length, call chain, lines, "
-                         "waiting, frames)")
-    return length, Snapshot(chain, lines, waiting, frames)
+    if isinstance(values, tuple) and len(values) == 5:
+        length, chain, lines, waiting, frames = values
+        if (isinstance(length, int) and isinstance(chain, tuple) and isinstance(lines, tuple)
+                and isinstance(waiting, str) and isinstance(frames, bytes)):
+            return length, Snapshot(chain, lines, waiting, frames)
+    raise ValueError("the stored locals are not (journal length, call chain, lines, waiting, "
+                     "frames)")

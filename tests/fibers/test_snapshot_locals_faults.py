@@ -307,3 +307,32 @@ def test_a_large_str_subclass_is_pickled_inline_each_time(tmp_path: Any) -> None
             network.run_network()
         assert _rows(alice, "values") == []
         assert handle.result.result(timeout=0) == "second"
+
+
+# ----- records moved between flows or keys -------------------------------------------------------
+
+
+def test_a_value_record_moved_from_another_flow_is_named_unreadable(tmp_path: Any) -> None:
+    """Two flows holding the same document have a values record each under the same digest:
+    one copied over the other fails its seal (bound to its key), and only that flow's local
+    is shown unreadable."""
+    with MockNetwork(tmp_path, snapshot_locals="every_step") as network:
+        alice, bob = network.create_node("Alice"), network.create_node("Bob")
+        first = alice.start_flow(ParksWithDocument(bob.party, 1))
+        second = alice.start_flow(ParksWithDocument(bob.party, 1))
+        network.run_network()
+        rows = {key[:16]: key for key, _ in _rows(alice, "values")}
+        source, victim = rows[first.id.uuid.bytes], rows[second.id.uuid.bytes]
+        assert victim[16:] == source[16:]  # the same content: the same digest
+        storage = alice.storage
+        assert storage is not None
+        with storage.read() as txn:
+            sealed = storage.get(txn, "values", source)
+        assert sealed is not None
+        with storage.group() as group:
+            assert group.step(lambda txn: storage.put(txn, "values", victim, sealed)) is None
+        alice = network.restart_node(alice)
+        shown = _frame(alice.inspect_flow(second.id), "DocumentFlow.call")["locals"]["doc"]
+        assert shown.startswith("<unreadable:") and victim.hex() in shown, shown
+        kept = _frame(alice.inspect_flow(first.id), "DocumentFlow.call")["locals"]["doc"]
+        assert kept.startswith("Document(title='contract'")
