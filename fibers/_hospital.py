@@ -39,7 +39,6 @@ from fibers._router import Route, Router
 from fibers._scheduler import Scheduler
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine
-from fibers._storage_api import Txn
 
 __all__ = ["Hospital", "parked_routes"]
 
