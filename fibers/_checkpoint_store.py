@@ -391,10 +391,16 @@ def _summarise_flow(value: object) -> Unserialisable | None:
     suspension would only cost time (a third of a snapshot)."""
     if not isinstance(value, FlowLogic):
         return None
-    kind = type(value)
     fields = ", ".join(name for name in vars(value) if not name.startswith("_"))
-    return Unserialisable(f"{kind.__module__}.{kind.__qualname__}",
-                          f"{FLOW_SUMMARY}{kind.__qualname__} (fields: {fields})>")
+    return Unserialisable(flow_type_name(value),
+                          f"{FLOW_SUMMARY}{type(value).__qualname__} (fields: {fields})>")
+
+
+def flow_type_name(flow: FlowLogic[Any]) -> str:
+    """The type name a flow's summary among snapshot locals carries (``_summarise_flow``):
+    inspection finds the live flow object by it."""
+    kind = type(flow)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def encode_step(journal_start: int, journal: list[JournalEntry],

@@ -19,7 +19,7 @@ from fibers._checkpoint import (
     describe_local,
     describe_value,
 )
-from fibers._checkpoint_store import FLOW_SUMMARY, CheckpointStore
+from fibers._checkpoint_store import FLOW_SUMMARY, CheckpointStore, flow_type_name
 from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._hospital import Hospital
 from fibers._identity import Party
@@ -160,7 +160,7 @@ def describe_frames(
         return [{"function": name, "line": line, "locals": {}}
                 for name, line in zip(snapshot.call_chain, snapshot.lines, strict=False)]
     frames = decode_snapshots(snapshot.frames)
-    live = {_type_name(flow): flow for flow in reversed(live_flows or [])}
+    live = {flow_type_name(flow): flow for flow in reversed(live_flows or [])}
 
     def resolve(digest: bytes) -> bytes:
         carried = captured.value(digest) if captured is not None else None
@@ -213,8 +213,3 @@ def _describe(store: CheckpointStore, value: bytes | Unserialisable,
         flow = live.get(value.type_name)
         return value.repr if flow is None else describe_flow(flow)
     return describe_local(value, store.tokens, resolve)
-
-
-def _type_name(flow: FlowLogic[Any]) -> str:
-    kind = type(flow)
-    return f"{kind.__module__}.{kind.__qualname__}"

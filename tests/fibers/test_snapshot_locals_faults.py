@@ -6,6 +6,7 @@ subclass)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from fibers import (
     FlowException,
     FlowLogic,
+    HospitalizeFlowException,
     Party,
     initiated_by,
     initiating_flow,
@@ -336,3 +338,45 @@ def test_a_value_record_moved_from_another_flow_is_named_unreadable(tmp_path: An
         assert shown.startswith("<unreadable:") and victim.hex() in shown, shown
         kept = _frame(alice.inspect_flow(first.id), "DocumentFlow.call")["locals"]["doc"]
         assert kept.startswith("Document(title='contract'")
+
+
+# ----- a capture whose locals cannot be pickled --------------------------------------------------
+
+
+class Hostile:
+    """Refuses to be pickled, by pickle and by dill, and to be shown."""
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise RuntimeError("no pickling")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class ParksHoldingTheUnpicklable(FlowLogic[None]):
+    @suspendable
+    def call(self) -> None:
+        lock = threading.Lock()
+        hostile = Hostile()
+        note = "still shown"
+        self.sleep(10)
+        raise HospitalizeFlowException(f"{note}: {lock!r} and {type(hostile).__name__}")
+
+
+def test_a_flow_parked_holding_unpicklable_locals_is_parked_and_shown(
+    mock_network: MockNetwork,
+) -> None:
+    alice = mock_network.create_node("Alice")
+    handle = alice.start_flow(ParksHoldingTheUnpicklable())
+    mock_network.advance_time(10)
+    mock_network.run_network()
+    [entry] = alice.hospital()
+    assert entry.run_id == handle.id
+    assert [key for key, _ in _rows(alice, "flow_status")] == [handle.id.uuid.bytes]
+    alice = mock_network.restart_node(alice)
+    inspected = alice.inspect_flow(handle.id)
+    assert inspected["locals_from"] == "captured"
+    shown = _frame(inspected, "ParksHoldingTheUnpicklable.call")["locals"]
+    assert shown["note"] == "'still shown'"
+    assert shown["lock"].startswith("<unserialisable")
+    assert shown["hostile"].startswith("<unserialisable") and "Hostile" in shown["hostile"]
