@@ -297,7 +297,8 @@ def capture_frames(
     A value held by several frames is pickled once. ``cache`` (kept by the caller between
     snapshots of one flow) also remembers the bytes of frozen dataclass instances, which flows
     carry from suspension to suspension (transactions, states), so they are pickled once per
-    flow rather than once per suspension; it holds the values themselves, so ids stay valid.
+    flow rather than once per suspension; it holds the values themselves, so ids stay valid,
+    and only values nothing in which can change (not a frozen dataclass holding a list).
 
     ``values``, when given, turns content addressing on: a frozen dataclass instance, ``bytes``
     or ``str`` local whose pickle is ``VALUE_THRESHOLD`` bytes or more is kept as a reference
