@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import struct
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +47,7 @@ from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot
 from fibers._locals import CapturedLocals, decode_locals, encode_locals
+from fibers._messages import ExistingSessionMessage, encode_message
 from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
 
@@ -201,14 +202,15 @@ class CheckpointStore:
             write(txn)
 
     def write_unit(self, txn: Txn, unit: _HasWrites) -> None:
-        """Run a commit unit's writes in order: its write functions, its steps and the
-        received messages it keeps in the inbox, as ``(key, frame)``."""
+        """Write a commit unit: first the received messages it keeps in the inbox (encoded
+        here), then its write functions and steps in order."""
+        if unit.inbox:
+            s = self.storage
+            for key, message in unit.inbox.items():
+                s.put_sealed(txn, "inbox", key, encode_message(message))
         for write in unit.writes:
-            kind = type(write)
-            if kind is StepWrite:
-                self.write_step(txn, write)  # type: ignore[arg-type]
-            elif kind is tuple:
-                self.storage.put_sealed(txn, "inbox", *write)  # type: ignore[misc]
+            if type(write) is StepWrite:
+                self.write_step(txn, write)
             else:
                 write(txn)  # type: ignore[operator]
 
@@ -351,7 +353,9 @@ class CheckpointStore:
 
 class _HasWrites(Protocol):
     @property
-    def writes(self) -> Sequence[Callable[[Txn], object] | StepWrite | tuple[bytes, bytes]]: ...
+    def writes(self) -> Sequence[Callable[[Txn], object] | StepWrite]: ...
+    @property
+    def inbox(self) -> Mapping[bytes, ExistingSessionMessage] | None: ...
 
 
 @dataclass(slots=True)

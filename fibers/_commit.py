@@ -80,10 +80,14 @@ class Unit:
     """Writes stored together, and what waits for them."""
 
     owner: FlowStateMachine | None = None
-    # In order: write functions, flow steps (``CheckpointStore.write_step``) and received
-    # messages for the inbox as (key, frame), the last two kept as data so they cost no closure.
-    writes: list[Callable[[Txn], object] | StepWrite | tuple[bytes, bytes]] = field(
-        default_factory=list)
+    # In order: write functions and flow steps (``CheckpointStore.write_step``, kept as data so
+    # it costs no closure).
+    writes: list[Callable[[Txn], object] | StepWrite] = field(default_factory=list)
+    # Received messages to keep in the inbox (written before ``writes``), by inbox key; encoded
+    # only when written. A message the owner consumes in a step of this same unit is removed
+    # from here instead of being written and deleted: the step record journals it, and the two
+    # commit (or fail) together. See docs/checkpoint-format.md, "The inbox".
+    inbox: dict[bytes, ExistingSessionMessage] | None = None
     # In order: actions, and the frames of the owner's steps (for ``after_step``: no closure).
     after: list[Callable[[], object] | Frames] = field(default_factory=list)
     acks: list[tuple[Party, AckEntry]] = field(default_factory=list)
@@ -161,13 +165,13 @@ def commit_units(store: CheckpointStore | None, units: list[Unit], who: str) -> 
     """Write ``units`` in one flat group commit; a unit whose writes fail is isolated (the
     commit is redone without it, see ``Storage.write_each``) and fails alone."""
     failed: list[tuple[Unit, Exception]] = []
-    writing = [unit for unit in units if unit.writes]
+    writing = [unit for unit in units if unit.writes or unit.inbox]
     if writing and store is not None:
         try:
             errors = store.storage.write_each(writing, store.write_unit)
         except Exception as exc:  # the whole commit failed: nothing of it is stored
             log.error("%s: a group commit failed", who, exc_info=exc)
-            return CommitResult([unit for unit in units if not unit.writes],
+            return CommitResult([unit for unit in units if not (unit.writes or unit.inbox)],
                                 [(unit, exc) for unit in writing])
         if any(error is not None for error in errors):
             failed = [(unit, error) for unit, error in zip(writing, errors, strict=True)
@@ -286,15 +290,23 @@ class CommitStage:
         unit = self._queue.for_flow(machine)
         if frames or machine.new_journal or machine.consumed or machine.start_record \
                 or machine.extra_writes or machine.finished:
-            write = self._step_write(machine, frames)
+            write = self._step_write(machine, frames, unit)
             unit.start = unit.start or write.start_record
             unit.writes.append(write)
         # else woken without progress (or restored back at its checkpoint): nothing to store.
         unit.after.append(frames)
 
-    def _step_write(self, machine: FlowStateMachine, frames: Frames) -> StepWrite:
+    def _step_write(self, machine: FlowStateMachine, frames: Frames, unit: Unit) -> StepWrite:
         journal, machine.new_journal = machine.new_journal, []
-        consumed, machine.consumed = machine.consumed, []
+        consumed: list[bytes] = []
+        if machine.consumed:
+            received = unit.inbox
+            for k in machine.consumed:
+                key = message_key(*k)
+                # Received in this unit: neither written nor deleted (see ``Unit.inbox``).
+                if received is None or received.pop(key, None) is None:
+                    consumed.append(key)
+            machine.consumed = []
         start, machine.start_record = machine.start_record, None
         extra, machine.extra_writes = machine.extra_writes, []
         values = machine.new_values
@@ -315,7 +327,7 @@ class CommitStage:
             journal=journal,
             snapshot=machine.snapshot,
             outbox=frames,
-            consumed=[message_key(*k) for k in consumed],
+            consumed=consumed,
             inbox_prefixes_done=done,
             start_record=start,
             extra_writes=extra,
@@ -361,8 +373,9 @@ class CommitStage:
         parked flow); acknowledge it once stored."""
         entry = (message.session_id, message.to_initiator, message.seq)
         unit = self.unit_for(machine)
-        # (key, frame): an inbox record, kept as data (see ``CheckpointStore.write_unit``).
-        unit.writes.append((message_key(sender.name, *entry), encode_message(message)))
+        if unit.inbox is None:
+            unit.inbox = {}
+        unit.inbox[message_key(sender.name, *entry)] = message
         unit.acks.append((sender, entry))
 
     def store_init(self, machine: FlowStateMachine, sender: Party,
@@ -371,19 +384,14 @@ class CommitStage:
         (one unit: the init is acknowledged only once its responder is stored)."""
         sid = init.initiator_session_id
         dedup_key = session_prefix(sender.name, sid, False)
-        data = None
-        if init.first_payload is not None:
-            first = ExistingSessionMessage(sid, False, 0, Data(init.first_payload))
-            data = (message_key(sender.name, sid, False, 0), encode_message(first))
         store = self._storage()
-
-        def write(txn: Txn) -> None:
-            dedup.accepted(store, txn, dedup_key)
-            if data is not None:
-                store.put_sealed(txn, "inbox", data[0], data[1])
-
         unit = self.unit_for(machine)
-        unit.writes.append(write)
+        unit.writes.append(lambda txn: dedup.accepted(store, txn, dedup_key))
+        if init.first_payload is not None:
+            if unit.inbox is None:
+                unit.inbox = {}
+            unit.inbox[message_key(sender.name, sid, False, 0)] = ExistingSessionMessage(
+                sid, False, 0, Data(init.first_payload))
         unit.ack(sender, (sid, False, 0))
 
     def store_rejection(self, sender: Party, session_id: int, key: bytes,
@@ -450,7 +458,7 @@ class CommitStage:
             forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
             forgetting.on_failure = lambda _: self._forget_later(acked)
         units = self._queue.take()
-        hook = self.hook if any(unit.writes for unit in units) else None
+        hook = self.hook if any(unit.writes or unit.inbox for unit in units) else None
         if hook is not None:
             hook("before")
         result = commit_units(self._checkpoints, units, str(self._who))
