@@ -47,7 +47,7 @@ from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot
 from fibers._locals import CapturedLocals, decode_locals, encode_locals
-from fibers._messages import ExistingSessionMessage, encode_message
+from fibers._messages import AckedSessionMessage, ExistingSessionMessage, encode_message
 from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
 
@@ -206,8 +206,11 @@ class CheckpointStore:
         here), then its write functions and steps in order."""
         if unit.inbox:
             s = self.storage
-            for key, message in unit.inbox.items():
-                s.put_sealed(txn, "inbox", key, encode_message(message))
+            for key, received in unit.inbox.items():
+                # (Acks a message carried were for this node only: not stored.)
+                s.put_sealed(txn, "inbox", key, encode_message(
+                    received.without_acks() if type(received) is AckedSessionMessage
+                    else received))
         for write in unit.writes:
             if type(write) is StepWrite:
                 self.write_step(txn, write)

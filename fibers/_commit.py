@@ -36,7 +36,6 @@ from fibers._checkpoint_store import (
     StepWrite,
     message_key,
     session_prefix,
-    split_message_key,
 )
 from fibers._clock import Clock
 from fibers._identity import Party
@@ -47,6 +46,7 @@ from fibers._messages import (
     InitialSessionMessage,
     SessionMessage,
     encode_message,
+    with_acks,
 )
 from fibers._node_types import NetworkMap
 from fibers._redelivery import Redelivery
@@ -71,8 +71,13 @@ log = logging.getLogger("fibers.node")
 AckEntry = tuple[int, bool, int]
 """(session id, to initiator, seq) of one received message, as an ``Ack`` lists it."""
 
-Forget = tuple[bytes, bool]
-"""An outbox key to delete, or (True) the prefix of every outbox key of one session."""
+Forget = tuple[bytes, int]
+"""An outbox key to delete and what it is: ``_WHOLE_SESSION`` (the key is the prefix of every
+outbox key of one session), ``_PLAIN``, or the seq of our message to an initiator (whose
+acknowledgement may end its session's dedup record, see ``fibers._dedup``)."""
+
+_WHOLE_SESSION = -1
+_PLAIN = -2
 
 
 @dataclass(eq=False, slots=True)
@@ -108,13 +113,17 @@ class CommitResult:
     committed: list[Unit]
     failed: list[tuple[Unit, Exception]]
 
-    def acks_by_peer(self) -> list[tuple[Party, list[AckEntry]]]:
-        """The acknowledgements of the committed units, one list per peer (sent as one Ack)."""
+    def acks_by_peer(self) -> dict[str, tuple[Party, list[AckEntry]]]:
+        """The acknowledgements of the committed units, one list per peer (by name)."""
         by_peer: dict[str, tuple[Party, list[AckEntry]]] = {}
         for unit in self.committed:
             for peer, entry in unit.acks:
-                by_peer.setdefault(peer.name, (peer, []))[1].append(entry)
-        return list(by_peer.values())
+                owed = by_peer.get(peer.name)
+                if owed is None:
+                    by_peer[peer.name] = (peer, [entry])
+                else:
+                    owed[1].append(entry)
+        return by_peer
 
 
 class CommitQueue:
@@ -242,6 +251,11 @@ class CommitStage:
         self.redelivery_due: datetime | None = None
         """When unacknowledged outbox messages are next re-sent, or acknowledged ones whose
         deletion failed are deleted (None: nothing waits); read only."""
+        # Acknowledgements owed to each peer by the commit whose after-work runs now (empty
+        # otherwise): they ride on the first frame sent to that peer (``send_tracked``), and
+        # those left go as one ``Ack`` each once the after-work is done.
+        self._owed: dict[str, tuple[Party, list[AckEntry]]] = {}
+        self._sent_at: datetime | None = None  # the clock during that after-work
 
     @property
     def durable(self) -> bool:
@@ -414,17 +428,23 @@ class CommitStage:
         unit.ack(sender, (session_id, False, 0))
         unit.after.append(lambda: self.send_tracked(sender, key, frame))
 
-    def acknowledged(self, sender: Party, entries: list[AckEntry]) -> None:
+    def acknowledged(self, sender: Party, entries: list[AckEntry]) -> int:
         """``sender`` acknowledged these messages of ours: they leave the outbox with the next
         commit (no commit of its own: lost on a crash, a message is re-sent and dropped as a
-        duplicate) and are not re-sent."""
+        duplicate) and are not re-sent. An entry naming no message sent to ``sender`` and
+        awaiting its acknowledgement (a duplicate, or a message never sent, or not yet) is
+        ignored; returns how many were."""
         if not self.durable:
-            return
-        keys = [message_key(sender.name, *entry) for entry in entries]
-        self._acked.extend((key, False) for key in keys)
-        for key in keys:
-            self._unacked.acknowledged(key)
+            return 0
+        name, unacked, acked, ignored = sender.name, self._unacked, self._acked, 0
+        for session_id, to_initiator, seq in entries:
+            key = message_key(name, session_id, to_initiator, seq)
+            if unacked.acknowledged(key):
+                acked.append((key, seq if to_initiator else _PLAIN))
+            else:
+                ignored += 1
         self._refresh_due()
+        return ignored
 
     def init_implied(self, responder: Party, session_id: int) -> None:
         """The responder of our session ``session_id`` stored our init (it sent something in
@@ -432,7 +452,7 @@ class CommitStage:
         before acknowledging it. Its dedup record may go once we acknowledge (see
         ``fibers._dedup``)."""
         if self.durable:
-            self._acked.append((message_key(responder.name, session_id, False, 0), False))
+            self._acked.append((message_key(responder.name, session_id, False, 0), _PLAIN))
 
     def session_over(self, responder: Party, session_id: int) -> None:
         """The responder's side of our session ``session_id`` ended (we received its End,
@@ -441,7 +461,8 @@ class CommitStage:
         will consume them, and the responder's dedup record may go once we acknowledge (see
         ``fibers._dedup``, rule 2)."""
         if self.durable:
-            self._acked.append((session_prefix(responder.name, session_id, False), True))
+            self._acked.append((session_prefix(responder.name, session_id, False),
+                                _WHOLE_SESSION))
 
     # ----- the group commit -----------------------------------------------------------------------
 
@@ -464,10 +485,17 @@ class CommitStage:
         result = commit_units(self._checkpoints, units, str(self._who))
         if hook is not None:
             hook("after")
-        self._run_after(result.committed)
         if forgetting is None or forgetting in result.committed:  # see _acked's invariant
-            for peer, entries in result.acks_by_peer():
-                self._transport.send(peer, encode_message(Ack(entries)))
+            self._owed = result.acks_by_peer()
+        self._sent_at = self._clock.now()
+        try:
+            self._run_after(result.committed)  # (frames to peers owed acks carry them)
+        finally:
+            self._sent_at = None
+            if self._owed:
+                owed, self._owed = self._owed, {}
+                for peer, entries in owed.values():
+                    self._transport.send(peer, encode_message(Ack(entries)))
         if result.failed:
             after_failures()
         for unit, error in result.failed:
@@ -506,11 +534,21 @@ class CommitStage:
     # ----- sending and redelivery -----------------------------------------------------------------
 
     def send_tracked(self, recipient: Party, key: bytes, frame: bytes) -> None:
-        """Send a frame that waits in the outbox; it is re-sent until acknowledged."""
-        self._transport.send(recipient, frame)
-        if self._checkpoints is not None:
-            self._unacked.sent(key, self._clock.now())
+        """Send a frame that waits in the outbox; it is re-sent until acknowledged. Sent after a
+        commit that owes ``recipient`` acknowledgements, it carries them (``with_acks``)."""
+        if self._checkpoints is not None:  # tracked first: only then is its ack honoured
+            self._unacked.sent(key, self._sent_at or self._clock.now())
             self._refresh_due()
+        owed = self._owed
+        if owed:
+            entries = owed.pop(recipient.name, None)
+            if entries is not None:
+                acked = with_acks(frame, entries[1])
+                if acked is None:
+                    owed[recipient.name] = entries
+                else:
+                    frame = acked
+        self._transport.send(recipient, frame)
 
     def resent(self, key: bytes) -> None:
         """An outbox message was sent again (restart, reconnect): re-send it until acked."""
@@ -545,9 +583,11 @@ class CommitStage:
                 recipient = self._network_map.party(key.partition(b"\0")[0].decode())
             except KeyError:
                 recipient = None
-            if frame is None or recipient is None:
-                self._unacked.acknowledged(key)  # deleted meanwhile, or re-sent at restart
+            if frame is None:
+                self._unacked.acknowledged(key)  # deleted meanwhile
                 continue
+            if recipient is None:
+                continue  # re-sent once the map knows it, and tracked until acknowledged
             self._transport.send(recipient, frame)
 
     def clear(self) -> None:
@@ -561,12 +601,11 @@ def _forget_acknowledged(store: Storage, txn: Txn, keys: list[Forget]) -> None:
     """Delete acknowledged messages (and the messages of sessions whose responder ended) from
     the outbox; an acknowledgement from an initiator may also end its session's dedup record
     (see ``fibers._dedup``)."""
-    for key, whole_session in keys:
-        if whole_session:
+    for key, what in keys:
+        if what == _WHOLE_SESSION:
             store.delete_prefix(txn, "outbox", key)
             continue
         store.delete(txn, "outbox", key)
-        peer, session_id, to_initiator, seq = split_message_key(key)
-        if to_initiator:
-            dedup.initiator_acknowledged(store, txn, session_prefix(peer, session_id, False),
-                                         seq)
+        if what >= 0:  # our message ``what`` to an initiator: the dedup key is its session's,
+            # the other direction (message key = session prefix + seq, see message_key)
+            dedup.initiator_acknowledged(store, txn, key[:-5] + b"\0", what)

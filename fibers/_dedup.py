@@ -49,6 +49,11 @@ was pruned (it would re-send it forever). Three rules make that so:
    message says nothing of what the initiator still holds, since the responder's
    acknowledgements of the initiator's messages may have been lost (a crash after the commit
    that stored them, before they were sent), and the initiator re-sends what they were for.
+   An acknowledgement counts whether it came in an ``Ack`` or riding on a message of the
+   initiator's (``AckedSessionMessage``; its carrier may be dropped, its acks are still
+   honoured), and only for a message of ours awaiting one (``CommitStage.acknowledged``):
+   the final message is, from the commit after which it is sent (and from the restart that
+   re-sends it) until its first acknowledgement, so that one is never ignored.
 
 So when a record ends, the initiator has processed the responder's final message, hence
 (rule 2) holds no message of the session any more and will never send one again, and (rule 1)

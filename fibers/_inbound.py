@@ -41,8 +41,13 @@ class FrameStats:
     init they follow (see ``fibers._dedup``)."""
     failed: int = 0
     """Frames whose handling raised an unexpected error (a bug: the error is logged in full)."""
+    stale_acks: int = 0
+    """Acknowledgement entries (not frames) ignored because they named no message sent to
+    their sender and awaiting its acknowledgement: a duplicate (the message was re-sent and
+    acknowledged twice), or a peer acknowledging what it was never sent, or not yet. Not in
+    ``total``: the frame that carried them was used."""
 
     @property
     def total(self) -> int:
         """Every frame dropped, whatever the reason."""
-        return sum(getattr(self, f.name) for f in fields(self))
+        return sum(getattr(self, f.name) for f in fields(self) if f.name != "stale_acks")

@@ -101,13 +101,27 @@ class ExistingSessionMessage(msgspec.Struct, frozen=True, array_like=True, tag=6
 class Ack(msgspec.Struct, frozen=True, array_like=True, tag=7):
     """The recipient durably stored these messages, each named ``(session_id, to_initiator,
     seq)`` (``to_initiator`` being the direction of the acknowledged message): the sender may
-    forget them. One Ack per peer per commit carries all of that commit's acknowledgements."""
+    forget them. A commit's acknowledgements to one peer travel together: on the first
+    message sent to it after the commit (``AckedSessionMessage``), else in one Ack."""
 
     entries: list[tuple[SessionId, bool, Seq]]
 
 
+class AckedSessionMessage(ExistingSessionMessage, frozen=True, array_like=True, tag=8):
+    """An ``ExistingSessionMessage`` that also carries acknowledgements, as an ``Ack`` lists
+    them: the acks a node owes a peer after a commit ride on the first message it then sends
+    that peer (``with_acks``) instead of costing a frame of their own. Only frames in flight
+    carry them: the outbox keeps, and redelivery re-sends, the message without them."""
+
+    acks: list[tuple[SessionId, bool, Seq]]
+
+    def without_acks(self) -> ExistingSessionMessage:
+        """The message it carries, as it is stored."""
+        return ExistingSessionMessage(self.session_id, self.to_initiator, self.seq, self.body)
+
+
 SessionMessage = InitialSessionMessage | ExistingSessionMessage
-Frame = InitialSessionMessage | ExistingSessionMessage | Ack
+Frame = InitialSessionMessage | ExistingSessionMessage | AckedSessionMessage | Ack
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Frame)
@@ -115,6 +129,23 @@ _decoder = msgspec.msgpack.Decoder(Frame)
 
 encode_message: Final[Callable[[Frame], bytes]] = _encoder.encode
 """The frame bytes of a ``Frame`` (the encoder's own method: a frame costs no Python call)."""
+
+
+# An encoded ExistingSessionMessage starts with a MessagePack fixarray of 5 (its tag and four
+# fields) and its tag; an AckedSessionMessage is the same array with its tag and one more
+# element, the acks, at the end.
+_PLAIN_HEAD: Final = b"\x95\x06"
+_ACKED_HEAD: Final = b"\x96\x08"
+
+
+def with_acks(frame: bytes, entries: list[tuple[int, bool, int]]) -> bytes | None:
+    """The frame of ``frame``'s ``ExistingSessionMessage`` carrying ``entries`` too (the
+    encoding of the ``AckedSessionMessage``, made without decoding ``frame``); None when
+    ``frame`` is another kind of message or the result would be oversize (send an ``Ack``)."""
+    if not frame.startswith(_PLAIN_HEAD):
+        return None
+    acked = b"".join((_ACKED_HEAD, frame[2:], _encoder.encode(entries)))
+    return acked if len(acked) <= MAX_MESSAGE_SIZE else None
 
 
 def decode_message(frame: bytes) -> Frame:

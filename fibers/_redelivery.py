@@ -36,11 +36,14 @@ class Redelivery:
         if self.next_due is None or due < self.next_due:
             self.next_due = due
 
-    def acknowledged(self, key: bytes) -> None:
-        """The recipient has stored ``key``: it is not re-sent."""
-        self._due.pop(key, None)
+    def acknowledged(self, key: bytes) -> bool:
+        """The recipient has stored ``key``: it is not re-sent. Returns whether it was
+        waiting for that (sent and not yet acknowledged)."""
+        if self._due.pop(key, None) is None:
+            return False
         if not self._due:
             self.next_due = None
+        return True
 
     def due(self, now: datetime) -> list[bytes]:
         """The keys to re-send now, in the order they were first sent; each is rescheduled."""

@@ -28,6 +28,7 @@ from fibers._identity import Party
 from fibers._inbound import REORDER_WINDOW, FrameStats
 from fibers._messages import (
     Ack,
+    AckedSessionMessage,
     Confirm,
     End,
     ErrorEnd,
@@ -213,11 +214,21 @@ class Router:
             log.warning("%s dropped a frame from %s: %s", self._party, sender, exc)
             return
         if isinstance(message, Ack):
-            self._commit.acknowledged(sender, list(message.entries))
+            self._acknowledged(sender, message.entries)
         elif isinstance(message, InitialSessionMessage):
             self._on_session_init(sender, message)
         else:
+            if type(message) is AckedSessionMessage:
+                self._acknowledged(sender, message.acks)
             self._on_session_message(sender, message)
+
+    def _acknowledged(self, sender: Party, entries: list[tuple[int, bool, int]]) -> None:
+        """Acknowledgements from ``sender`` (an ``Ack``, or riding on a session message)."""
+        ignored = self._commit.acknowledged(sender, entries)
+        if ignored:
+            self.frame_stats.stale_acks += ignored
+            log.debug("%s ignored %d acknowledgement(s) from %s of messages not awaiting one",
+                      self._party, ignored, sender)
 
     def _on_session_init(self, sender: Party, init: InitialSessionMessage) -> None:
         sid = init.initiator_session_id

@@ -12,6 +12,7 @@ import pytest
 from fibers import FlowLogic, Party, UnexpectedFlowEndException, initiating_flow, suspendable
 from fibers._messages import (
     Ack,
+    AckedSessionMessage,
     ExistingSessionMessage,
     InitialSessionMessage,
     decode_message,
@@ -40,12 +41,14 @@ def _records(node: Node, db: str) -> list[bytes]:
 
 
 def _acks(network: MockNetwork, sender: str) -> list[tuple[int, tuple[int, bool, int]]]:
-    """(transcript index, entry) of every acknowledgement ``sender`` sent."""
+    """(transcript index, entry) of every acknowledgement ``sender`` sent (in an ``Ack``, or
+    riding on a session message)."""
     return [
         (i, entry)
         for i, e in enumerate(network.transcript)
-        if e.sender == sender and isinstance(e.message, Ack)
-        for entry in e.message.entries
+        if e.sender == sender
+        for entry in (e.message.entries if isinstance(e.message, Ack) else
+                      e.message.acks if isinstance(e.message, AckedSessionMessage) else [])
     ]
 
 
@@ -292,10 +295,14 @@ def test_acks_of_one_commit_travel_in_one_message_per_peer_without_the_failed_un
     inits = [decode_message(m.frame) for m in mock_network.pending_messages()]
     _faults(bob).fail_writes_to("dedup", 1)  # the first responder's unit fails alone
     assert mock_network.deliver_all() == 3  # one batch: one round, one commit
-    acks = [decode_message(m.frame) for m in mock_network.pending_messages()
-            if m.recipient == alice.party and isinstance(decode_message(m.frame), Ack)]
+    to_alice = [decode_message(m.frame) for m in mock_network.pending_messages()
+                if m.recipient == alice.party]
     ids = [i.initiator_session_id for i in inits if isinstance(i, InitialSessionMessage)]
-    assert acks == [Ack([(ids[1], False, 0), (ids[2], False, 0)])]
+    # They ride on the first message to Alice (the first confirm); no Ack frame of their own.
+    assert [m.acks for m in to_alice if isinstance(m, AckedSessionMessage)] == [
+        [(ids[1], False, 0), (ids[2], False, 0)]]
+    assert isinstance(to_alice[0], AckedSessionMessage)
+    assert not any(isinstance(m, Ack) for m in to_alice)
     _settle(mock_network)
     assert Answer.calls == 7  # the lost responder ran once in memory, then three for real
 

@@ -20,7 +20,7 @@ from fibers import (
 )
 from fibers._errors import FlowConfigurationError
 from fibers._messages import (
-    Ack,
+    AckedSessionMessage,
     Data,
     ExistingSessionMessage,
     Reject,
@@ -58,10 +58,10 @@ def test_init_naming_a_non_flow_class_is_rejected(mock_network: MockNetwork) -> 
     alice, bob = mock_network.create_node("Alice"), mock_network.create_node("Bob")
     init = InitialSessionMessage(42, f"{__name__}:NotAFlow", 1, "tests", None)
     bob.deliver(alice.party, encode_message(init))
-    reject, ack = (decode_message(m.frame) for m in mock_network.pending_messages())
-    assert isinstance(reject, ExistingSessionMessage)
+    [reject] = (decode_message(m.frame) for m in mock_network.pending_messages())
+    assert isinstance(reject, AckedSessionMessage)
     assert reject.body == Reject(f"{__name__}:NotAFlow is not a flow class")
-    assert ack == Ack([(42, False, 0)])  # the rejected init is not re-sent
+    assert reject.acks == [(42, False, 0)]  # the rejected init is not re-sent
 
 
 @initiating_flow

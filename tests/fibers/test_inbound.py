@@ -23,6 +23,7 @@ from fibers._messages import (
     InitialSessionMessage,
     decode_message,
     encode_message,
+    with_acks,
 )
 from fibers._router import Router
 from fibers._sessions import class_name
@@ -44,6 +45,13 @@ MALFORMED: dict[str, bytes] = {
     "sequence number 2**32": _raw.encode([6, 7, True, 2**32, [5]]),
     "negative sequence number": _raw.encode([6, 7, True, -1, [5]]),
     "ack entry out of range": _raw.encode([7, [[-1, True, 2**40]]]),
+    # [tag 8, session id, to initiator, seq, body, acks]: a session message carrying acks
+    "piggybacked ack with a negative session id": _raw.encode([8, 7, True, 0, [5],
+                                                               [[-1, True, 0]]]),
+    "piggybacked ack with seq 2**32": _raw.encode([8, 7, True, 0, [5], [[7, True, 2**32]]]),
+    "piggybacked ack of the wrong shape": _raw.encode([8, 7, True, 0, [5], [[7, True]]]),
+    "piggybacked acks that are not a list": _raw.encode([8, 7, True, 0, [5], 5]),
+    "piggybacked acks missing": _raw.encode([8, 7, True, 0, [5]]),
     "wrong types": _raw.encode([6, "seven", 1, 0, [5]]),
     "unknown tag": _raw.encode([9, 1, 2]),
     "empty": b"",
@@ -142,6 +150,10 @@ def _valid_frames() -> list[bytes]:
             network.deliver_next()
             frames.append(message.frame)
     frames.append(encode_message(Ack([(5, True, 1), (5, False, 0)])))
+    acked = with_acks(encode_message(ExistingSessionMessage(5, True, 1, Data(encode(1)))),
+                      [(5, False, 0), (6, True, 2)])
+    assert acked is not None
+    frames.append(acked)
     return frames
 
 

@@ -9,12 +9,21 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from fibers import FlowLogic, Party, initiated_by, initiating_flow, suspendable
-from fibers._messages import Data, ExistingSessionMessage, decode_message
+from fibers._checkpoint_store import message_key
+from fibers._messages import (
+    AckedSessionMessage,
+    Data,
+    ExistingSessionMessage,
+    InitialSessionMessage,
+    decode_message,
+    with_acks,
+)
+from fibers._node import Node
 from fibers.storage import Storage, Txn
 from fibers.testing import MockNetwork, explore
 from tests.fibers.explore_flows import Transfer, install_books
-from tests.fibers.test_explore import posted_once
 from tests.fibers.test_durability import Collect
+from tests.fibers.test_explore import posted_once
 from tests.fibers.test_storage_interface import RecordingStorage
 
 Written = tuple[str, str, bytes, bytes | None]  # (operation, database, key, payload)
@@ -156,3 +165,77 @@ def test_a_message_consumed_in_a_later_commit_stays_in_the_inbox_until_then() ->
         assert SleepThenReceive.received == ["early"]
         assert ("delete", "inbox", key, None) in made["B"].keyed
         assert _inbox_and_outbox(net) == {"A": 0, "B": 0}
+
+
+# ----- acknowledgements ride on frames ------------------------------------------------------------
+
+
+def _outbox(node: Node) -> list[bytes]:
+    storage = node.storage
+    assert storage is not None
+    with storage.read() as txn:
+        return [key for key, _ in storage.prefix_items(txn, "outbox", b"")]
+
+
+def test_acks_ride_on_the_next_frame_to_their_peer_and_are_honoured() -> None:
+    with MockNetwork() as net:
+        a, b = net.create_node("A"), net.create_node("B")
+        handle = a.start_flow(Collect(b.party))
+        net.run_network()
+        assert handle.result.result(timeout=0) == ["apple", "banana"]
+        messages = [e.message for e in net.transcript]
+        riding = [m for m in messages if isinstance(m, AckedSessionMessage)]
+        # B's confirm carries the ack of A's init, A's "second?" the ack of B's "apple", ...
+        assert len(riding) >= 3
+        acked = {(m.session_id, m.to_initiator, m.seq) if isinstance(m, ExistingSessionMessage)
+                 else (m.initiator_session_id, False, 0) for m in messages
+                 if isinstance(m, ExistingSessionMessage | InitialSessionMessage)}
+        assert {entry for m in riding for entry in m.acks} <= acked
+        # ... and every message was forgotten by its sender once acknowledged, none twice.
+        assert _outbox(a) == [] and _outbox(b) == []
+        assert a.frame_stats.stale_acks == 0 and b.frame_stats.stale_acks == 0
+
+
+def test_a_lying_piggybacked_ack_is_ignored_and_counted() -> None:
+    """B acknowledges A's next message before A has sent it, on a genuine frame: were it
+    honoured, A would delete that message from its outbox in the very commit that writes it,
+    and a loss of it could never be repaired."""
+    with MockNetwork() as net:
+        a, b = net.create_node("A"), net.create_node("B")
+        handle = a.start_flow(Collect(b.party))
+        [init] = net.network.queue
+        sid = decode_message(init.frame).initiator_session_id  # type: ignore[union-attr]
+        net.deliver_next()  # B stores the init and answers: confirm (0), "apple" (1)
+        frames = [(m.sender, m.frame) for m in net.network.queue]
+        net.network.queue.clear()
+        lying = with_acks(frames[-1][1], [(sid, False, 1), (sid + 1, False, 0)])
+        assert lying is not None
+        a.deliver_batch([*frames[:-1], (frames[-1][0], lying)])  # A sends "second?" (1)
+        assert a.frame_stats.stale_acks == 2 and a.frame_stats.total == 0
+        assert message_key("B", sid, False, 1) in _outbox(a)  # kept until B really has it
+        net.network.queue.clear()  # ... and "second?" is lost on the way
+        for _ in range(8):  # redelivery re-sends it
+            net.clock.advance(timedelta(seconds=5))
+            net.run_network()
+        assert handle.result.result(timeout=0) == ["apple", "banana"]
+        assert _outbox(a) == [] and _outbox(b) == []
+
+
+def test_a_garbled_piggybacked_ack_drops_its_frame_which_is_re_sent() -> None:
+    with MockNetwork() as net:
+        a, b = net.create_node("A"), net.create_node("B")
+        handle = a.start_flow(Collect(b.party))
+        net.deliver_next()
+        frames = [(m.sender, m.frame) for m in net.network.queue]
+        net.network.queue.clear()
+        sender, frame = frames[-1]
+        garbled = with_acks(frame, [(1, False, 0)])
+        assert garbled is not None
+        garbled = garbled[:-3] + b"\xd3"  # the ack's seq becomes a negative int64 (truncated)
+        a.deliver_batch([*frames[:-1], (sender, garbled)])
+        assert a.frame_stats.malformed == 1
+        for _ in range(8):
+            net.clock.advance(timedelta(seconds=5))
+            net.run_network()
+        assert handle.result.result(timeout=0) == ["apple", "banana"]
+        assert _outbox(a) == [] and _outbox(b) == []
