@@ -414,8 +414,24 @@ def encode_step(journal_start: int, journal: list[JournalEntry],
                 snapshot: Snapshot | None) -> bytes:
     """The payload of a step record: ``(journal_start, entries, snapshot)``, wire-encoded;
     ``snapshot`` as ``(call_chain, lines, waiting, frames)`` or None."""
-    return _wire.encode((journal_start, tuple(journal), None if snapshot is None else (
-        snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames)))
+    value = (journal_start, tuple(journal), None if snapshot is None else (
+        snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames))
+    # What _wire.encode builds for ``value``, built here without its recursion (same bytes).
+    mark, plain = _wire.TUPLE_MARK, _wire.PLAIN.issuperset
+    entries: list[Any] = [mark]
+    for entry in journal:
+        if type(entry) is not tuple or not plain(map(type, entry)):
+            return _wire.encode(value)
+        entries.append([mark, *entry])
+    built = None
+    if snapshot is not None:
+        chain, lines = snapshot.call_chain, snapshot.lines
+        if not (type(chain) is tuple and type(lines) is tuple and plain(map(type, chain))
+                and plain(map(type, lines)) and type(snapshot.waiting) is str
+                and type(snapshot.frames) is bytes and type(journal_start) is int):
+            return _wire.encode(value)
+        built = [mark, [mark, *chain], [mark, *lines], snapshot.waiting, snapshot.frames]
+    return _wire.encode_built([mark, journal_start, entries, built], value)
 
 
 def decode_step(data: bytes) -> tuple[int, list[JournalEntry], Snapshot | None]:

@@ -56,7 +56,8 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 __all__ = [
-    "MAX_DEPTH", "MAX_MESSAGE_SIZE", "SerializationError", "decode", "describe_error", "encode",
+    "MAX_DEPTH", "MAX_MESSAGE_SIZE", "PLAIN", "TUPLE_MARK", "SerializationError", "decode",
+    "describe_error", "encode", "encode_built",
     "is_whitelisted",
     "register_custom_type", "serializable", "unregister", "whitelisted_class", "whitelisted_name",
 ]
@@ -424,6 +425,28 @@ def encode(obj: object) -> bytes:
     if len(data) > MAX_MESSAGE_SIZE:
         raise SerializationError(f"cannot encode: the message is {len(data)} bytes, over "
                                  f"MAX_MESSAGE_SIZE ({MAX_MESSAGE_SIZE}); send bulk data apart")
+    return data
+
+
+TUPLE_MARK: Final = _M[_TUPLE]
+"""The first element of a tuple's array (``[TUPLE_MARK, *elements]``), for ``encode_built``."""
+PLAIN: Final = _PRIMS
+"""Types ``encode`` hands msgspec as they are (a tuple of only these is ``[TUPLE_MARK, *it]``)."""
+
+
+def encode_built(built: Any, value: object) -> bytes:
+    """``encode(value)``, from ``built``: the caller's own conversion of ``value`` (plain values
+    as they are, tuples of them as ``[TUPLE_MARK, *elements]``, anything else as ``encode``
+    converts it), which must be exactly what ``encode`` builds. It saves a recursion through
+    the converters for records of a known shape written at every flow step; the bytes are the
+    same. Where msgspec cannot take ``built`` (an int beyond 64 bits), or the result is oversize,
+    it is ``encode(value)``, with its errors."""
+    try:
+        data = _ENC.encode(built)
+    except (OverflowError, _UnencodableError, UnicodeEncodeError):
+        return encode(value)
+    if len(data) > MAX_MESSAGE_SIZE:
+        return encode(value)
     return data
 
 
