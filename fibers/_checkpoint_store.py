@@ -208,7 +208,7 @@ class CheckpointStore:
             s = self.storage
             for key, received in unit.inbox.items():
                 # (Acks a message carried were for this node only: not stored.)
-                s.put_sealed(txn, "inbox", key, encode_message(
+                s.put_sealed(txn, "inbox", message_key(*key), encode_message(
                     received.without_acks() if type(received) is AckedSessionMessage
                     else received))
         for write in unit.writes:
@@ -358,7 +358,7 @@ class _HasWrites(Protocol):
     @property
     def writes(self) -> Sequence[Callable[[Txn], object] | StepWrite]: ...
     @property
-    def inbox(self) -> Mapping[bytes, ExistingSessionMessage] | None: ...
+    def inbox(self) -> Mapping[tuple[str, int, bool, int], ExistingSessionMessage] | None: ...
 
 
 @dataclass(slots=True)

@@ -71,6 +71,9 @@ log = logging.getLogger("fibers.node")
 AckEntry = tuple[int, bool, int]
 """(session id, to initiator, seq) of one received message, as an ``Ack`` lists it."""
 
+InboxKey = tuple[str, int, bool, int]
+"""(sender, session id, to initiator, seq) of a received message: ``message_key``'s parts."""
+
 Forget = tuple[bytes, int]
 """An outbox key to delete and what it is: ``_WHOLE_SESSION`` (the key is the prefix of every
 outbox key of one session), ``_PLAIN``, or the seq of our message to an initiator (whose
@@ -92,7 +95,7 @@ class Unit:
     # only when written. A message the owner consumes in a step of this same unit is removed
     # from here instead of being written and deleted: the step record journals it, and the two
     # commit (or fail) together. See docs/checkpoint-format.md, "The inbox".
-    inbox: dict[bytes, ExistingSessionMessage] | None = None
+    inbox: dict[InboxKey, ExistingSessionMessage] | None = None
     # In order: actions, and the frames of the owner's steps (for ``after_step``: no closure).
     after: list[Callable[[], object] | Frames] = field(default_factory=list)
     acks: list[tuple[Party, AckEntry]] = field(default_factory=list)
@@ -143,7 +146,8 @@ class CommitQueue:
         """``machine``'s unit of this round, made on first use."""
         unit = self._by_flow.get(machine)
         if unit is None:
-            unit = self._by_flow[machine] = self.new_unit(machine)
+            unit = self._by_flow[machine] = Unit(machine)
+            self._units.append(unit)
         return unit
 
     def new_unit(self, owner: FlowStateMachine | None = None) -> Unit:
@@ -182,7 +186,7 @@ def commit_units(store: CheckpointStore | None, units: list[Unit], who: str) -> 
             log.error("%s: a group commit failed", who, exc_info=exc)
             return CommitResult([unit for unit in units if not (unit.writes or unit.inbox)],
                                 [(unit, exc) for unit in writing])
-        if any(error is not None for error in errors):
+        if errors.count(None) < len(errors):
             failed = [(unit, error) for unit, error in zip(writing, errors, strict=True)
                       if error is not None]
             lost = {id(unit) for unit, _ in failed}
@@ -300,9 +304,15 @@ class CommitStage:
             if machine.finished:  # without storage, nothing else waits for a step
                 self._after_step(machine, [])
             return
-        frames = [(r, outbox_key(r, m), encode_message(m)) for r, m in machine.take_outbox()]
+        outbox, machine.outbox = machine.outbox, []  # take_outbox, without a call
+        frames: Frames = []
+        for recipient, message in outbox:  # (a loop: no call per message for its key)
+            key = message_key(recipient.name, message.session_id, message.to_initiator,
+                              message.seq) if type(message) is ExistingSessionMessage \
+                else outbox_key(recipient, message)
+            frames.append((recipient, key, encode_message(message)))
         unit = self._queue.for_flow(machine)
-        if frames or machine.new_journal or machine.consumed or machine.start_record \
+        if frames or machine.journal.new_entries or machine.consumed or machine.start_record \
                 or machine.extra_writes or machine.finished:
             write = self._step_write(machine, frames, unit)
             unit.start = unit.start or write.start_record
@@ -311,33 +321,35 @@ class CommitStage:
         unit.after.append(frames)
 
     def _step_write(self, machine: FlowStateMachine, frames: Frames, unit: Unit) -> StepWrite:
-        journal, machine.new_journal = machine.new_journal, []
+        flow_journal = machine.journal
+        journal, flow_journal.new_entries = flow_journal.new_entries, []
         consumed: list[bytes] = []
         if machine.consumed:
             received = unit.inbox
             for k in machine.consumed:
-                key = message_key(*k)
                 # Received in this unit: neither written nor deleted (see ``Unit.inbox``).
-                if received is None or received.pop(key, None) is None:
-                    consumed.append(key)
+                if received is None or received.pop(k, None) is None:
+                    consumed.append(message_key(*k))
             machine.consumed = []
         start, machine.start_record = machine.start_record, None
         extra, machine.extra_writes = machine.extra_writes, []
         values = machine.new_values
         if values is not None:  # (most steps: none, every_step snapshots of large values)
             machine.new_values = None
-        history = machine.session_history
-        done = [session_prefix(s.peer.name, s.session_id, s.we_initiated)
-                for s in history] if machine.finished else []
-        if machine.finished and any(not s.we_initiated for s in history):
+        finished = machine.finished
+        done: list[bytes] = []
+        if finished:
+            history = machine.session_history
+            done = [session_prefix(s.peer.name, s.session_id, s.we_initiated) for s in history]
+        if finished and any(not s.we_initiated for s in history):
             # Its final message in each (see fibers._dedup, rule 3) is the last it numbered.
             extra.append(self._responder_sessions_finished(
                 [(session_prefix(s.peer.name, s.session_id, False), s.next_send_seq - 1)
                  for s in history if not s.we_initiated]))
         return StepWrite(
             run_id=machine.run_id,
-            finished=machine.finished,
-            journal_start=machine.journal_length - len(journal),
+            finished=finished,
+            journal_start=flow_journal.length - len(journal),
             journal=journal,
             snapshot=machine.snapshot,
             outbox=frames,
@@ -385,12 +397,15 @@ class CommitStage:
                        message: ExistingSessionMessage) -> None:
         """Keep a received message in the inbox with ``machine``'s step (or alone, for a
         parked flow); acknowledge it once stored."""
-        entry = (message.session_id, message.to_initiator, message.seq)
-        unit = self.unit_for(machine)
+        session_id, to_initiator, seq = message.session_id, message.to_initiator, message.seq
+        if machine is None or machine.abandoned:
+            unit = self._queue.new_unit()
+        else:
+            unit = self._queue.for_flow(machine)
         if unit.inbox is None:
             unit.inbox = {}
-        unit.inbox[message_key(sender.name, *entry)] = message
-        unit.acks.append((sender, entry))
+        unit.inbox[(sender.name, session_id, to_initiator, seq)] = message
+        unit.acks.append((sender, (session_id, to_initiator, seq)))
 
     def store_init(self, machine: FlowStateMachine, sender: Party,
                    init: InitialSessionMessage) -> None:
@@ -404,7 +419,7 @@ class CommitStage:
         if init.first_payload is not None:
             if unit.inbox is None:
                 unit.inbox = {}
-            unit.inbox[message_key(sender.name, sid, False, 0)] = ExistingSessionMessage(
+            unit.inbox[(sender.name, sid, False, 0)] = ExistingSessionMessage(
                 sid, False, 0, Data(init.first_payload))
         unit.ack(sender, (sid, False, 0))
 

@@ -514,7 +514,9 @@ class NodeStorage:
 
     def get(self, txn: Txn, db_name: str, key: bytes) -> bytes | None:
         """The value at ``key`` in database ``db_name``, or None."""
-        return _lmdb(txn).get(key, db=self._open_db(db_name))
+        handle = self._dbs.get(db_name)
+        raw: LmdbTxn = txn  # type: ignore[assignment]  # (see _lmdb; no call on this path)
+        return raw.get(key, db=self._open_db(db_name) if handle is None else handle)
 
     def delete(self, txn: Txn, db_name: str, key: bytes) -> bool:
         """Delete ``key`` from database ``db_name``; returns whether it existed."""
