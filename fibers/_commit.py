@@ -146,8 +146,7 @@ class CommitQueue:
         """``machine``'s unit of this round, made on first use."""
         unit = self._by_flow.get(machine)
         if unit is None:
-            unit = self._by_flow[machine] = Unit(machine)
-            self._units.append(unit)
+            unit = self._by_flow[machine] = self.new_unit(machine)
         return unit
 
     def new_unit(self, owner: FlowStateMachine | None = None) -> Unit:
@@ -174,7 +173,7 @@ class CommitQueue:
         self.take()
 
 
-def commit_units(store: CheckpointStore | None, units: list[Unit], who: str) -> CommitResult:
+def commit_units(store: CheckpointStore | None, units: list[Unit], who: object) -> CommitResult:
     """Write ``units`` in one flat group commit; a unit whose writes fail is isolated (the
     commit is redone without it, see ``Storage.write_each``) and fails alone."""
     failed: list[tuple[Unit, Exception]] = []
@@ -497,7 +496,7 @@ class CommitStage:
         hook = self.hook if any(unit.writes or unit.inbox for unit in units) else None
         if hook is not None:
             hook("before")
-        result = commit_units(self._checkpoints, units, str(self._who))
+        result = commit_units(self._checkpoints, units, self._who)
         if hook is not None:
             hook("after")
         if forgetting is None or forgetting in result.committed:  # see _acked's invariant
