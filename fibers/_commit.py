@@ -493,7 +493,9 @@ class CommitStage:
             forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
             forgetting.on_failure = lambda _: self._forget_later(acked)
         units = self._queue.take()
-        hook = self.hook if any(unit.writes or unit.inbox for unit in units) else None
+        hook = self.hook
+        if hook is not None and not any(unit.writes or unit.inbox for unit in units):
+            hook = None
         if hook is not None:
             hook("before")
         result = commit_units(self._checkpoints, units, self._who)
