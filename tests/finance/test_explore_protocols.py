@@ -75,7 +75,8 @@ def test_the_trade_holds_under_crashes_over_more_schedules(seed: int) -> None:
     assert report.schedules_run == 60 and report.sampled == 30
     crashes = [schedule for schedule in report.schedules if "!" in schedule]
     assert len(crashes) > 20, report.schedules
-    if seed == 7:  # among them the one that found the lost init
+    if seed == 12:  # among them the one that found the lost init (which seed samples it
+        # depends on the frames a trade sends: since acks ride on messages, 12's sample does)
         assert any(schedule.startswith(LOST_INIT) for schedule in crashes)
 
 
