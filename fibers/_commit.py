@@ -482,16 +482,10 @@ class CommitStage:
 
     def commit(self, step_failed: StepFailed, after_failures: Callable[[], object]) -> None:
         """Write the round's units in one (synced) group commit, then do what waited for the
-        units that committed: send, settle, acknowledge (one Ack per peer). For each unit of
-        a flow that failed, ``step_failed``; ``after_failures`` once before those."""
-        forgetting = None
-        if self._acked or self._acked_later:  # (most rounds: no list is made)
-            acked = self._acked + self._acked_later
-            self._acked, self._acked_later = [], []
-            forgetting = self._queue.new_unit()
-            store = self._storage()
-            forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
-            forgetting.on_failure = lambda _: self._forget_later(acked)
+        units that committed: send, settle, acknowledge (riding on the messages sent, else
+        one Ack per peer). For each unit of a flow that failed, ``step_failed``;
+        ``after_failures`` once before those."""
+        forgetting = self._forgetting() if self._acked or self._acked_later else None
         units = self._queue.take()
         hook = self.hook
         if hook is not None and not any(unit.writes or unit.inbox for unit in units):
@@ -508,10 +502,7 @@ class CommitStage:
             self._run_after(result.committed)  # (frames to peers owed acks carry them)
         finally:
             self._sent_at = None
-            if self._owed:
-                owed, self._owed = self._owed, {}
-                for peer, entries in owed.values():
-                    self._transport.send(peer, encode_message(Ack(entries)))
+            self._send_owed_acks()
         if result.failed:
             after_failures()
         for unit, error in result.failed:
@@ -522,6 +513,23 @@ class CommitStage:
             elif unit.on_failure is None:
                 log.error("%s could not store %s: %s", self._who,
                           "a parked flow's records" if unit.owner else "node records", error)
+
+    def _forgetting(self) -> Unit:
+        """The unit that deletes the acknowledged outbox records (see ``_acked``)."""
+        acked = self._acked + self._acked_later
+        self._acked, self._acked_later = [], []
+        forgetting = self._queue.new_unit()
+        store = self._storage()
+        forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
+        forgetting.on_failure = lambda _: self._forget_later(acked)
+        return forgetting
+
+    def _send_owed_acks(self) -> None:
+        """The acknowledgements no message carried: one Ack per peer."""
+        if self._owed:
+            owed, self._owed = self._owed, {}
+            for peer, entries in owed.values():
+                self._transport.send(peer, encode_message(Ack(entries)))
 
     def _run_after(self, committed: list[Unit]) -> None:
         """What waited for the committed units, in order: actions, and each flow step's

@@ -52,7 +52,9 @@ def _assert_settled(trade: Trade, final: SignedTransaction, where: str) -> None:
 @pytest.mark.parametrize("victim", ["Buyer", "Seller"])
 def test_the_trade_survives_a_restart_after_every_message(tmp_path: Path, victim: str) -> None:
     count = _message_count(tmp_path / "reference")
-    assert count > 30  # offer, two resolutions, notarisation and broadcast all happened
+    # Offer, two resolutions, notarisation and broadcast all happened (29 frames since acks
+    # ride on messages).
+    assert count > 25
     for after in range(count + 1):
         where = f"{victim} restarted after {after} of {count} messages"
         trade = trade_network(tmp_path / f"run-{after}")
