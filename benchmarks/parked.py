@@ -11,12 +11,15 @@ Memory (``memory.*``), read from ``/proc`` after a GC, divided by N (``benchmark
 * ``memory.lmdb_page_cache_bytes``: the resident pages of LMDB's ``data.mdb`` mapping per flow:
   the database's page cache, file-backed and evictable, reported apart and not a flow's memory.
 * ``memory.rss_bytes``: the growth of the whole RSS per flow, both of the above and the rest.
-* ``memory.hibernated_bytes``: the anonymous RSS a hibernated flow keeps. Hibernation does not
-  exist yet, so this is reported as not measurable, with the reason.
+* ``memory.hibernated_bytes``: the anonymous RSS a hibernated flow keeps, measured the same
+  way on a node told to hibernate every parked flow (``max_live_parked=0``), in a fresh
+  process, after a first batch (so that the allocator's high-water mark of one batch of live
+  flows is in the baseline, not spread over the flows).
 
-Bob then answers every flow (a separate, in-memory node; untimed), and his answers are spooled
-to a file. Restart (``restore.*``), in a new process as after a crash: ``restore.ready_s`` is
-the time until a new node on Alice's storage is built and takes messages;
+Bob then answers every flow of the hibernated park (a separate, in-memory node; untimed), and
+his answers are spooled to a file. Restart (``restore.*``), in a new process as after a crash,
+on that storage (restore is lazy: every flow starts hibernated): ``restore.ready_s`` is the
+time until a new node on Alice's storage is built and takes messages;
 ``restore.wake_all_s`` the time, from the same start, until Bob's answers are delivered and
 every one of the N flows has finished (none in the hospital). ``restore.park_s`` is how long
 parking them took, for scale.
@@ -55,9 +58,8 @@ from fibers.runtime import ManualDriver, NodeRuntime
 from fibers.transport import InMemoryNetwork, Transport
 
 _BATCH = 10_000
+_HIBERNATING_BATCH = 500  # live at once before they hibernate: bounds the heap's high water
 _LENGTH = struct.Struct(">I")
-HIBERNATION_MISSING = ("hibernation is not built yet: a parked flow keeps its greenlet, so no "
-                       "flow is ever hibernated to be measured")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,37 @@ def park(base: Path, flows: int, alice_id: NodeIdentity, bob: Party) -> Parked:
     return parked
 
 
+def park_hibernated(base: Path, flows: int, keys: tuple[bytes, bytes]) -> Parked:
+    """Like ``park`` on a node that hibernates every parked flow (``max_live_parked=0``), in
+    a fresh process: anonymous RSS growth per flow after a first batch."""
+    alice_id, bob_id = _identities(keys)
+    network, network_map = InMemoryNetwork(), NetworkMap()
+    network_map.add(bob_id.party)
+    alice = Node(alice_id, network.endpoint(alice_id.party), network_map=network_map,
+                 storage=NodeStorage.open(base / "Alice", sync=True), max_live_parked=0)
+    batch = min(_HIBERNATING_BATCH, flows)
+    start = time.perf_counter()
+    alice.start_flows([PingMany(bob_id.party, 1) for _ in range(batch)])
+    _spool(base / "to-bob", network)
+    gc.collect()
+    anonymous, rss = anonymous_rss_bytes(), total_rss_bytes()
+    for first in range(batch, flows, batch):
+        alice.start_flows([PingMany(bob_id.party, 1) for _ in range(min(batch, flows - first))])
+        _spool(base / "to-bob", network)
+    seconds = time.perf_counter() - start
+    gc.collect()
+    counted = max(flows - batch, 1)
+    parked = Parked(flows=flows,
+                    anonymous_per_flow=(anonymous_rss_bytes() - anonymous) / counted,
+                    rss_per_flow=(total_rss_bytes() - rss) / counted,
+                    lmdb_cache_per_flow=_lmdb_cache_bytes(base / "Alice") / flows,
+                    seconds=seconds)
+    if alice.hibernated_flow_count != flows:
+        raise AssertionError(f"{alice.hibernated_flow_count} of {flows} flows hibernated")
+    alice.stop()
+    return parked
+
+
 def answer(base: Path, alice: Party, bob_id: NodeIdentity) -> None:
     """Bob, up at last (in memory), answers every frame spooled to him; his answers to Alice
     are spooled to ``base / "to-alice"``."""
@@ -196,16 +229,22 @@ def restart(base: Path, flows: int, keys: tuple[bytes, bytes]) -> Restart:
     return Restart(ready=ready, wake_all=wake_all)
 
 
-def measure(base: Path, flows: int) -> tuple[Parked, Restart]:
-    """Park ``flows`` flows here, then restart them in a new process: in this one, the heap
-    still holds what parking grew (a stopped node does not free its flows)."""
+def measure(base: Path, flows: int) -> tuple[Parked, Parked, Restart]:
+    """Park ``flows`` live flows here; park as many hibernating ones in a new process, and
+    restart those in another: in this one, the heap still holds what parking grew (a stopped
+    node does not free its flows)."""
     alice_id, bob_id = _identities(None)
-    parked = park(base, flows, alice_id, bob_id.party)
-    answer(base, alice_id.party, bob_id)
+    (base / "live").mkdir()
+    parked = park(base / "live", flows, alice_id, bob_id.party)
+    keys = (_raw_key(alice_id), _raw_key(bob_id))
     context = multiprocessing.get_context("spawn")
+    hibernating = base / "hibernating"
+    hibernating.mkdir()
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as fresh:
+        hibernated = fresh.submit(park_hibernated, hibernating, flows, keys).result()
+    answer(hibernating, alice_id.party, bob_id)
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as restarted:
-        keys = (_raw_key(alice_id), _raw_key(bob_id))
-        return parked, restarted.submit(restart, base, flows, keys).result()
+        return parked, hibernated, restarted.submit(restart, hibernating, flows, keys).result()
 
 
 def scenario(*, quick: bool) -> list[Result]:
@@ -214,7 +253,7 @@ def scenario(*, quick: bool) -> list[Result]:
     flows = 1_000 if quick else 100_000
     base = Path(tempfile.mkdtemp(prefix="fibers-parked-"))
     try:
-        parked, restarted = measure(base, flows)
+        parked, hibernated, restarted = measure(base, flows)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     n = f"{flows:,} parked"
@@ -223,8 +262,8 @@ def scenario(*, quick: bool) -> list[Result]:
                name=f"anonymous RSS per live parked flow, {n}",
                value=parked.anonymous_per_flow, unit="B", flows=flows),
         Result(id="memory.hibernated_bytes", scenario="memory",
-               name="anonymous RSS per hibernated flow", value=None, unit="B",
-               unmeasured=HIBERNATION_MISSING),
+               name=f"anonymous RSS per hibernated flow, {flows:,} hibernated",
+               value=hibernated.anonymous_per_flow, unit="B", flows=flows),
         Result(id="memory.lmdb_page_cache_bytes", scenario="memory",
                name=f"LMDB data.mdb resident (page cache) per flow, {n}",
                value=parked.lmdb_cache_per_flow, unit="B", flows=flows),
@@ -232,11 +271,11 @@ def scenario(*, quick: bool) -> list[Result]:
                name=f"all RSS per parked flow, {n}", value=parked.rss_per_flow, unit="B",
                flows=flows),
         Result(id="restore.ready_s.100000", scenario="restore",
-               name=f"restart until it takes messages, {n}", value=restarted.ready, unit="s",
-               flows=flows),
+               name=f"lazy restart until it takes messages, {n}", value=restarted.ready,
+               unit="s", flows=flows),
         Result(id="restore.wake_all_s.100000", scenario="restore",
-               name=f"restart until all finished, {n}", value=restarted.wake_all, unit="s",
-               flows=flows),
+               name=f"lazy restart until all woken and finished, {n}",
+               value=restarted.wake_all, unit="s", flows=flows),
         Result(id="restore.park_s.100000", scenario="restore",
                name=f"start and park {flows:,} flows", value=parked.seconds, unit="s",
                flows=flows),
@@ -249,13 +288,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="fibers-parked-"))
     try:
-        parked, restarted = measure(base, args.flows)
+        parked, hibernated, restarted = measure(base, args.flows)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     table = Table(title=f"{args.flows:,} parked durable flows")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("anonymous RSS per parked flow", f"{parked.anonymous_per_flow:,.0f} B")
+    table.add_row("anonymous RSS per hibernated flow",
+                  f"{hibernated.anonymous_per_flow:,.0f} B")
+    table.add_row("time to start and hibernate them", f"{hibernated.seconds:.2f} s")
     table.add_row("LMDB page cache per flow", f"{parked.lmdb_cache_per_flow:,.0f} B")
     table.add_row("all RSS per parked flow", f"{parked.rss_per_flow:,.0f} B")
     table.add_row("time to start and park them", f"{parked.seconds:.2f} s")

@@ -5,7 +5,7 @@ the ids listed here with a ``Target`` are the contract of the fast-steps issue (
 judged on the result's ``ratio`` (``value / baseline``) or on its ``value`` in its unit. An id
 absent from ``TARGETS`` is reported without a goal. A run judges a target only when it is a full
 run (``--quick`` judges none) and the result was measured (an unmeasured result, such as the
-memory of a hibernated flow before hibernation exists, has no value to judge).
+DBOS comparison where no PostgreSQL server can be found, has no value to judge).
 
 An id names the figure of a full run: its last part, where there is one, is the concurrency or
 the flow count of the full run (``.1000``: 1,000 concurrent flows). ``--quick`` keeps the ids and

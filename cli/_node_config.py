@@ -58,6 +58,9 @@ class NodeConfig:
     rpc_port: int
     # When the node serialises its flows' locals (fibers._locals): optional top-level key.
     snapshot_locals: SnapshotLocals = "on_demand"
+    # [flows]: hibernation (fibers.Node's hibernate_after, max_live_parked); absent: off.
+    hibernate_after: float | None = None
+    max_live_parked: int | None = None
 
 
 def load_node_config(directory: Path) -> NodeConfig:
@@ -66,18 +69,36 @@ def load_node_config(directory: Path) -> NodeConfig:
     try:
         data = tomllib.loads(path.read_text())
         p2p, rpc = data["p2p"], data["rpc"]
+        flows = data.get("flows", {})
+        if not isinstance(flows, dict):
+            raise ValueError("[flows] must be a table")
         return NodeConfig(directory=directory, name=str(data["name"]),
                           notary=bool(data.get("notary", False)),
                           validating=bool(data.get("validating", False)),
                           p2p_host=str(p2p["host"]), p2p_port=int(p2p["port"]),
                           rpc_host=str(rpc["host"]), rpc_port=int(rpc["port"]),
                           snapshot_locals=check_snapshot_locals(
-                              data.get("snapshot_locals", "on_demand")))
+                              data.get("snapshot_locals", "on_demand")),
+                          hibernate_after=_optional(flows, "hibernate_after", float),
+                          max_live_parked=_optional(flows, "max_live_parked", int))
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist: give a node directory made by "
                           "'fibers network bootstrap'") from None
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a valid node configuration: {exc!r}") from None
+
+
+def _optional(table: dict[str, Any], key: str, kind: type[float] | type[int]
+              ) -> Any:
+    """``table[key]`` as a non-negative ``kind`` (None when absent); ValueError names it."""
+    if key not in table:
+        return None
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+            or (kind is int and not isinstance(value, int)):
+        raise ValueError(f"[flows] {key} must be a number >= 0"
+                         f"{'' if kind is float else ' (whole)'}, got {value!r}")
+    return kind(value)
 
 
 def load_network(path: Path) -> list[NetworkEntry]:

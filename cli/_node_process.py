@@ -92,7 +92,9 @@ class NodeProcess:
                                   validating=self.config.validating)
         node = Node(self.identity, transport, network_map=self.network_map, setup=setup,
                     hub=LedgerServiceHub, storage=self.storage,
-                    snapshot_locals=self.config.snapshot_locals)
+                    snapshot_locals=self.config.snapshot_locals,
+                    hibernate_after=self.config.hibernate_after,
+                    max_live_parked=self.config.max_live_parked)
         notary = self.notary
         if notary is not None and not self.config.notary:
             node.register_initiated_flow(

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING
 from fibers import _dedup as dedup
 from fibers._checkpoint_store import (
     CheckpointStore,
+    IndexWrite,
     StepWrite,
+    Wait,
     message_key,
     session_prefix,
 )
@@ -311,15 +313,18 @@ class CommitStage:
                 else outbox_key(recipient, message)
             frames.append((recipient, key, encode_message(message)))
         unit = self._queue.for_flow(machine)
+        wait = machine.current_wait()
         if frames or machine.journal.new_entries or machine.consumed or machine.start_record \
-                or machine.extra_writes or machine.finished:
-            write = self._step_write(machine, frames, unit)
+                or machine.extra_writes or machine.finished or machine.routes_changed \
+                or wait != machine.stored_wait:
+            write = self._step_write(machine, frames, unit, wait)
             unit.start = unit.start or write.start_record
             unit.writes.append(write)
         # else woken without progress (or restored back at its checkpoint): nothing to store.
         unit.after.append(frames)
 
-    def _step_write(self, machine: FlowStateMachine, frames: Frames, unit: Unit) -> StepWrite:
+    def _step_write(self, machine: FlowStateMachine, frames: Frames, unit: Unit,
+                    wait: Wait) -> StepWrite:
         flow_journal = machine.journal
         journal, flow_journal.new_entries = flow_journal.new_entries, []
         consumed: list[bytes] = []
@@ -357,7 +362,31 @@ class CommitStage:
             start_record=start,
             extra_writes=extra,
             values=values or (),
+            index=self._index_write(machine, wait, start is not None),
         )
+
+    def _index_write(self, machine: FlowStateMachine, wait: Wait, first: bool
+                     ) -> IndexWrite | None:
+        """The step's changes to the wake index (docs/checkpoint-format.md, "The wake
+        index"), None when it changes nothing: the routes of its open sessions when one
+        opened (or with its first step), all its routes forgotten at its end, and what it
+        waits for when that changed. The flow's memory is updated as if they committed: a
+        step that fails drops that memory anyway."""
+        ours = self._who.name
+        if machine.finished:
+            return IndexWrite(forget=[session_prefix(*s.routing_key(ours))
+                                      for s in machine.session_history])
+        index = None
+        if machine.routes_changed or first:
+            machine.routes_changed = False
+            index = IndexWrite(routes=[session_prefix(*s.routing_key(ours))
+                                       for s in machine.sessions.values()])
+        if wait != machine.stored_wait:
+            machine.stored_wait = wait
+            if index is None:
+                index = IndexWrite()
+            index.put_wait = wait
+        return index
 
     def _responder_sessions_finished(self, keys: list[tuple[bytes, int]]
                                      ) -> Callable[[Txn], None]:
@@ -574,9 +603,9 @@ class CommitStage:
                     frame = acked
         self._transport.send(recipient, frame)
 
-    def resent(self, key: bytes) -> None:
-        """An outbox message was sent again (restart, reconnect): re-send it until acked."""
-        self._unacked.sent(key, self._clock.now())
+    def resent(self, keys: list[bytes]) -> None:
+        """Outbox messages were sent again (restart, reconnect): re-send them until acked."""
+        self._unacked.sent_all(keys, self._clock.now())
         self._refresh_due()
 
     def _refresh_due(self) -> None:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from fibers import _kill
 from fibers._checkpoint_store import (
     CheckpointStore,
+    IndexWrite,
     StartRecord,
     StepWrite,
     StoredFlow,
@@ -140,11 +141,19 @@ class Hospital:
             self._commit.new_unit().writes.append(
                 lambda txn: store.write_locals(txn, locals_record))
 
-    def admit_stored(self, stored: StoredFlow) -> None:
-        """A flow that was parked (or is unreadable) when the node started stays parked."""
+    def admit_stored(self, stored: StoredFlow, *, record: bool = False) -> None:
+        """A flow that was parked (or is unreadable) when the node started stays parked.
+        ``record``: it was found unreadable now (woken from hibernation): its parking is
+        stored, so that it stays parked after a restart without being read again."""
         diagnosis = stored.diagnosis or "hospitalised before the restart"
-        self._entries[stored.run_id] = HospitalEntry(stored.run_id, stored.flow_class, diagnosis)
-        self._router.park(stored.run_id, parked_routes(self._party.name, stored))
+        run_id = stored.run_id
+        self._entries[run_id] = HospitalEntry(run_id, stored.flow_class, diagnosis)
+        self._router.park(run_id, parked_routes(self._party.name, stored))
+        if record and self._checkpoints is not None:
+            log.warning("%s hospitalised flow %s: %s", self._party, run_id, diagnosis)
+            store = self._checkpoints
+            self._commit.new_unit().writes.append(
+                lambda txn: store.mark_hospitalized(txn, run_id, diagnosis))
 
     def admit_restored(self, machine: FlowStateMachine, diagnosis: str) -> None:
         """Park a restored state machine that waits at its checkpoint (not running) because
@@ -306,6 +315,8 @@ class Hospital:
             inbox_prefixes_done=[
                 session_prefix(s.peer, s.session_id, s.we_initiated) for s in sessions
             ],
+            index=IndexWrite(forget=[session_prefix(*route) for route in
+                                     parked_routes(self._party.name, stored)]),
         )
         self._commit.record_kill(write, responder_keys, after)
         return True

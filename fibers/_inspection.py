@@ -1,11 +1,12 @@
 """Inspection: what operators see of a node's flows (docs/architecture.md, "The parts").
 
-Read-only views over the scheduler (running flow state machines), the hospital (parked ones)
-and storage (every checkpoint): ``summary`` (one line per flow), ``inspect`` (stack, sessions,
-progress step, what it waits for) and ``dump`` (every stored checkpoint as JSON-ready dicts).
-It owns no state. How a frame snapshot is shown (``describe_frames``, ``describe_stored``) is
-here too: which locals a view shows, and how a referenced value is read, is described in
-docs/checkpoint-format.md ("The snapshot policy", "Content-addressed values").
+Read-only views over the scheduler (running flow state machines), the hospital (parked ones),
+hibernation (hibernated ones) and storage (every checkpoint): ``summary`` (one line per
+flow), ``inspect`` (stack, sessions, progress step, what it waits for) and ``dump`` (every
+stored checkpoint as JSON-ready dicts). It owns no state. How a frame snapshot is shown
+(``describe_frames``, ``describe_stored``) is here too: which locals a view shows, and how a
+referenced value is read, is described in docs/checkpoint-format.md ("The snapshot policy",
+"Content-addressed values").
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fibers._checkpoint import (
 )
 from fibers._checkpoint_store import FLOW_SUMMARY, CheckpointStore, flow_type_name
 from fibers._flow_logic import FlowLogic, StateMachineRunId
+from fibers._hibernation import Hibernation
 from fibers._hospital import Hospital
 from fibers._identity import Party
 from fibers._journal import Snapshot, describe_wait
@@ -30,7 +32,11 @@ from fibers._scheduler import Scheduler
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine
 
-__all__ = ["Inspection", "describe_flow", "describe_frames", "describe_stored", "summary"]
+__all__ = ["HIBERNATED", "Inspection", "describe_flow", "describe_frames", "describe_stored",
+           "summary"]
+
+HIBERNATED = "HIBERNATED"
+"""The status operators see for a hibernated flow (``flows()``, dumps)."""
 
 
 def summary(machine: FlowStateMachine) -> FlowSummary:
@@ -50,11 +56,19 @@ class Inspection:
     """Views of one node's flows."""
 
     def __init__(self, party: Party, checkpoints: CheckpointStore | None, scheduler: Scheduler,
-                 hospital: Hospital) -> None:
+                 hospital: Hospital, hibernation: Hibernation) -> None:
         self._party = party
         self._checkpoints = checkpoints
         self._scheduler = scheduler
         self._hospital = hospital
+        self._hibernation = hibernation
+
+    def hibernated(self) -> list[FlowSummary]:
+        """One summary per hibernated flow (status ``HIBERNATED``; what it waits for is known
+        once it is woken)."""
+        hibernation = self._hibernation
+        return [FlowSummary(run_id, hibernation.flow_class(run_id), HIBERNATED, None, None)
+                for run_id in hibernation.run_ids()]
 
     def _live(self, run_id: StateMachineRunId) -> FlowStateMachine | None:
         return self._scheduler.get(run_id) or self._hospital.parked_machine(run_id)
@@ -128,11 +142,12 @@ class Inspection:
             parked = self._hospital.entry(stored.run_id)
             source, stack = describe_stored(self._checkpoints, stored.run_id, stored.snapshot,
                                             len(stored.journal))
+            hibernated = stored.run_id in self._hibernation and stored.flow is not None
             dumped.append(
                 {
                     "run_id": str(stored.run_id),
                     "flow_class": stored.flow_class,
-                    "status": stored.status,
+                    "status": HIBERNATED if hibernated else stored.status,
                     "diagnosis": parked.diagnosis if parked else stored.diagnosis,
                     "journal_records": len(stored.journal),
                     "waiting_for": stored.snapshot.waiting if stored.snapshot else None,

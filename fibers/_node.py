@@ -32,6 +32,7 @@ from fibers._flow_logic import (
     StateMachineRunId,
     binding_of,
 )
+from fibers._hibernation import Hibernation
 from fibers._hospital import Hospital
 from fibers._identity import NodeIdentity, Party
 from fibers._ids import IdSource
@@ -65,7 +66,13 @@ class Node(Generic[HubT_co]):
     services, such as the ledger's ``LedgerServiceHub``); the node is a ``Node[hub]``.
     ``snapshot_locals`` says when its flows' locals are serialised: ``"on_demand"`` (default:
     when a flow goes to the hospital, hibernates or is inspected) or ``"every_step"`` (audit:
-    in every step record); any other value is a ``ValueError`` (see ``fibers._locals``)."""
+    in every step record); any other value is a ``ValueError`` (see ``fibers._locals``).
+
+    Hibernation (durable nodes only; docs/architecture.md, "Hibernation and lazy restore"): a
+    parked flow (suspended, waiting for a message, a timer or an event) gives up its greenlet
+    and state machine after ``hibernate_after`` seconds idle, and the longest-idle ones do
+    when more than ``max_live_parked`` are parked live; None (the default) turns each off.
+    A hibernated flow is woken by replay when something comes for it."""
 
     # Two hooks for the simulation explorer (fibers.testing.explore), set on the instance by a
     # ``setup`` before the restore: where new run and session ids come from (the default is
@@ -106,10 +113,13 @@ class Node(Generic[HubT_co]):
         retry_backoff: float = 1.0,
         redelivery_interval: float = 1.0,
         snapshot_locals: SnapshotLocals = DEFAULT_SNAPSHOT_LOCALS,
+        hibernate_after: float | None = None,
+        max_live_parked: int | None = None,
     ) -> None:
         if transport.party != identity.party:
             raise ValueError(f"the transport speaks for {transport.party} but the node is "
                              f"{identity.party}: give the node its own party's endpoint")
+        _check_hibernation(storage, hibernate_after, max_live_parked)
         self.identity = identity
         self.info = NodeInfo(identity.party)
         self.clock: Clock = clock or SystemClock()
@@ -142,7 +152,7 @@ class Node(Generic[HubT_co]):
                                     self._commit_round)
         self.live_flows = self._scheduler.by_run_id
         """The running flows' state machines by run id: a read-only live view (its ``len`` is
-        ``live_flow_count``, without a call)."""
+        ``live_flow_count`` less the hibernated flows, without a call)."""
         self._router = Router(party, self._checkpoints, self._commit, self._scheduler,
                               new_machine=self._new_machine, accepting=self._refusal)
         self._restore: Restore | None = None
@@ -150,17 +160,25 @@ class Node(Generic[HubT_co]):
             self._restore = Restore(
                 party, self._checkpoints, self._scheduler, self._router, self._commit,
                 transport=transport, network_map=self.network_map,
-                make_machine=lambda run_id, flow: FlowStateMachine(self, run_id, flow),
             )
+        self._hibernation = Hibernation(
+            self._checkpoints, self._scheduler, self._router, self._commit, self.clock,
+            make_machine=lambda run_id, flow: FlowStateMachine(self, run_id, flow),
+            refeed=self._refeed, idle_after=hibernate_after, max_live=max_live_parked,
+        )
+        self._scheduler.absent = self._hibernation.wake_later
+        self._router.wake_route = self._hibernation.wake_route
         self._hospital = Hospital(
             party, self._checkpoints, self._scheduler, self._router, self._commit,
             clock=self.clock, network_map=self.network_map, restore=self._restore_one,
             flow_ended=self._flow_ended,
             max_retries=max_transient_retries, retry_backoff=retry_backoff,
         )
+        self._hibernation.attach(self._hospital)
         if self._restore is not None:
-            self._restore.attach(self._hospital)
-        self._inspection = Inspection(party, self._checkpoints, self._scheduler, self._hospital)
+            self._restore.attach(self._hospital, self._hibernation)
+        self._inspection = Inspection(party, self._checkpoints, self._scheduler, self._hospital,
+                                      self._hibernation)
         self._stop_listening = self.network_map.on_add(self._party_added)
         for name, service in (services or {}).items():
             self.services.install(name, service)
@@ -214,6 +232,7 @@ class Node(Generic[HubT_co]):
                 "self.progress_tracker in its constructor or use start_flow"
             )
         machine = self._new_machine(flow)
+        machine.pinned = True  # its observers hold its tracker: it never hibernates
         handle: FlowProgressHandle[T] = FlowProgressHandle(
             machine.run_id,
             machine.outcome,
@@ -279,8 +298,13 @@ class Node(Generic[HubT_co]):
     def run_until_idle(self) -> None:
         """Run runnable flows until every flow waits for something, committing their steps in
         one group commit per round. Re-entrant calls (from a flow or a result callback) return
-        at once: the outer loop picks the work up."""
-        self._scheduler.run_until_idle()
+        at once: the outer loop picks the work up. Then, on a node that hibernates flows, the
+        hibernation policy is applied (``hibernate_after``, ``max_live_parked``)."""
+        scheduler = self._scheduler
+        scheduler.run_until_idle()
+        if self._hibernation.enabled and not scheduler.running and not self.stopped \
+                and self._hibernation.settle():
+            scheduler.run_until_idle()  # what unwinding (finally: blocks) made runnable
 
     def _run_step(self, machine: FlowStateMachine, throw: BaseException | None = None) -> None:
         """Run one step of ``machine``, then hand it to the commit stage (or, when the step
@@ -298,11 +322,22 @@ class Node(Generic[HubT_co]):
         for recipient, key, frame in frames:
             self._commit.send_tracked(recipient, key, frame)
         if machine.finished:
+            if self._scheduler.get(machine.run_id) is not machine:
+                return  # an earlier step of the same round already saw it end
             self._scheduler.remove(machine.run_id)
+            if self._hibernation.enabled:
+                self._hibernation.forget(machine)
             self._flow_ended(machine.run_id)
             machine.settle_result()
-        elif machine.needs_refeed and self._restore is not None:
+            return
+        if machine.needs_refeed and self._restore is not None:
             machine.needs_refeed = False
+            self._restore.refeed(machine)
+        if self._hibernation.enabled:
+            self._hibernation.stepped(machine)
+
+    def _refeed(self, machine: FlowStateMachine) -> None:
+        if self._restore is not None:
             self._restore.refeed(machine)
 
     def _flow_ended(self, run_id: StateMachineRunId) -> None:
@@ -314,8 +349,7 @@ class Node(Generic[HubT_co]):
         self._commit.commit(self._hospital.step_failed, self.services.reload_from_storage)
 
     def _restore_one(self, stored: StoredFlow) -> None:
-        assert self._restore is not None, "only a node with storage restores"
-        self._restore.restore(stored)
+        self._hibernation.revive(stored, reindex=True)
 
     # ----- hooks for node services --------------------------------------------------------------
 
@@ -366,11 +400,11 @@ class Node(Generic[HubT_co]):
 
     def await_event(self, machine: FlowStateMachine, key: str) -> None:
         """Wake ``machine`` the next time ``key`` is signalled."""
-        self._scheduler.await_event(machine, key)
+        self._scheduler.await_event(machine.run_id, key)
 
     def schedule_wakeup(self, machine: FlowStateMachine, deadline: datetime) -> None:
         """Make ``machine`` runnable once the clock reaches ``deadline``."""
-        self._scheduler.wake_at(machine, deadline)
+        self._scheduler.wake_at(machine.run_id, deadline)
 
     def new_session_id(self) -> int:
         """A fresh session id (random, from ``ids``)."""
@@ -416,16 +450,18 @@ class Node(Generic[HubT_co]):
         redelivery."""
         # Fields, not calls: this runs at every round, and most rounds have nothing due.
         earliest, redelivery = self._scheduler.earliest, self._commit.redelivery_due
-        if earliest is None and redelivery is None:
+        hibernation_due = self._hibernation.next_due() if self._hibernation.enabled else None
+        if earliest is None and redelivery is None and hibernation_due is None:
             return 0
         now, woken = self.clock.now(), 0
-        if (earliest is None or earliest > now) and (redelivery is None or redelivery > now):
+        if (earliest is None or earliest > now) and (redelivery is None or redelivery > now) \
+                and (hibernation_due is None or hibernation_due > now):
             return 0
         for run_id in self._scheduler.due_retries(now):
             self._hospital.retry_now(run_id)
             woken += 1
         woken += self._scheduler.wake_due(now)
-        if woken:
+        if woken or (hibernation_due is not None and hibernation_due <= now):
             self.run_until_idle()
         if not self.stopped and self._commit.tick(now):
             self.run_until_idle()
@@ -434,18 +470,26 @@ class Node(Generic[HubT_co]):
     def next_deadline(self) -> datetime | None:
         """The earliest pending sleep or retry deadline, if any. (Redelivery of unacknowledged
         messages is not a deadline: it happens at the ``fire_due_timers`` calls once due, see
-        ``redelivery_due``.)"""
-        return self._scheduler.earliest
+        ``redelivery_due``.) On a node that hibernates flows after an idle time, also when the
+        longest-idle parked flow is due to hibernate."""
+        deadline = self._scheduler.earliest
+        due = self._hibernation.next_due() if self._hibernation.enabled else None
+        if due is None:
+            return deadline
+        return due if deadline is None else min(due, deadline)
 
     def timers_due(self) -> bool:
         """Whether ``fire_due_timers`` would do something now: a sleep, retry or redelivery
-        is due. Cheap when nothing is pending (no clock read)."""
+        is due, or a parked flow's hibernation. Cheap when nothing is pending (no clock
+        read)."""
         earliest, redelivery = self._scheduler.earliest, self._commit.redelivery_due
-        if earliest is None and redelivery is None:
+        hibernation_due = self._hibernation.next_due() if self._hibernation.enabled else None
+        if earliest is None and redelivery is None and hibernation_due is None:
             return False
         now = self.clock.now()
         return (earliest is not None and earliest <= now) or (
-            redelivery is not None and redelivery <= now)
+            redelivery is not None and redelivery <= now) or (
+            hibernation_due is not None and hibernation_due <= now)
 
     @property
     def redelivery_due(self) -> datetime | None:
@@ -517,21 +561,27 @@ class Node(Generic[HubT_co]):
     # ----- operations -----------------------------------------------------------------------------
 
     def flows(self) -> list[FlowSummary]:
-        """Every unfinished flow on this node."""
-        return [summary(m) for m in self._scheduler.machines()]
+        """Every unfinished flow on this node: running ones, then hibernated ones (status
+        ``HIBERNATED``; after a restart every flow is hibernated until something wakes it)."""
+        return [*(summary(m) for m in self._scheduler.machines()),
+                *self._inspection.hibernated()]
 
     def progress_tracker(self, run_id: StateMachineRunId) -> ProgressTracker | None:
         """The progress tracker of a running flow (a restored flow has a new one, back at the
-        step it had reached), or None when the flow has none or is not running."""
+        step it had reached), or None when the flow has none, is not running or is
+        hibernated (it gets a new one when it wakes)."""
         machine = self._scheduler.get(run_id)
         return machine.flow.progress_tracker if machine is not None else None
 
     def handle(self, run_id: StateMachineRunId) -> FlowHandle[Any]:
-        """The handle of a running flow, including one restored after a restart."""
+        """The handle of a running flow, including one restored after a restart or
+        hibernated (its result future completes once it is woken and ends)."""
         machine = self._scheduler.get(run_id)
-        if machine is None:
-            raise KeyError(f"no running flow {run_id} on {self.party}")
-        return FlowHandle(machine.run_id, machine.outcome)
+        if machine is not None:
+            return FlowHandle(machine.run_id, machine.outcome)
+        if run_id in self._hibernation:
+            return FlowHandle(run_id, self._hibernation.outcome(run_id))
+        raise KeyError(f"no running flow {run_id} on {self.party}")
 
     def hospital(self) -> list[HospitalEntry]:
         """Hospitalised flows with their diagnosis."""
@@ -547,13 +597,31 @@ class Node(Generic[HubT_co]):
 
     def inspect_flow(self, run_id: StateMachineRunId) -> dict[str, Any]:
         """A flow's suspended stack (from its latest frame snapshot, locals as reprs), its
-        sessions, progress step and what it waits for. KeyError when there is no such flow."""
-        return self._inspection.inspect(run_id)
+        sessions, progress step and what it waits for. KeyError when there is no such flow.
+        A hibernated flow is woken by replay to be inspected live."""
+        if run_id not in self._hibernation:
+            return self._inspection.inspect(run_id)
+        self._hibernation.wake(run_id)
+        try:
+            return self._inspection.inspect(run_id)
+        finally:
+            self.run_until_idle()  # its replay step; it may hibernate again
 
     def dump_checkpoints(self) -> list[dict[str, Any]]:
         """Every stored checkpoint as JSON-ready dicts (class, status, what it waits for, stack
         with locals, sessions, progress step); the live view for flows without storage."""
         return self._inspection.dump()
+
+    def wake_hibernated(self) -> int:
+        """Wake every hibernated flow by replay now (e.g. after an upgrade, to find at once
+        the flows whose new code no longer replays their checkpoints: they go to the
+        hospital); returns how many were hibernated. They hibernate again as the node's
+        settings say."""
+        run_ids = list(self._hibernation.run_ids())
+        for run_id in run_ids:
+            self._hibernation.wake(run_id)
+        self.run_until_idle()
+        return len(run_ids)
 
     def kill_flow(self, run_id: StateMachineRunId) -> bool:
         """End the flow with ``KilledFlowException``; its counterparties get
@@ -561,6 +629,8 @@ class Node(Generic[HubT_co]):
         its code catches the exception: its next request ends it. A hospitalised flow is
         removed with its checkpoint, its counterparties told, without running its code. The
         ``on_flow_end`` callbacks run in every case. False when there is no such flow."""
+        if run_id in self._hibernation:  # woken by replay, then killed like any parked flow
+            self._hibernation.wake(run_id)
         if self._hospital.kill(run_id):
             self.run_until_idle()
             return True
@@ -583,14 +653,21 @@ class Node(Generic[HubT_co]):
 
     @property
     def live_flow_count(self) -> int:
-        """How many flows run on this node now (not finished, not parked in the hospital)."""
-        return len(self.live_flows)
+        """How many flows run on this node now (not finished, not parked in the hospital),
+        hibernated ones included."""
+        return len(self.live_flows) + len(self._hibernation)
+
+    @property
+    def hibernated_flow_count(self) -> int:
+        """How many of them are hibernated (``hibernate_after``, ``max_live_parked``, and
+        every flow of a restarted node until something wakes it)."""
+        return len(self._hibernation)
 
     @property
     def is_drained(self) -> bool:
-        """Draining and no flow left in flight (nor waiting for a retry): safe to stop for an
-        upgrade."""
-        return self._draining and not len(self._scheduler) and not self._scheduler.retry_pending
+        """Draining and no flow left in flight (nor hibernated, nor waiting for a retry):
+        safe to stop for an upgrade."""
+        return self._draining and not self.live_flow_count and not self._scheduler.retry_pending
 
     def stop(self) -> None:
         """Stop the node as a crash would: flows are dropped where they are (their checkpoints
@@ -604,6 +681,7 @@ class Node(Generic[HubT_co]):
         for machine in self._scheduler.machines():
             machine.abandon()
         self._hospital.clear()
+        self._hibernation.clear()
         self._scheduler.clear()
         self._router.clear()
         self._commit.clear()
@@ -612,3 +690,16 @@ class Node(Generic[HubT_co]):
 
     def __repr__(self) -> str:
         return f"<Node {self.party.name} flows={len(self._scheduler)}>"
+
+
+def _check_hibernation(storage: Storage | None, hibernate_after: float | None,
+                       max_live_parked: int | None) -> None:
+    """Refuse hibernation settings a node cannot honour, saying why."""
+    if (hibernate_after is not None or max_live_parked is not None) and storage is None:
+        raise FlowConfigurationError(
+            "hibernate_after and max_live_parked need storage: a hibernated flow is woken by "
+            "replaying its checkpoints; build the node with storage=NodeStorage.open(...)")
+    if hibernate_after is not None and hibernate_after < 0:
+        raise ValueError(f"hibernate_after must be >= 0 seconds, got {hibernate_after}")
+    if max_live_parked is not None and max_live_parked < 0:
+        raise ValueError(f"max_live_parked must be >= 0 flows, got {max_live_parked}")

@@ -32,6 +32,7 @@ from fibers._journal import (
     replay_seq,
 )
 from fibers._messages import Data
+from fibers._session import FlowSession
 
 if TYPE_CHECKING:
     from fibers._state_machine import FlowStateMachine
@@ -90,12 +91,15 @@ def receive(machine: FlowStateMachine, binding: FlowBinding, party: Party,
     else:
         if deadline is not None and not session.inbound:
             machine.node.schedule_wakeup(machine, deadline)
+            machine.wake_deadline = deadline  # for the wake index (fibers._hibernation)
+            try:
+                _wait_for_data(machine, session, deadline)
+            finally:
+                machine.wake_deadline = None
         while not session.inbound:
             if session.peer_error is not None or session.rejected is not None \
                     or session.peer_ended:
                 table.raise_if_peer_gone(session)
-            if deadline is not None and machine.node.clock.now() >= deadline:
-                table.time_out(session, deadline)
             machine.suspend(session)
         seq, payload = session.inbound.pop(0)
         if journal.journaling:
@@ -105,6 +109,17 @@ def receive(machine: FlowStateMachine, binding: FlowBinding, party: Party,
     if type(value) is expected_type:  # the common case, without a call
         return value
     return _check_received_type(value, expected_type, session.peer)
+
+
+def _wait_for_data(machine: FlowStateMachine, session: FlowSession, deadline: datetime) -> None:
+    """Suspend until ``session`` has a message, raising its peer's end or the timeout."""
+    table, clock = machine.session_table, machine.node.clock
+    while not session.inbound:
+        table.raise_if_peer_gone(session)
+        if clock.now() >= deadline:
+            machine.reach_checkpoint(session)  # restored (or woken) after its deadline
+            table.time_out(session, deadline)
+        machine.suspend(session)
 
 
 def _get_flow_info(machine: FlowStateMachine, request: _io.GetFlowInfo) -> FlowInfo:

@@ -1,13 +1,19 @@
 """Restore: a node with storage coming back (docs/architecture.md, "Restart").
 
-``Restore`` re-creates every stored flow state machine and lets it replay its journal back to
-its checkpoint, parks the flows that were parked (or are unreadable), refeeds each restored
-flow the messages that had arrived and were not consumed, and re-sends the outbox (messages
-never acknowledged). It owns only the frames waiting for a peer the network map does not know
-yet; each is sent once that party is added.
+Restore is lazy: ``restore_all`` reads only the keys of the stored flows and the wake index's
+deadlines and events (docs/checkpoint-format.md, "The wake index"). Every flow that is not
+parked starts hibernated (``fibers._hibernation``) and is replayed when something wakes it: a
+message for one of its sessions, its timer, a kill, an inspection; flows waiting for an event
+are woken at once (it may have happened while the node was down). Parked flows (or unreadable
+ones) are parked again with their routes. Storage written before the wake index existed is
+restored eagerly, once, indexing every flow. Then the outbox (messages never acknowledged) is
+re-sent from its own records, without reading any step record. ``refeed`` gives a replayed
+flow the messages that had arrived and were not consumed. Restore owns only the frames waiting
+for a peer the network map does not know yet; each is sent once that party is added.
 
-Contract: scheduler thread only; an unusable record (inbox or outbox) parks the one flow it
-belongs to, naming the record, and never stops the node from starting.
+Contract: scheduler thread only; an unusable record (inbox or outbox, a step record, the wake
+index) parks the one flow it belongs to, naming the record, and never stops the node from
+starting (a flow's own records are read when it is woken, and diagnosed then).
 """
 
 from __future__ import annotations
@@ -15,12 +21,11 @@ from __future__ import annotations
 import gc
 import logging
 import struct
-from collections.abc import Callable
 
 from fibers._checkpoint_store import CheckpointStore, StoredFlow, session_prefix, split_message_key
 from fibers._commit import CommitStage
 from fibers._errors import SerializationError
-from fibers._flow_logic import FlowInfo, FlowLogic, StateMachineRunId
+from fibers._hibernation import Hibernation
 from fibers._hospital import Hospital
 from fibers._identity import Party
 from fibers._messages import Data, ExistingSessionMessage, decode_message
@@ -34,8 +39,6 @@ from fibers.transport import Transport
 __all__ = ["Restore"]
 
 log = logging.getLogger("fibers.node")
-
-MakeMachine = Callable[[StateMachineRunId, FlowLogic[object]], FlowStateMachine]
 
 
 class Restore:
@@ -51,7 +54,6 @@ class Restore:
         *,
         transport: Transport,
         network_map: NetworkMap,
-        make_machine: MakeMachine,
     ) -> None:
         self._party = party
         self._checkpoints = checkpoints
@@ -60,70 +62,90 @@ class Restore:
         self._commit = commit
         self._transport = transport
         self._network_map = network_map
-        self._make_machine = make_machine
         self._hospital: Hospital | None = None
+        self._hibernation: Hibernation | None = None
         # Stored frames to re-send to parties the network map does not know yet, by name.
         self._awaiting_peer: dict[str, list[bytes]] = {}
 
-    def attach(self, hospital: Hospital) -> None:
-        """Wire the hospital (built after this part, since it restores through it)."""
+    def attach(self, hospital: Hospital, hibernation: Hibernation) -> None:
+        """Wire the hospital and hibernation (built after this part, which refeeds their
+        flows)."""
         self._hospital = hospital
+        self._hibernation = hibernation
+
+    def _waking(self) -> Hibernation:
+        assert self._hibernation is not None, "Restore.attach(hospital, hibernation) first"
+        return self._hibernation
 
     def _parking(self) -> Hospital:
         assert self._hospital is not None, "Restore.attach(hospital) first"
         return self._hospital
 
     def restore_all(self) -> None:
-        """Restore every stored flow (restart) and run them back to their checkpoints, then
-        re-send unacknowledged messages."""
+        """Restore every stored flow (restart), lazily, then re-send unacknowledged
+        messages."""
         # Restoring builds many long-lived objects and little garbage; the cyclic collector
         # would rescan them again and again (a third of the time at 10,000 flows).
         collecting = gc.isenabled()
         gc.disable()
         try:
-            for stored in self._checkpoints.load_flows():
-                self.restore(stored)
-            self._scheduler.run_until_idle()
+            if self._checkpoints.indexed():
+                self._restore_lazily()
+            else:
+                self._restore_eagerly()
+            self.resend_outbox()
+            self._scheduler.run_until_idle()  # a corrupt outbox record may park a flow
         finally:
             if collecting:
                 gc.enable()
-        self.resend_outbox()
+
+    def _restore_lazily(self) -> None:
+        """Every flow that is not parked starts hibernated; see the module docstring."""
+        hibernation = self._waking()
+        every, parked = self._checkpoints.run_ids()
+        for run_id in parked:
+            self.restore(self._checkpoints.load_flow(run_id))
+        skip = set(parked)
+        for run_id in every:
+            if run_id not in skip:
+                hibernation.adopt(run_id)
+        for run_id, wait in self._checkpoints.waits():
+            if run_id not in hibernation:
+                continue
+            if isinstance(wait, CorruptRecordError) or wait[1] is not None or wait[2]:
+                # An event may have happened meanwhile; or it asked (wake_on_restart).
+                hibernation.wake_later(run_id)
+            elif wait[0] is not None:
+                self._scheduler.wake_at(run_id, wait[0])
+        self._scheduler.run_until_idle()
+
+    def _restore_eagerly(self) -> None:
+        """Storage older than the wake index: replay every flow now (as before lazy restore)
+        and let each one's next step index it; then mark the storage indexed."""
+        for stored in self._checkpoints.load_flows():
+            self.restore(stored)
+        store = self._checkpoints
+        self._commit.loose().writes.append(store.mark_indexed)
         self._scheduler.run_until_idle()
 
     def resend_outbox(self, peer: str | None = None) -> int:
         """Send every unacknowledged stored frame (to ``peer`` only, when given) again, and
         again until acknowledged; returns how many. A record that fails its check parks the
         flow that sent it."""
-        sent = 0
+        sent: list[bytes] = []
         for key, frame in self._checkpoints.outbox(peer):
             if isinstance(frame, CorruptRecordError):
                 self._outbox_record_corrupt(key, frame)
             else:
-                self.resend(split_message_key(key)[0], frame)
-                self._commit.resent(key)
-                sent += 1
-        return sent
+                self.resend(key.partition(b"\0")[0].decode(), frame)
+                sent.append(key)
+        self._commit.resent(sent)
+        return len(sent)
 
     def restore(self, stored: StoredFlow) -> None:
-        """Re-run a stored flow against its journal, or park it when it was parked or is
-        unreadable."""
-        if stored.flow is None or stored.status == "HOSPITALIZED" or stored.start is None:
-            self._parking().admit_stored(stored)
-            return
-        start = stored.start
-        machine = self._make_machine(stored.run_id, stored.flow)
-        if start.peer is not None:
-            self._router.open_responder_session(
-                machine,
-                start.peer,
-                start.session_id,
-                FlowInfo(start.peer_version, start.peer_app),
-                start.confirm_version,
-            )
-        machine.start_replay(stored.journal, stored.snapshot)
-        machine.needs_refeed = True
-        self._scheduler.add(machine)
-        self._scheduler.schedule(machine)
+        """Re-run a stored flow against its journal (scheduled, indexing it again), or park
+        it when it was parked or is unreadable (``Hibernation.revive``)."""
+        self._waking().revive(stored, reindex=True)
 
     def refeed(self, machine: FlowStateMachine) -> None:
         """Give a restored flow the messages that had arrived but were not consumed. A stored
@@ -177,7 +199,7 @@ class Restore:
             return
         # We sent it to the initiator: we are the responder, routed under the peer's name.
         initiator = peer if to_initiator else self._party.name
-        owner = self._router.owner((initiator, session_id, not to_initiator))
+        owner = self._router.owner_waking((initiator, session_id, not to_initiator))
         if owner is not None:
             self._parking().admit_restored(owner, f"outbox record unreadable: {error}")
 

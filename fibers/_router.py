@@ -60,6 +60,11 @@ NewMachine = Callable[..., FlowStateMachine]
 peer_app=, confirm_version=)``; raises what the node refuses."""
 
 
+def _no_wake(route: Route) -> bool:
+    """No flow hibernates (a node without storage)."""
+    return False
+
+
 class Router:
     """Inbound frames of one node to the flow state machines they are for."""
 
@@ -89,6 +94,8 @@ class Router:
         # Each parked route maps to its flow and the number of the first message from the
         # peer it has not processed (lower ones are duplicates, see fibers._hospital).
         self._parked: dict[Route, tuple[StateMachineRunId, int]] = {}
+        # Wakes the hibernated flow a route goes to (fibers._hibernation); whether it did.
+        self.wake_route: Callable[[Route], bool] = _no_wake
 
     @property
     def durable(self) -> bool:
@@ -130,6 +137,14 @@ class Router:
         """The state machine ``route`` goes to, if it runs."""
         routed = self._sessions.get(route)
         return routed[0] if routed is not None else None
+
+    def owner_waking(self, route: Route) -> FlowStateMachine | None:
+        """The state machine ``route`` goes to, waking it if it is hibernated."""
+        owner = self.owner(route)
+        if owner is None and route not in self._parked and route not in self._held \
+                and self.wake_route(route):
+            owner = self.owner(route)
+        return owner
 
     def sessions(self) -> Iterator[tuple[Route, FlowSession]]:
         """Every routed session (for tests and inspection)."""
@@ -288,6 +303,8 @@ class Router:
             # In order, message 0 is processed before any other is acknowledged.
             self._commit.init_implied(sender, message.session_id)
         if routed is None:
+            routed = self._woken(key)
+        if routed is None:
             self._on_unrouted(sender, key, message)
             return
         machine, session = routed
@@ -327,6 +344,13 @@ class Router:
             body = pending.pop(session.next_recv_seq, None) if pending else None
         if machine.waiting is session:
             self._scheduler.schedule(machine)
+
+    def _woken(self, key: Route) -> tuple[FlowStateMachine, FlowSession] | None:
+        """The route of the hibernated flow ``key`` goes to, woken now; None when there is
+        none (also for a parked flow or one waiting for its retry)."""
+        if key in self._parked or key in self._held or not self.wake_route(key):
+            return None
+        return self._sessions.get(key)
 
     def _on_unrouted(self, sender: Party, key: Route, message: ExistingSessionMessage) -> None:
         """A message for no running flow: kept for a parked flow; held back for a flow waiting

@@ -27,6 +27,10 @@ from fibers._state_machine import FlowStateMachine
 __all__ = ["Scheduler"]
 
 
+def _ignore(run_id: StateMachineRunId) -> None:
+    """A timer or event of a flow that no longer runs: nothing to wake."""
+
+
 class Scheduler:
     """Run queue, timers, retry timers and event waiters of one node."""
 
@@ -48,14 +52,18 @@ class Scheduler:
         # (``kill`` also sets the flag, without queueing, to keep the machine off the queue).
         self._runnable: deque[FlowStateMachine] = deque()
         self._timer_seq = itertools.count()
-        self._timers: list[tuple[datetime, int, FlowStateMachine]] = []
+        # Sleep timers and event waiters name flows by run id, not by state machine: a
+        # hibernated flow (fibers._hibernation) keeps its timer and its event without keeping
+        # its state machine. One whose run id has no running machine goes to ``absent``.
+        self._timers: list[tuple[datetime, int, StateMachineRunId]] = []
         self._retry_timers: list[tuple[datetime, int, StateMachineRunId]] = []
-        self._event_waiters: dict[str, set[FlowStateMachine]] = {}
+        self._event_waiters: dict[str, set[StateMachineRunId]] = {}
         self._running = False
         # Invariant: the earliest deadline of _timers and _retry_timers (None when both are
         # empty), refreshed wherever either changes: the node reads it at every round.
         self.earliest: datetime | None = None
         """The earliest pending sleep or retry deadline (read only; see ``next_deadline``)."""
+        self.absent: Callable[[StateMachineRunId], object] = _ignore
 
     # ----- the state machines this node runs ------------------------------------------------------
 
@@ -117,6 +125,12 @@ class Scheduler:
         finally:
             self._running = False
 
+    def run_one(self, machine: FlowStateMachine) -> None:
+        """Run ``machine``'s step now, whether or not a round is running (a flow woken from
+        hibernation replays to its checkpoint before what woke it is handed over)."""
+        self.unschedule(machine)
+        self._step(machine, None)
+
     def kill(self, machine: FlowStateMachine, error: KilledFlowException) -> None:
         """Throw ``error`` into ``machine`` at its suspension (running it to its first one
         when it has not started yet) and end it there: a flow that catches the kill is ended
@@ -136,9 +150,10 @@ class Scheduler:
 
     # ----- timers and waiters ---------------------------------------------------------------------
 
-    def wake_at(self, machine: FlowStateMachine, deadline: datetime) -> None:
-        """Make ``machine`` runnable once the clock reaches ``deadline``."""
-        heapq.heappush(self._timers, (deadline, next(self._timer_seq), machine))
+    def wake_at(self, run_id: StateMachineRunId, deadline: datetime) -> None:
+        """Make flow ``run_id`` runnable once the clock reaches ``deadline`` (its running
+        machine, else ``absent(run_id)``)."""
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), run_id))
         if self.earliest is None or deadline < self.earliest:
             self.earliest = deadline
 
@@ -162,11 +177,16 @@ class Scheduler:
         return due
 
     def wake_due(self, now: datetime) -> int:
-        """Schedule every unfinished state machine whose deadline passed; how many."""
+        """Schedule every unfinished state machine whose deadline passed (a flow without a
+        running machine goes to ``absent``); how many."""
         woken = 0
         while self._timers and self._timers[0][0] <= now:
-            _, _, machine = heapq.heappop(self._timers)
-            if not machine.finished:
+            _, _, run_id = heapq.heappop(self._timers)
+            machine = self._machines.get(run_id)
+            if machine is None:
+                self.absent(run_id)
+                woken += 1
+            elif not machine.finished:
                 self.schedule(machine)
                 woken += 1
         self.earliest = self.next_deadline()
@@ -177,14 +197,19 @@ class Scheduler:
         deadlines = [heap[0][0] for heap in (self._timers, self._retry_timers) if heap]
         return min(deadlines, default=None)
 
-    def await_event(self, machine: FlowStateMachine, key: str) -> None:
-        """Wake ``machine`` the next time ``key`` is signalled."""
-        self._event_waiters.setdefault(key, set()).add(machine)
+    def await_event(self, run_id: StateMachineRunId, key: str) -> None:
+        """Wake flow ``run_id`` the next time ``key`` is signalled."""
+        self._event_waiters.setdefault(key, set()).add(run_id)
 
     def signal(self, key: str) -> None:
-        """Schedule the state machines waiting for ``key``."""
-        for machine in self._event_waiters.pop(key, ()):
-            self.schedule(machine)
+        """Schedule the state machines waiting for ``key`` (``absent`` for a flow without a
+        running machine)."""
+        for run_id in self._event_waiters.pop(key, ()):
+            machine = self._machines.get(run_id)
+            if machine is None:
+                self.absent(run_id)
+            else:
+                self.schedule(machine)
 
     def clear(self) -> None:
         """Forget everything (node stop); returns nothing, abandons nothing."""

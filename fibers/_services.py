@@ -38,3 +38,13 @@ def journaled(method: F) -> F:
         return machine.execute(call)
 
     return cast(F, wrapper)
+
+
+def wake_on_restart() -> None:
+    """Called from inside a flow: replay this flow as soon as its node restarts, rather than
+    when something wakes it (restore is lazy: docs/architecture.md, "Hibernation and lazy
+    restore"). For a service that keeps something for the flow in memory only and gets it
+    back as the flow replays, e.g. the vault's soft locks. Outside flows, nothing."""
+    machine = current_machine()
+    if machine is not None:
+        machine.wake_on_restart = True

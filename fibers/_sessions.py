@@ -106,6 +106,7 @@ class SessionTable:
         session_id = replay_int(entry) if entry is not None else self._host.new_session_id()
         if entry is None:
             self._journal.record(("open", index, party.name, session_id))
+            self._machine.routes_changed = True  # the step writes its route (wake index)
         session = FlowSession(party, session_id, True, index)
         self.open[(index, party.name)] = session
         self.history.append(session)

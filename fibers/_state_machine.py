@@ -31,6 +31,7 @@ from greenlet import GreenletExit, getcurrent  # type: ignore[import-untyped]
 from fibers import _io
 from fibers._annotations import check_initiating_annotation, initiating_class_of
 from fibers._checkpoint import SnapshotCache, SnapshotValues
+from fibers._checkpoint_store import NO_WAIT, Wait
 from fibers._errors import (
     FlowConfigurationError,
     FlowException,
@@ -89,6 +90,9 @@ class FlowStatus(enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     KILLED = "KILLED"
+
+
+_EAGER: Wait = (None, None, True)
 
 
 def current_machine() -> FlowStateMachine | None:
@@ -153,6 +157,17 @@ class FlowStateMachine:
         # Set by the operator's kill: the flow ends KILLED at its next request, whatever it
         # does with the KilledFlowException thrown into it.
         self.kill: KilledFlowException | None = None
+        # The wake index (docs/checkpoint-format.md): set when a session opened live (or the
+        # flow must be indexed again), so the step writes its routes; what the index says it
+        # waits for besides messages (None: unknown, written with the next step); the
+        # deadline of a receive that waits with one.
+        self.routes_changed = False
+        self.stored_wait: Wait | None = NO_WAIT
+        self.wake_deadline: datetime | None = None
+        # Replayed as soon as the node restarts (fibers.services.wake_on_restart).
+        self.wake_on_restart = False
+        # Never hibernated (a tracked flow: its progress observers hold its tracker).
+        self.pinned = False
         # Pickled frozen values reused between this flow's snapshots (see capture_frames).
         self.snapshot_cache: SnapshotCache = {}
         # Invariant: set exactly while a request that may suspend is being performed: the
@@ -391,8 +406,12 @@ class FlowStateMachine:
     # ----- IO -----------------------------------------------------------------------------------
 
     def execute(self, request: _io.IORequest) -> Any:
-        """Perform one IO request of this flow (``fibers._requests``) and return its result."""
-        if self.kill is not None or self.finished:
+        """Perform one IO request of this flow (``fibers._requests``) and return its result.
+        While an abandoned flow unwinds (node stop, hibernation) every request raises
+        GreenletExit."""
+        if self.kill is not None or self.finished or self.abandoned:
+            if self.abandoned:
+                raise GreenletExit
             self.end_killed()
         kind = type(request)
         if kind not in _MADE_REQUEST:  # not in SUSPENDING_REQUESTS
@@ -516,6 +535,28 @@ class FlowStateMachine:
     def result(self) -> Future[Any]:
         """The future of the flow's result (made on first use, see ``FlowOutcome``)."""
         return self.outcome.future
+
+    def current_wait(self) -> Wait:
+        """What wakes the suspended flow besides messages: a deadline (a sleep, a receive with
+        one) or an event, and whether it wakes when its node restarts, as the wake index
+        keeps it."""
+        waiting, eager = self.waiting, self.wake_on_restart
+        kind = type(waiting)
+        if kind is FlowSession:
+            if self.wake_deadline is None:
+                return _EAGER if eager else NO_WAIT
+            return self.wake_deadline, None, eager
+        if kind is datetime:
+            return waiting, None, eager  # type: ignore[return-value]
+        if isinstance(waiting, _io.WaitForEvent):
+            return None, waiting.key, eager
+        return _EAGER if eager else NO_WAIT
+
+    def detach_result(self) -> FlowOutcome[Any]:
+        """The flow's outcome, handed out of this flow (it hibernates: its woken successor
+        settles it, through ``inherit_result``); this flow gets a fresh one."""
+        outcome, self.outcome = self.outcome, FlowOutcome()
+        return outcome
 
     def hand_over_result(self, successor: FlowStateMachine) -> None:
         """Give this (abandoned) flow's outcome to ``successor``: the same flow restored for a

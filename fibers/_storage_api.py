@@ -13,7 +13,8 @@ One writer per database. The engine's databases are written only by the parts th
 * ``inbox``, ``outbox``: the commit stage (``fibers._commit``) and the checkpoint store (a step
   consumes inbox records and queues outbox frames);
 * ``dedup``: the session dedup records (``fibers._dedup``), called by the commit stage only;
-* ``meta``: the node's stored identity (``fibers._identity``).
+* ``meta``: the node's stored identity (``fibers._identity``) and the wake index's marker
+  (``fibers._checkpoint_store``).
 
 ``ENGINE_DB_WRITERS`` names them; every write runs inside the commit stage's group commit
 (``Storage.write_each``). A node service writes only databases of its own
@@ -46,7 +47,9 @@ ENGINE_DB_WRITERS: Final[dict[str, frozenset[str]]] = {
     "inbox": frozenset({"fibers._commit", "fibers._checkpoint_store"}),
     "outbox": frozenset({"fibers._commit", "fibers._checkpoint_store"}),
     "dedup": frozenset({"fibers._dedup"}),
-    "meta": frozenset({"fibers._identity"}),
+    "wake_routes": frozenset({"fibers._checkpoint_store"}),
+    "wake_waits": frozenset({"fibers._checkpoint_store"}),
+    "meta": frozenset({"fibers._identity", "fibers._checkpoint_store"}),
 }
 """The engine's databases, each with the modules allowed to write it (see the docstring)."""
 

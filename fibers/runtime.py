@@ -356,7 +356,7 @@ class NodeRuntime(Generic[HubT]):
         """Tell the GC policy the live flow count after a round, when it changed: observing
         an unchanged count changes nothing (``ParkedFlowsGc`` depends on it alone)."""
         assert self._gc_policy is not None
-        live = len(node.live_flows)  # live_flow_count, without a call
+        live = len(node.live_flows)  # flows with a state machine, without a call
         if live != self._gc_live:
             self._gc_live = live
             self._gc_policy.observe(live)

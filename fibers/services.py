@@ -13,12 +13,16 @@ must replay the same way).
 
 A service that keeps state in the node's storage derives from ``NodeService``, whose writes
 commit with the step of the flow that caused them; a service publishes feeds as ``Stream``s.
+A service that keeps something for a flow in memory only, which the flow gets back as it
+replays, calls ``wake_on_restart()`` from inside that flow: restore is lazy, and such a flow
+is then replayed as soon as its node restarts instead of when something wakes it.
 """
 
 from fibers._checkpoint import SerializeAsToken
 from fibers._node_service import NodeService
 from fibers._service_hub import ServiceHub
-from fibers._services import journaled
+from fibers._services import journaled, wake_on_restart
 from fibers._stream import Stream
 
-__all__ = ["NodeService", "SerializeAsToken", "ServiceHub", "Stream", "journaled"]
+__all__ = ["NodeService", "SerializeAsToken", "ServiceHub", "Stream", "journaled",
+           "wake_on_restart"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from fibers import FlowException, Party, StateMachineRunId, serializable, wire
-from fibers.services import Stream, journaled
+from fibers.services import Stream, journaled, wake_on_restart
 from ledger._crypto import SecureHash
 from ledger._errors import _rebuild
 from ledger._services import LedgerService, ref_from_key, ref_key
@@ -286,7 +286,9 @@ class VaultService(LedgerService):
 
     def _rehold(self, lock_id: StateMachineRunId, refs: Iterable[StateRef]) -> None:
         """Take the locks a journaled reservation granted, again: a no-op live, and how a flow
-        replayed after a restart gets its locks back. States consumed since are skipped."""
+        replayed after a restart gets its locks back (so it is replayed as soon as its node
+        restarts: ``wake_on_restart``). States consumed since are skipped."""
+        wake_on_restart()
         for ref in refs:
             if ref in self._unconsumed and self._locks.get(ref, lock_id) == lock_id:
                 self._hold(ref, lock_id)

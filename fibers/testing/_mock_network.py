@@ -48,7 +48,8 @@ class MockNetwork(Generic[HubT]):
     replaces each node's ``NodeStorage`` by what it returns for it (any
     ``fibers.storage.Storage``, e.g. a wrapper that records writes). ``hub`` is the service
     hub class nodes are built with (``Node(hub=...)``), ``snapshot_locals`` their snapshot
-    policy (``Node(snapshot_locals=...)``).
+    policy (``Node(snapshot_locals=...)``), ``hibernate_after`` and ``max_live_parked`` their
+    hibernation settings (durable networks only).
     """
 
     def __init__(
@@ -63,6 +64,8 @@ class MockNetwork(Generic[HubT]):
         # HubT defaults to ServiceHub, which mypy does not yet apply to a parameter's default.
         hub: type[HubT] = ServiceHub,  # type: ignore[assignment]
         snapshot_locals: SnapshotLocals = DEFAULT_SNAPSHOT_LOCALS,
+        hibernate_after: float | None = None,
+        max_live_parked: int | None = None,
     ) -> None:
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="fibers-mock-"))
@@ -84,6 +87,8 @@ class MockNetwork(Generic[HubT]):
         self._wrap_storage = wrap_storage
         self._hub = hub
         self._snapshot_locals = check_snapshot_locals(snapshot_locals)
+        self._hibernate_after = hibernate_after
+        self._max_live_parked = max_live_parked
 
     def create_node(self, name: str) -> Node[HubT]:
         """A new node called ``name`` on this network."""
@@ -129,6 +134,8 @@ class MockNetwork(Generic[HubT]):
                 setup=self._setup_with_hooks(self._node_setup(identity)),
                 hub=self._hub,
                 snapshot_locals=self._snapshot_locals,
+                hibernate_after=self._hibernate_after,
+                max_live_parked=self._max_live_parked,
             )
 
         runtime = NodeRuntime(self.network.endpoint(identity.party), build)

@@ -131,7 +131,8 @@ def test_restart_just_after_a_receive_keeps_the_payload(mock_network: MockNetwor
     mock_network.run_network(max_messages=1)  # Alice consumes "apple" and asks the second
     alice = mock_network.restart_node(alice)
     [summary] = alice.flows()
-    assert summary.waiting_for == "a message from Bob"
+    assert summary.status == "HIBERNATED"  # restore is lazy: an inspection wakes it
+    assert alice.inspect_flow(handle.id)["waiting_for"] == "a message from Bob"
     restored = alice.handle(handle.id)
     mock_network.run_network()
     assert restored.result.result(timeout=0) == ["apple", "banana"]
@@ -206,6 +207,7 @@ def test_an_incompatible_code_edit_hospitalises_with_nondeterminism_error(
 ) -> None:
     try:
         alice, handle = _restart_after_first_answer(mock_network, "extra send")
+        alice.wake_hibernated()  # restore is lazy: replayed when woken
         [entry] = alice.hospital()
         assert entry.run_id == handle.id
         assert "NondeterminismError" in entry.diagnosis
@@ -234,6 +236,7 @@ def test_a_tampered_checkpoint_is_hospitalised_and_other_flows_complete(
         txn.put(key, bytes(value), db=db)
     env.close()
     alice = mock_network.restart_node(alice)
+    alice.wake_hibernated()  # restore is lazy: a flow's records are read when it wakes
     [entry] = alice.hospital()
     assert entry.run_id == victim.id and "authentication failed" in entry.diagnosis
     restored = alice.handle(survivor.id)

@@ -47,8 +47,11 @@ def test_a_correct_protocol_passes_every_crash_point_order_and_duplicate() -> No
     assert report.schedules_run > 100 and report.pruned > 0
     assert len(set(report.schedules)) == report.schedules_run  # no schedule ran twice
     schedules = " | ".join(report.schedules)
-    for kind in ("!B<", "!B>", "!A<", "!A>", " r<", " r>", "dup ", "timers"):
-        assert kind in schedules, kind  # crash points, restore crashes, duplicates, timers
+    # Crash points, duplicates, timers. (A restore commits nothing since restore is lazy, so
+    # there is no crash during a restore here: the commits of a flow woken after a restart
+    # are the crash points of the delivery that woke it.)
+    for kind in ("!B<", "!B>", "!A<", "!A>", "dup ", "timers"):
+        assert kind in schedules, kind
 
 
 def test_a_service_effect_that_is_not_journaled_is_found_shrunk_and_replayed() -> None:

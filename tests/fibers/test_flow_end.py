@@ -134,6 +134,7 @@ def _park_after_code_change(
 
     monkeypatch.setattr(Waits, "call", changed)
     alice = network.restart_node(alice)
+    alice.wake_hibernated()  # restore is lazy: replayed (and parked) when woken
     [entry] = alice.hospital()
     assert entry.run_id == handle.id and "NondeterminismError" in entry.diagnosis
     return alice, handle.id, bob.handle(hears.run_id)

@@ -110,6 +110,9 @@ def test_a_restored_flow_tracker_is_back_at_the_step_it_had_reached(
     assert handle.progress.values[-1] == "Proposing"
     alice = mock_network.restart_node(alice)
     [summary] = alice.flows()
+    assert summary.status == "HIBERNATED"  # restore is lazy: replayed when woken
+    alice.wake_hibernated()
+    [summary] = alice.flows()
     assert summary.progress_step == "Proposing"
     restored = alice.handle(handle.id)
     mock_network.run_network()

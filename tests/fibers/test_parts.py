@@ -75,9 +75,11 @@ def test_timers_wake_in_deadline_order_and_retries_are_due_apart() -> None:
     scheduler = _scheduler(ran, [])
     (a, a_m), (b, b_m), (done, done_m) = _machine(), _machine(), _machine()
     done.finished = True
-    scheduler.wake_at(a_m, T0 + timedelta(seconds=2))
-    scheduler.wake_at(b_m, T0 + timedelta(seconds=1))
-    scheduler.wake_at(done_m, T0)
+    for machine in (a_m, b_m, done_m):
+        scheduler.add(machine)  # timers name flows by run id (a hibernated one has none)
+    scheduler.wake_at(a.run_id, T0 + timedelta(seconds=2))
+    scheduler.wake_at(b.run_id, T0 + timedelta(seconds=1))
+    scheduler.wake_at(done.run_id, T0)
     retry = StateMachineRunId._new()
     scheduler.retry_at(retry, T0 + timedelta(seconds=5))
     assert scheduler.next_deadline() == T0 and scheduler.retry_pending
@@ -93,9 +95,11 @@ def test_timers_wake_in_deadline_order_and_retries_are_due_apart() -> None:
 def test_a_signal_wakes_its_waiters_once() -> None:
     ran: list[FakeMachine] = []
     scheduler = _scheduler(ran, [])
-    (a, a_m), (_, b_m) = _machine(), _machine()
-    scheduler.await_event(a_m, "vault")
-    scheduler.await_event(b_m, "other")
+    (a, a_m), (b, b_m) = _machine(), _machine()
+    scheduler.add(a_m)
+    scheduler.add(b_m)
+    scheduler.await_event(a.run_id, "vault")
+    scheduler.await_event(b.run_id, "other")
     scheduler.signal("vault")
     scheduler.signal("vault")
     scheduler.run_until_idle()

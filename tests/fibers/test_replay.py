@@ -256,6 +256,7 @@ def test_a_service_call_added_before_the_pending_request_has_no_effect(
 
     monkeypatch.setattr(BookThenAsk, "call", books_twice)
     alice = mock_network.restart_node(alice)
+    alice.wake_hibernated()  # restore is lazy: replayed when woken
     [entry] = alice.hospital()
     assert entry.run_id == handle.id
     assert "journal record 3 (the checkpoint's pending request)" in entry.diagnosis
@@ -296,6 +297,7 @@ def test_a_flow_restored_after_its_sleep_deadline_wakes_and_continues(
     alice = mock_network.restart_node(alice)
     assert alice.hospital() == []
     restored = alice.handle(handle.id)
+    mock_network.advance_time(0)  # restore is lazy: the due timer wakes it
     [summary] = alice.flows()
     assert summary.waiting_for is not None and "timer" in summary.waiting_for  # the second
     mock_network.advance_time(59)
@@ -313,6 +315,7 @@ def test_a_flow_restored_after_its_last_sleep_finishes_during_the_restore(
     mock_network.stop_node(alice)
     mock_network.clock.advance(3600)
     alice = mock_network.restart_node(alice)
+    mock_network.advance_time(0)  # restore is lazy: the due timer wakes it
     assert alice.hospital() == [] and alice.flows() == []
     assert alice.dump_checkpoints() == []
 

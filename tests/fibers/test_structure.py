@@ -28,7 +28,7 @@ ROOT = PACKAGE.parent
 
 # The node side (docs/architecture.md): the facade, its parts, the seams and the runtime.
 NODE_SIDE = (
-    "_commit", "_dedup", "_hospital", "_inbound", "_inspection", "_node",
+    "_commit", "_dedup", "_hibernation", "_hospital", "_inbound", "_inspection", "_node",
     "_node_service", "_node_types", "_redelivery", "_restore", "_router", "_scheduler",
     "runtime", "services", "storage", "transport", "wire",
 )

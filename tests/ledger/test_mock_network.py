@@ -121,6 +121,7 @@ def test_restored_flows_find_the_ledger_services_when_they_replay(network: MockN
     issue_for_test(alice, DummyState(alice.party, 1))
     handle = alice.start_flow(CountAroundAWait(bob.party))
     alice = network.restart_node(alice)
+    alice.wake_hibernated()  # restore is lazy: this replays it (and its first read) now
     restored = alice.handle(handle.id)
     assert alice.hospital() == []
     issue_for_test(alice, DummyState(alice.party, 2))
