@@ -41,7 +41,8 @@ def test_the_seams_export_exactly_their_interfaces() -> None:
         "FlowTreesView", "STATIC_MARKER", "describe_error", "render_tracker", "summary_line"]
     # what node services are written with (the ledger's among them), and the wire codec
     assert sorted(fibers.services.__all__) == [
-        "NodeService", "SerializeAsToken", "ServiceHub", "Stream", "journaled"]
+        "NodeService", "SerializeAsToken", "ServiceHub", "Stream", "journaled",
+        "wake_on_restart"]
     assert sorted(fibers.wire.__all__) == ["decode", "encode", "whitelisted_name"]
     for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view,
                    fibers.services, fibers.wire):

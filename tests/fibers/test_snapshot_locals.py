@@ -225,6 +225,7 @@ def test_a_flow_that_diverges_at_replay_is_parked_with_its_live_locals(
     handle = alice.start_flow(ChangesItsMind(bob.party))
     monkeypatch.setattr(Switchable, "CLOCK_FIRST", True)
     alice = mock_network.restart_node(alice)
+    alice.wake_hibernated()  # restore is lazy: replayed (and parked) when woken
     [entry] = alice.hospital()
     assert "NondeterminismError" in entry.diagnosis
     inspected = alice.inspect_flow(handle.id)
