@@ -300,11 +300,15 @@ class Node(Generic[HubT_co]):
         one group commit per round. Re-entrant calls (from a flow or a result callback) return
         at once: the outer loop picks the work up. Then, on a node that hibernates flows, the
         hibernation policy is applied (``hibernate_after``, ``max_live_parked``)."""
+        self._scheduler.run_until_idle()
+        if self._hibernation.enabled:
+            self._settle_hibernation()
+
+    def _settle_hibernation(self) -> None:
+        """The node is idle: apply the hibernation policy (``fibers._hibernation``)."""
         scheduler = self._scheduler
-        scheduler.run_until_idle()
-        if self._hibernation.enabled and not scheduler.running and not self.stopped \
-                and self._hibernation.settle():
-            scheduler.run_until_idle()  # what unwinding (finally: blocks) made runnable
+        if not scheduler.running and not self.stopped and self._hibernation.settle():
+            scheduler.run_until_idle()  # the captured locals; what unwinding made runnable
 
     def _run_step(self, machine: FlowStateMachine, throw: BaseException | None = None) -> None:
         """Run one step of ``machine``, then hand it to the commit stage (or, when the step
@@ -519,6 +523,8 @@ class Node(Generic[HubT_co]):
                 log.error("%s dropped a frame from %s: handling it failed", self.party, sender,
                           exc_info=exc)
         self._scheduler.run_until_idle()
+        if self._hibernation.enabled:
+            self._settle_hibernation()
 
     def resend_unacknowledged(self, recipient: str) -> int:
         """Send every stored frame ``recipient`` has not acknowledged again, e.g. when a
