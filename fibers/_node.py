@@ -581,7 +581,7 @@ class Node(Generic[HubT_co]):
 
     def handle(self, run_id: StateMachineRunId) -> FlowHandle[Any]:
         """The handle of a running flow, including one restored after a restart or
-        hibernated (its result future completes once it is woken and ends)."""
+        hibernated (its result comes once it is woken and ends)."""
         machine = self._scheduler.get(run_id)
         if machine is not None:
             return FlowHandle(machine.run_id, machine.outcome)
