@@ -65,7 +65,7 @@ def test_the_protocol_holds_its_invariants_under_the_explorer(
 LOST_INIT = "Seller>Buyer#0 !Buyer<0"
 
 
-@pytest.mark.parametrize("seed", [7, 11, 12])
+@pytest.mark.parametrize("seed", [2, 7, 11])
 def test_the_trade_holds_under_crashes_over_more_schedules(seed: int) -> None:
     """The crash points the explorer found an engine bug at (a session init lost in a crash,
     see the test below) and more: every crash before and after each commit, orders and
@@ -75,8 +75,9 @@ def test_the_trade_holds_under_crashes_over_more_schedules(seed: int) -> None:
     assert report.schedules_run == 60 and report.sampled == 30
     crashes = [schedule for schedule in report.schedules if "!" in schedule]
     assert len(crashes) > 20, report.schedules
-    if seed == 12:  # among them the one that found the lost init (which seed samples it
-        # depends on the frames a trade sends: since acks ride on messages, 12's sample does)
+    if seed == 2:  # among them the one that found the lost init (which seed samples it
+        # depends on the frames a trade sends and the restore's commits: since acks ride on
+        # messages and restore is lazy, 2's sample does)
         assert any(schedule.startswith(LOST_INIT) for schedule in crashes)
 
 
