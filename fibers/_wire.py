@@ -48,6 +48,7 @@ import enum
 import struct
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from decimal import Decimal
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
@@ -57,7 +58,7 @@ import msgspec
 
 __all__ = [
     "MAX_DEPTH", "MAX_MESSAGE_SIZE", "PLAIN", "TUPLE_MARK", "SerializationError", "decode",
-    "describe_error", "encode", "encode_built",
+    "describe_error", "encode", "encode_built", "encoded_fields", "encoded_items", "encoded_once",
     "is_whitelisted",
     "register_custom_type", "serializable", "unregister", "whitelisted_class", "whitelisted_name",
 ]
@@ -104,6 +105,7 @@ class _Spec:
     template: tuple[str | None, ...] = ()  # (field1, None, field2, None, ...) for a dataclass
     # Run on every decoded instance, as the constructor would: a dataclass's __post_init__.
     validate: Callable[[Any], object] | None = None
+    once: bool = False  # the class is @encoded_once: each instance keeps its encoding
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,6 +141,33 @@ def serializable(cls: _C) -> _C:
     if old is not None:
         _SPECS.pop(old, None)
     _CLASSES[name] = cls
+    return cls
+
+
+_ONCE: Final = "__wire_encoded_once__"
+_KEPT: Final = "__wire_encoding__"  # in an @encoded_once instance's __dict__: (bytes, depth)
+_KEEP_LEVEL: Final = MAX_DEPTH // 2
+_SPLIT_LEVELS: Final = 10
+
+
+def encoded_once(cls: _C) -> _C:
+    """Declare the frozen dataclass ``cls`` (apply it below ``@serializable``) immutable all the
+    way down: the codec then encodes each instance once and keeps the bytes in the instance,
+    so a value sent, stored and hashed several times is walked once. Instances must have a
+    ``__dict__`` (no ``slots=True``). Keep it off classes holding anything that can change (a
+    list, a dict, a mutable object): the kept bytes would go stale. Subclasses are not
+    included: mark each class.
+
+    The kept bytes are checked against ``MAX_DEPTH`` as if the instance sat half that deep (or
+    where it sits, if deeper) and reused at that level or shallower; deeper, the instance is
+    encoded again, so ``MAX_DEPTH`` holds wherever it is nested.
+    """
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+            and cls.__dictoffset__):
+        raise TypeError(f"@encoded_once applies to frozen dataclasses with a __dict__, not "
+                        f"{cls.__qualname__}")
+    setattr(cls, _ONCE, True)
+    _SPECS.pop(cls, None)
     return cls
 
 
@@ -197,7 +226,7 @@ def _make_spec(cls: type, name: str) -> _Spec:
         get = attrgetter(*names) if names else lambda obj: ()
         getter = get if len(names) != 1 else lambda obj: (get(obj),)
         return _Spec(name, _K_DATA, names, getter, tuple(chain(*zip(names, repeat(None)))),
-                     getattr(cls, "__post_init__", None))
+                     getattr(cls, "__post_init__", None), vars(cls).get(_ONCE, False))
     fields = ["args"] if is_exc else []
     for klass in cls.__mro__:
         declared = vars(klass).get("__slots__", ())
@@ -326,6 +355,27 @@ def _dict_to_wire(obj: dict[Any, Any], depth: int, prims: _Prims) -> Any:
 def _obj_to_wire(obj: Any, spec: _Spec, depth: int, prims: _Prims) -> Any:
     if depth > MAX_DEPTH:
         raise _too_deep()
+    if spec.once:
+        kept = obj.__dict__.get(_KEPT)
+        if kept is not None and depth <= kept[1]:
+            return msgspec.Raw(kept[0])
+        # Invariant: the kept bytes are what the walk below encodes to, made at nesting level
+        # kept[1] without passing MAX_DEPTH (so they fit at any level up to that one). Walked
+        # as if at _KEEP_LEVEL at least, so that the bytes serve wherever the value is nested.
+        level = max(depth, _KEEP_LEVEL)
+        try:
+            data = _ENC.encode(_fields_to_wire(obj, spec, level, prims))
+        except SerializationError:
+            if level == depth:
+                raise
+            level = depth  # deeper than _KEEP_LEVEL allows: keep it for this level only
+            data = _ENC.encode(_fields_to_wire(obj, spec, level, prims))
+        obj.__dict__[_KEPT] = (data, level)
+        return msgspec.Raw(data)
+    return _fields_to_wire(obj, spec, depth, prims)
+
+
+def _fields_to_wire(obj: Any, spec: _Spec, depth: int, prims: _Prims) -> Any:
     if spec.kind == _K_ENUM:
         return [_M[_OBJECT], spec.name, obj.name]
     if spec.kind == _K_FLAG:
@@ -403,6 +453,8 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _ENC: Final = msgspec.msgpack.Encoder(enc_hook=_enc_hook, order="deterministic")
+_OBJECT_MARK: Final = _ENC.encode(_M[_OBJECT])
+_TUPLE_MARK: Final = _ENC.encode(_M[_TUPLE])
 
 
 def encode(obj: object) -> bytes:
@@ -448,6 +500,34 @@ def encode_built(built: Any, value: object) -> bytes:
     if len(data) > MAX_MESSAGE_SIZE:
         return encode(value)
     return data
+
+
+def encoded_fields(obj: object) -> dict[str, bytes]:
+    """The encoding of each field of ``obj``, a whitelisted dataclass instance, exactly as it
+    appears inside ``encode(obj)`` (which this makes, or reuses if ``obj`` is
+    ``@encoded_once``: then the bytes it keeps also serve when ``obj`` is nested up to
+    ``_SPLIT_LEVELS`` deeper than a plain ``encode`` would allow). Raises
+    ``SerializationError`` as ``encode`` does."""
+    data = None
+    if (spec := _spec_of(type(obj))) is not None and spec.once:
+        # Kept valid deeper than a plain encode keeps it: a value that holds obj (as a signed
+        # transaction holds its transaction) then reuses these bytes when it is encoded.
+        with suppress(SerializationError, _UnencodableError, OverflowError):
+            data = _ENC.encode(_conv(obj, _KEEP_LEVEL + _SPLIT_LEVELS, _PRIMS))
+    parts = _SPLIT.decode(encode(obj) if data is None else data)
+    if len(parts) < 2 or bytes(parts[0]) != _OBJECT_MARK:
+        raise SerializationError(f"{type(obj).__qualname__} does not encode as an object")
+    names = [_DEC.decode(name) for name in parts[2::2]]
+    return dict(zip(names, map(bytes, parts[3::2]), strict=True))
+
+
+def encoded_items(data: bytes) -> list[bytes]:
+    """The encodings of the elements of ``data``, the encoding of a list or tuple (as a value
+    of ``encoded_fields`` holds it), in order: each is what ``encode`` makes of the element."""
+    parts = _SPLIT.decode(data)
+    if parts and bytes(parts[0]) == _TUPLE_MARK:
+        parts = parts[1:]
+    return list(map(bytes, parts))
 
 
 # ---------------------------------------------------------------------------------------- decode
@@ -500,6 +580,7 @@ def _ext_hook(code: int, data: memoryview) -> Any:
 
 
 _DEC: Final = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+_SPLIT: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])  # an array's elements, as bytes
 
 
 def _revive(obj: Any, depth: int) -> Any:

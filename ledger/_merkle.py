@@ -30,7 +30,9 @@ from typing import Final
 from fibers.wire import encode
 from ledger._crypto import ZERO_HASH, SecureHash
 
-__all__ = ["GROUPS", "component_nonce", "group_hash", "leaf_hash", "merkle_root"]
+__all__ = [
+    "GROUPS", "component_nonce", "encoded_group_hash", "group_hash", "leaf_hash", "merkle_root",
+]
 
 GROUPS: Final = ("inputs", "outputs", "commands", "notary", "time_window")
 _INDEXES: Final = struct.Struct(">II")
@@ -47,6 +49,10 @@ def leaf_hash(nonce: SecureHash, component: object) -> SecureHash:
     """The leaf hash of ``component`` under ``nonce``; ``SerializationError`` if it cannot be
     encoded."""
     return SecureHash.sha256(_LEAF + nonce.bytes + encode(component))
+
+
+def _encoded_leaf(nonce: SecureHash, encoded: bytes) -> bytes:
+    return hashlib.sha256(_LEAF + nonce.bytes + encoded).digest()
 
 
 def merkle_root(hashes: Sequence[SecureHash]) -> SecureHash:
@@ -66,3 +72,12 @@ def merkle_root(hashes: Sequence[SecureHash]) -> SecureHash:
 def group_hash(nonces: Sequence[SecureHash], components: Sequence[object]) -> SecureHash:
     """The hash of a group whose components and their nonces are given in order."""
     return merkle_root([leaf_hash(n, c) for n, c in zip(nonces, components, strict=True)])
+
+
+def encoded_group_hash(nonces: Sequence[SecureHash], encoded: Sequence[bytes]) -> SecureHash:
+    """``group_hash`` of components given by their encodings (``encode(component)``, the same
+    bytes), in order."""
+    if not encoded:
+        return ZERO_HASH
+    return merkle_root([SecureHash(_encoded_leaf(n, e))
+                        for n, e in zip(nonces, encoded, strict=True)])

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TypeVar
 
 from fibers import Party, serializable
+from fibers.wire import encoded_fields, encoded_items, encoded_once
 from ledger._contracts import contract_class, owning_contract
 from ledger._crypto import DigitalSignature, SecureHash, describe_key
 from ledger._errors import (
@@ -32,7 +33,7 @@ from ledger._errors import (
     UnknownContract,
 )
 from ledger._filtered import FilteredGroup, FilteredTransaction
-from ledger._merkle import GROUPS, component_nonce, group_hash, merkle_root
+from ledger._merkle import GROUPS, component_nonce, encoded_group_hash, merkle_root
 from ledger._states import (
     Command,
     CommandData,
@@ -54,6 +55,7 @@ node does not have its transaction."""
 
 
 @serializable
+@encoded_once
 @dataclass(frozen=True)
 class WireTransaction:
     """The canonical, hashable content of a transaction.
@@ -61,6 +63,10 @@ class WireTransaction:
     ``privacy_salt`` is 32 random bytes so that transactions with equal content have different
     ids. The constructor raises ``ValueError``/``TypeError`` for a structurally invalid
     transaction (see :meth:`structure_problem`).
+
+    Immutable all the way down (its states and commands are frozen values): its id, its
+    structure check and its wire encoding are each computed once per instance and kept
+    (``fibers.wire.encoded_once``); none of them is pickled.
     """
 
     inputs: tuple[StateRef, ...]
@@ -78,7 +84,15 @@ class WireTransaction:
             raise ValueError(problem)
 
     def structure_problem(self) -> str | None:
-        """What makes this transaction structurally invalid, or None if nothing does."""
+        """What makes this transaction structurally invalid, or None if nothing does (checked
+        once per instance: it cannot change)."""
+        kept = self.__dict__.get(_PROBLEM, self)
+        if kept is self:
+            kept = self.__dict__[_PROBLEM] = self._find_structure_problem()
+        assert kept is None or isinstance(kept, str)
+        return kept
+
+    def _find_structure_problem(self) -> str | None:
         salt: object = self.privacy_salt
         if type(salt) is not bytes or len(salt) != SALT_SIZE or not any(salt):
             return f"privacy_salt must be {SALT_SIZE} random bytes, got {salt!r:.80}"
@@ -104,8 +118,15 @@ class WireTransaction:
     @cached_property
     def group_hashes(self) -> tuple[SecureHash, ...]:
         """The hash of each component group, in ``ledger._merkle.GROUPS`` order."""
-        return tuple(group_hash(self._nonces(g, len(components)), components)
-                     for g, components in enumerate(self._groups()))
+        # Each component's encoding is cut out of the transaction's own encoding, which is
+        # kept for sending and storing it: one walk of the transaction serves all three.
+        fields = encoded_fields(self)
+        groups = (encoded_items(fields["inputs"]), encoded_items(fields["outputs"]),
+                  encoded_items(fields["commands"]),
+                  [] if self.notary is None else [fields["notary"]],
+                  [] if self.time_window is None else [fields["time_window"]])
+        return tuple(encoded_group_hash(self._nonces(g, len(encoded)), encoded)
+                     for g, encoded in enumerate(groups))
 
     @cached_property
     def id(self) -> SecureHash:
@@ -119,6 +140,9 @@ class WireTransaction:
         if self.notary is not None and (self.inputs or self.time_window is not None):
             keys.add(self.notary.owning_key)
         return frozenset(keys)
+
+    def __getstate__(self) -> dict[str, object]:
+        return _fields_only(self)
 
     def filtered(self, include: Iterable[str]) -> FilteredTransaction:
         """A view revealing only the groups named in ``include`` (names from
@@ -175,6 +199,15 @@ class WireTransaction:
         return names
 
 
+_PROBLEM = "_structure_problem"  # where a WireTransaction keeps its structure_problem()
+
+
+def _fields_only(value: object) -> dict[str, object]:
+    """The state to pickle of an ``encoded_once`` dataclass: its fields, not what it keeps
+    (id, encoding, checks), which are recomputed after unpickling."""
+    return {f.name: value.__dict__[f.name] for f in fields(value)}  # type: ignore[arg-type]
+
+
 def _type_problem(wtx: WireTransaction) -> str | None:
     kinds: tuple[tuple[str, type], ...] = (
         ("inputs", StateRef), ("outputs", TransactionState), ("commands", Command))
@@ -201,15 +234,20 @@ Signer = Callable[[bytes], DigitalSignature]
 
 
 @serializable
+@encoded_once
 @dataclass(frozen=True)
 class SignedTransaction:
-    """A ``WireTransaction`` with the signatures collected over its id so far."""
+    """A ``WireTransaction`` with the signatures collected over its id so far (immutable: its
+    wire encoding is made once and kept, see ``WireTransaction``)."""
 
     tx: WireTransaction
     sigs: tuple[DigitalSignature, ...]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigs", tuple(self.sigs))
+
+    def __getstate__(self) -> dict[str, object]:
+        return _fields_only(self)
 
     @property
     def id(self) -> SecureHash:

@@ -175,9 +175,11 @@ def _decoded_ref(index: int) -> StateRef:
 
 
 def _as_received(stx: SignedTransaction, **fields: object) -> SignedTransaction:
-    """``stx`` with ``fields`` changed the way the wire decoder builds it: no constructor."""
+    """``stx`` with ``fields`` changed the way the wire decoder builds it: no constructor, and
+    none of what the original keeps (its id, checks and encoding)."""
     hostile = object.__new__(type(stx.tx))
-    for name, value in {**vars(stx.tx), **fields}.items():
+    own = {field.name: getattr(stx.tx, field.name) for field in dataclasses.fields(stx.tx)}
+    for name, value in {**own, **fields}.items():
         object.__setattr__(hostile, name, value)
     return SignedTransaction(hostile, stx.sigs)
 
