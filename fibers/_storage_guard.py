@@ -82,6 +82,10 @@ class StorageGuard:
         self._seal = seal
         self._unseal = unseal
         self.guarded: frozenset[str] = frozenset()
+        # The root record this guard last wrote or unsealed, and its entries as (count,
+        # digest): a root read back byte for byte equal is that content, so it is neither
+        # unsealed nor parsed again (one guarded write after another reads the root each time).
+        self._last: tuple[bytes, dict[str, tuple[int, int]]] | None = None
 
     # -- the root record -----------------------------------------------------------------------
 
@@ -91,6 +95,9 @@ class StorageGuard:
 
     def _load(self, txn: LmdbTxn, guard_db: DbHandle) -> dict[str, _Entry]:
         blob = txn.get(_ROOT_KEY, db=guard_db)
+        last = self._last
+        if last is not None and blob is not None and bytes(blob) == last[0]:
+            return {name: _Entry(*entry) for name, entry in last[1].items()}
         if blob is None:
             raise TamperedDatabaseError(GUARD_DB, "its root record is missing, though the node "
                                                   "directory holds databases")
@@ -102,14 +109,21 @@ class StorageGuard:
                           "directory was written with (check FIBERS_NODE_SECRET, "
                           f"FIBERS_NODE_SECRET_FILE or node.secret), or the record was altered "
                           f"({exc})") from None
-        return dict(_parse_root(payload))
+        entries = dict(_parse_root(payload))
+        self._remember(bytes(blob), entries)
+        return entries
 
     def _store(self, txn: LmdbTxn, guard_db: DbHandle, entries: dict[str, _Entry]) -> None:
         payload = b"".join(
             _U16.pack(len(name.encode())) + name.encode()
             + _ENTRY.pack(e.count, e.digest.to_bytes(32, "big"))
             for name, e in sorted(entries.items()))
-        txn.put(_ROOT_KEY, self._seal(GUARD_DB, _ROOT_KEY, payload), db=guard_db)
+        blob = self._seal(GUARD_DB, _ROOT_KEY, payload)
+        txn.put(_ROOT_KEY, blob, db=guard_db)
+        self._remember(blob, entries)
+
+    def _remember(self, blob: bytes, entries: dict[str, _Entry]) -> None:
+        self._last = (blob, {name: (e.count, e.digest) for name, e in entries.items()})
 
     # -- checks --------------------------------------------------------------------------------
 

@@ -89,18 +89,19 @@ def smallest_covering(
 ) -> Entry | None:
     """The eligible entry of the smallest amount >= ``target`` (> 0), ties to the smallest ref.
 
-    Each group's covering entries are a prefix of its list; it is walked from its end (the
-    smallest covering amounts), so a selection with plenty of large states looks at few."""
+    Each group's covering entries are a prefix of its list, made of runs of equal amounts,
+    each run in increasing ref order; the runs are tried from the prefix's end (the smallest
+    covering amount), each from its start, so a selection looks only at the states before the
+    first eligible one of the smallest amount that has one (those locked by other flows)."""
     best: Entry | None = None
-    boundary_key = (1 - target,)  # sorts after every entry whose amount is >= target
     for order in groups:
-        found: Entry | None = None
-        for i in range(bisect_left(order, boundary_key) - 1, -1, -1):
-            entry = order[i]
-            if found is not None and entry[0] != found[0]:
-                break  # a larger amount: the smallest-ref eligible of `found`'s amount is found
-            if eligible(entry[1]):
-                found = entry  # walking down, equal amounts come in decreasing ref order
-        if found is not None and (best is None or (-found[0], found[1]) < (-best[0], best[1])):
-            best = found
+        end = bisect_left(order, (1 - target,))  # past every entry whose amount is >= target
+        while end > 0:
+            start = bisect_left(order, (order[end - 1][0],))  # the run of that amount
+            found = next((order[i] for i in range(start, end) if eligible(order[i][1])), None)
+            if found is not None:
+                if best is None or (-found[0], found[1]) < (-best[0], best[1]):
+                    best = found
+                break
+            end = start
     return best
