@@ -156,7 +156,7 @@ def encoded_once(cls: _C) -> _C:
     so a value sent, stored and hashed several times is walked once. Instances must have a
     ``__dict__`` (no ``slots=True``). Keep it off classes holding anything that can change (a
     list, a dict, a mutable object): the kept bytes would go stale. Subclasses are not
-    included: mark each class.
+    included: mark each class. The kept bytes are left out when the instance is pickled.
 
     The kept bytes are checked against ``MAX_DEPTH`` as if the instance sat half that deep (or
     where it sits, if deeper) and reused at that level or shallower; deeper, the instance is
@@ -167,8 +167,18 @@ def encoded_once(cls: _C) -> _C:
         raise TypeError(f"@encoded_once applies to frozen dataclasses with a __dict__, not "
                         f"{cls.__qualname__}")
     setattr(cls, _ONCE, True)
+    if "__getstate__" not in vars(cls):
+        cls.__getstate__ = _state_without_kept  # type: ignore[attr-defined]
     _SPECS.pop(cls, None)
     return cls
+
+
+def _state_without_kept(self: object) -> dict[str, Any]:
+    """An ``@encoded_once`` instance's state to pickle: its ``__dict__`` without the kept
+    encoding, which is made again when needed."""
+    state = dict(vars(self))
+    state.pop(_KEPT, None)
+    return state
 
 
 def register_custom_type(

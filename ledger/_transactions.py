@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TypeVar
 
@@ -66,7 +66,7 @@ class WireTransaction:
 
     Immutable all the way down (its states and commands are frozen values): its id, its
     structure check and its wire encoding are each computed once per instance and kept
-    (``fibers.wire.encoded_once``); none of them is pickled.
+    (``fibers.wire.encoded_once``; the encoding is not pickled).
     """
 
     inputs: tuple[StateRef, ...]
@@ -141,9 +141,6 @@ class WireTransaction:
             keys.add(self.notary.owning_key)
         return frozenset(keys)
 
-    def __getstate__(self) -> dict[str, object]:
-        return _fields_only(self)
-
     def filtered(self, include: Iterable[str]) -> FilteredTransaction:
         """A view revealing only the groups named in ``include`` (names from
         ``ledger._merkle.GROUPS``: inputs, outputs, commands, notary, time_window)."""
@@ -202,12 +199,6 @@ class WireTransaction:
 _PROBLEM = "_structure_problem"  # where a WireTransaction keeps its structure_problem()
 
 
-def _fields_only(value: object) -> dict[str, object]:
-    """The state to pickle of an ``encoded_once`` dataclass: its fields, not what it keeps
-    (id, encoding, checks), which are recomputed after unpickling."""
-    return {f.name: value.__dict__[f.name] for f in fields(value)}  # type: ignore[arg-type]
-
-
 def _type_problem(wtx: WireTransaction) -> str | None:
     kinds: tuple[tuple[str, type], ...] = (
         ("inputs", StateRef), ("outputs", TransactionState), ("commands", Command))
@@ -245,9 +236,6 @@ class SignedTransaction:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigs", tuple(self.sigs))
-
-    def __getstate__(self) -> dict[str, object]:
-        return _fields_only(self)
 
     @property
     def id(self) -> SecureHash:

@@ -139,6 +139,19 @@ def test_failed_steps_deletes_and_prefix_deletes_keep_the_digest_true(tmp_path: 
         assert list(storage.prefix_items(txn, "ledger", b"")) == [(b"b", b"w")]
 
 
+def test_a_group_rolled_back_whole_leaves_the_digest_true(tmp_path: Path) -> None:
+    """The guard remembers the root it last wrote; one rolled back must not be built on."""
+    with NodeStorage.open(tmp_path, sync=False) as storage:
+        storage.guard("ledger")
+        write(storage, lambda txn: storage.put(txn, "ledger", b"a", b"1"))
+        with pytest.raises(OSError, match="simulated"), storage.group() as group:
+            assert group.step(lambda txn: storage.put(txn, "ledger", b"b", b"2")) is None
+            raise OSError("simulated: the group fails before it commits")
+        write(storage, lambda txn: storage.put(txn, "ledger", b"c", b"3"))
+    with NodeStorage.open(tmp_path) as storage, storage.read() as txn:
+        assert [key for key, _ in storage.prefix_items(txn, "ledger", b"")] == [b"a", b"c"]
+
+
 # ----- the secret and the keys derived from it -----------------------------------------------
 
 

@@ -152,6 +152,26 @@ def test_the_index_follows_states_recorded_and_consumed_after_it_was_built(
     assert caught.value.available == 20  # the 26 is locked by the selection before, 30 spent
 
 
+def test_a_selection_among_equal_states_stops_at_the_first_one_free(
+    network: MockNetwork,
+) -> None:
+    """Concurrent flows lock the first states of a run of equal amounts: a selection looks at
+    those and the first free one, not at the whole run."""
+    vault = vault_of(network)
+    states = sorted(issue(network, [1000] * 120), key=lambda s: s.ref)
+    busy = new_lock()
+    vault.soft_lock(busy, [s.ref for s in states[:30]])
+    looked: list[StateRef] = []
+
+    def criteria(sar: StateAndRef[DummyState]) -> bool:
+        looked.append(sar.ref)
+        return True
+
+    chosen = vault.select_states(DummyState, magic, 900, new_lock(), criteria=criteria)
+    assert [s.ref for s in chosen] == [states[30].ref]  # the smallest free ref, as before
+    assert looked == [states[30].ref]  # the locked 30 were skipped on their locks alone
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     amounts=st.lists(st.integers(0, 60), min_size=1, max_size=40),
