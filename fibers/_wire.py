@@ -168,7 +168,7 @@ def encoded_once(cls: _C) -> _C:
                         f"{cls.__qualname__}")
     setattr(cls, _ONCE, True)
     if "__getstate__" not in vars(cls):
-        cls.__getstate__ = _state_without_kept  # type: ignore[attr-defined]
+        setattr(cls, "__getstate__", _state_without_kept)  # noqa: B010 (a class attribute)
     _SPECS.pop(cls, None)
     return cls
 
