@@ -128,28 +128,34 @@ def _groups(ltx: LedgerTransaction, name: str) -> dict[Issued, _Group]:
     """The transaction's cash by token, in order of first appearance, each state checked."""
     groups: dict[Issued, _Group] = {}
     for sar in ltx.inputs:
-        state = _checked(sar.state, name, f"input {sar.ref}")
+        state = _checked(sar.state, name, "input", sar.ref)
         if state is not None:
             group = groups.setdefault(state.amount.token, _Group())
             group.inputs += state.amount.quantity
             group.owners.setdefault(state.owner.owning_key, state.owner)
     for index, output in enumerate(ltx.outputs):
-        state = _checked(output, name, f"output {index}")
+        state = _checked(output, name, "output", index)
         if state is not None:
-            require(state.amount.quantity > 0, f"output {index} holds no {state.amount.token}: "
-                                               "cash outputs must hold a positive amount")
+            if state.amount.quantity <= 0:
+                raise RequirementFailed(f"output {index} holds no {state.amount.token}: cash "
+                                        "outputs must hold a positive amount")
             groups.setdefault(state.amount.token, _Group()).outputs += state.amount.quantity
     return groups
 
 
-def _checked(tstate: TransactionState[ContractState], name: str, where: str) -> Cash.State | None:
+def _checked(
+    tstate: TransactionState[ContractState], name: str, side: str, at: object
+) -> Cash.State | None:
+    # Messages are formatted only for a refusal: verify runs on every transaction received.
     state = tstate.data
     if not isinstance(state, Cash.State):
         return None
     problem = cash_state_problem(state)
-    require(problem is None, f"{where} is a malformed Cash.State: {problem}")
-    require(tstate.contract == name, f"{where} is a Cash.State governed by {tstate.contract!r}: "
-                                     f"cash states must be governed by {name!r}")
+    if problem is not None:
+        raise RequirementFailed(f"{side} {at} is a malformed Cash.State: {problem}")
+    if tstate.contract != name:
+        raise RequirementFailed(f"{side} {at} is a Cash.State governed by "
+                                f"{tstate.contract!r}: cash states must be governed by {name!r}")
     return state
 
 
@@ -183,20 +189,22 @@ def _money(quantity: int, token: Issued) -> str:
 
 
 def _verify_move(token: Issued, group: _Group, signers: frozenset[bytes]) -> None:
-    hint = "; only a Cash.Issue signed by the issuer creates cash" if (
-        group.outputs > group.inputs) else ""
-    require(group.inputs == group.outputs,
-            f"for {token}, inputs ({_money(group.inputs, token)}) must equal outputs "
-            f"({_money(group.outputs, token)}) in a move{hint}")
+    if group.inputs != group.outputs:
+        hint = "; only a Cash.Issue signed by the issuer creates cash" if (
+            group.outputs > group.inputs) else ""
+        raise RequirementFailed(f"for {token}, inputs ({_money(group.inputs, token)}) must "
+                                f"equal outputs ({_money(group.outputs, token)}) in a "
+                                f"move{hint}")
     _require_owners_signed(token, group, signers, "Cash.Move")
 
 
 def _verify_issue(
     token: Issued, group: _Group, signers: frozenset[bytes], move_signers: frozenset[bytes]
 ) -> None:
-    issued = _money(group.outputs - group.inputs, token)
-    require(token.issuer.owning_key in signers,
-            f"for {token}, the issue of {issued} must be signed by the issuer {token.issuer.name}")
+    if token.issuer.owning_key not in signers:
+        issued = _money(group.outputs - group.inputs, token)
+        raise RequirementFailed(f"for {token}, the issue of {issued} must be signed by the "
+                                f"issuer {token.issuer.name}")
     _require_owners_signed(token, group, signers | move_signers, "Cash.Issue or Cash.Move")
 
 
@@ -216,5 +224,6 @@ def _require_owners_signed(
     token: Issued, group: _Group, signers: frozenset[bytes], command: str
 ) -> None:
     missing = [owner.name for key, owner in group.owners.items() if key not in signers]
-    require(not missing, f"for {token}, the {command} must be signed by every input owner, "
-                         f"but not by {', '.join(missing)}")
+    if missing:
+        raise RequirementFailed(f"for {token}, the {command} must be signed by every input "
+                                f"owner, but not by {', '.join(missing)}")

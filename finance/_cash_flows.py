@@ -171,16 +171,12 @@ class _FinalisingFlow(FlowLogic[SignedTransaction, LedgerServiceHub], ABC):
 
     @suspendable
     def call(self) -> SignedTransaction:
-        # Nested calls instead of locals: locals are checkpointed at every suspension.
-        return self.sub_flow(FinalityFlow(self._signed(), self._recipients()))
-
-    def _signed(self) -> SignedTransaction:
         advance(self, self.GENERATING)
         builder = self._generate()
         advance(self, self.SIGNING)
         stx = sign_as_ours(self, builder.to_signed_transaction([]))
         advance(self, self.FINALISING)
-        return stx
+        return self.sub_flow(FinalityFlow(stx, self._recipients()))
 
     @abstractmethod
     def _generate(self) -> TransactionBuilder:

@@ -35,9 +35,11 @@ from finance._tokens import (
 from ledger import (
     CommandData,
     Contract,
+    ContractState,
     LedgerTransaction,
     OwnableState,
     RequirementFailed,
+    TransactionState,
     contract,
     contract_name,
     require,
@@ -144,17 +146,23 @@ def paper_problem(paper: object) -> str | None:
 
 def _groups(ltx: LedgerTransaction, name: str) -> dict[_Terms, _Group]:
     """Input and output papers by terms, in order of first appearance, each checked."""
+    # Messages are formatted only for a refusal: verify runs on every transaction received.
     groups: dict[_Terms, _Group] = {}
-    states = [(f"input {sar.ref}", sar.state, 0) for sar in ltx.inputs]
-    states += [(f"output {i}", state, 1) for i, state in enumerate(ltx.outputs)]
-    for where, tstate, side in states:
+    states: list[tuple[object, TransactionState[ContractState], int]] = [
+        (sar.ref, sar.state, 0) for sar in ltx.inputs]
+    states += [(i, state, 1) for i, state in enumerate(ltx.outputs)]
+    for at, tstate, side in states:
         paper = tstate.data
         if not isinstance(paper, CommercialPaper.State):
             continue
+        where = ("input", "output")[side]
         problem = paper_problem(paper)
-        require(problem is None, f"{where} is a malformed CommercialPaper.State: {problem}")
-        require(tstate.contract == name, f"{where} is a CommercialPaper.State governed by "
-                                         f"{tstate.contract!r}, not {name!r}")
+        if problem is not None:
+            raise RequirementFailed(f"{where} {at} is a malformed CommercialPaper.State: "
+                                    f"{problem}")
+        if tstate.contract != name:
+            raise RequirementFailed(f"{where} {at} is a CommercialPaper.State governed by "
+                                    f"{tstate.contract!r}, not {name!r}")
         groups.setdefault(paper.terms, ([], []))[side].append(paper)
     return groups
 
@@ -173,24 +181,26 @@ def _verify_issue(
     for _, outputs in groups.values():
         for paper in outputs:
             issuer = paper.issuance.party
-            require(issuer.owning_key in signers,
-                    f"the issuer {issuer.name} must sign the Issue of {paper}")
-            require(paper.face_value.quantity > 0,
-                    f"the face value of {paper} must be positive")
-            require(until <= paper.maturity,
-                    f"{paper} must be issued before it matures, but the time window ends at "
-                    f"{until.isoformat()}")
+            if issuer.owning_key not in signers:
+                raise RequirementFailed(f"the issuer {issuer.name} must sign the Issue of "
+                                        f"{paper}")
+            if paper.face_value.quantity <= 0:
+                raise RequirementFailed(f"the face value of {paper} must be positive")
+            if until > paper.maturity:
+                raise RequirementFailed(f"{paper} must be issued before it matures, but the "
+                                        f"time window ends at {until.isoformat()}")
 
 
 def _verify_move(groups: dict[_Terms, _Group], signers: frozenset[bytes]) -> None:
     for inputs, outputs in groups.values():
-        paper = (inputs or outputs)[0]
-        require(len(inputs) == len(outputs),
-                f"a Move changes only the owner of {paper}: it consumes {len(inputs)} and "
-                f"creates {len(outputs)} with those terms")
+        if len(inputs) != len(outputs):
+            raise RequirementFailed(f"a Move changes only the owner of {(inputs or outputs)[0]}:"
+                                    f" it consumes {len(inputs)} and creates {len(outputs)} "
+                                    "with those terms")
         for spent in inputs:
-            require(spent.owner.owning_key in signers,
-                    f"the owner {spent.owner.name} must sign the Move of {spent}")
+            if spent.owner.owning_key not in signers:
+                raise RequirementFailed(f"the owner {spent.owner.name} must sign the Move of "
+                                        f"{spent}")
 
 
 def _verify_redeem(

@@ -175,13 +175,6 @@ def _check_proposal(
                             f"{Amount(received, price.token)}, not the price of {price}")
 
 
-def _finality(signed: SignedTransaction) -> FinalityFlow:
-    """Finality for the seller's signed transaction: every signature on it was verified on
-    receipt (the buyer's, in ``Seller._check_signatures``) or made by the seller itself, so
-    finality need not verify them again."""
-    return FinalityFlow(signed, verified_signatures=signed.sigs)
-
-
 def _check_source(received: object, asset: StateAndRef[OwnableState]) -> SignedTransaction:
     """``received`` as the transaction that created ``asset``, or a ``FlowException``."""
     stx = checked_transaction(received)
@@ -238,10 +231,11 @@ class TwoPartyTradeFlow:
 
         @suspendable
         def call(self) -> SignedTransaction:
-            # Nested calls instead of locals: every local of a suspended frame is checkpointed
-            # again at each suspension, and finality suspends several times. Finality sends the
-            # transaction to the buyer over this flow's session.
-            return self.sub_flow(_finality(self._signed_proposal()))
+            signed = self._signed_proposal()
+            # Every signature on it was verified on receipt (the buyer's, in _check_signatures)
+            # or made here: finality need not verify them again. It notarises, records and
+            # sends the transaction to the buyer over this flow's session.
+            return self.sub_flow(FinalityFlow(signed, verified_signatures=signed.sigs))
 
         @suspendable
         def _signed_proposal(self) -> SignedTransaction:
@@ -257,8 +251,7 @@ class TwoPartyTradeFlow:
             advance(self, self.VERIFYING)
             self._verify_proposal(proposal)
             advance(self, self.SIGNING)
-            keys = self.service_hub.key_management
-            signed: SignedTransaction = keys.sign_transaction(proposal, self.my_key)
+            signed = self.service_hub.key_management.sign_transaction(proposal, self.my_key)
             advance(self, self.COMMITTING)
             return signed
 
@@ -345,45 +338,29 @@ class TwoPartyTradeFlow:
 
         @suspendable
         def call(self) -> SignedTransaction:
-            tx_id = self._send_proposal(self._accepted_offer())
-            advance(self, self.COMMITTING)
-            self._finality_step(self.AWAITING_FINALITY)
-            final = self._receive_final(tx_id)
-            self._finality_step(self.RECORDING)
-            return final
-
-        @suspendable
-        def _receive_final(self, tx_id: SecureHash) -> SignedTransaction:
-            """The finalised ``tx_id`` from the seller, recorded; a ``FlowException`` if it has
-            not come by the deadline."""
-            deadline = self.now() + self.finality_timeout
-            try:
-                return self.sub_flow(
-                    ReceiveFinalityFlow(self.other_party, tx_id, deadline=deadline))
-            except ReceiveTimeoutException:
-                raise FlowException(
-                    f"{self.other_party} did not finalise the trade's transaction {tx_id} by "
-                    f"{deadline.isoformat()}: the buyer stopped waiting and released its cash. "
-                    "The seller holds the buyer's signature and may still notarise it: if "
-                    f"{tx_id} turns up on the ledger, that cash is spent") from None
-
-        @suspendable
-        def _accepted_offer(self) -> SellerTradeInfo:
             advance(self, self.RECEIVING)
             offer = self.receive(self.other_party, SellerTradeInfo).unwrap(self._check_offer)
             advance(self, self.VERIFYING)
             self._verify_asset(offer.asset_for_sale)
-            return offer
-
-        @suspendable
-        def _send_proposal(self, offer: SellerTradeInfo) -> SecureHash:
             advance(self, self.SIGNING)
-            # The flow object holds the proposal: flows are not re-checkpointed at each
-            # suspension, locals are.
-            sending = SendTransactionFlow(self.other_party, self._propose(offer))
+            proposal = self._propose(offer)
             advance(self, self.SENDING)
-            self.sub_flow(sending)
-            return sending.stx.id
+            self.sub_flow(SendTransactionFlow(self.other_party, proposal))
+            advance(self, self.COMMITTING)
+            self._finality_step(self.AWAITING_FINALITY)
+            deadline = self.now() + self.finality_timeout
+            try:
+                final = self.sub_flow(
+                    ReceiveFinalityFlow(self.other_party, proposal.id, deadline=deadline))
+            except ReceiveTimeoutException:
+                raise FlowException(
+                    f"{self.other_party} did not finalise the trade's transaction "
+                    f"{proposal.id} by {deadline.isoformat()}: the buyer stopped waiting and "
+                    "released its cash. The seller holds the buyer's signature and may still "
+                    f"notarise it: if {proposal.id} turns up on the ledger, that cash is "
+                    "spent") from None
+            self._finality_step(self.RECORDING)
+            return final
 
         def _check_offer(self, offer: SellerTradeInfo) -> SellerTradeInfo:
             asset = offer.asset_for_sale

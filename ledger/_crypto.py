@@ -8,9 +8,10 @@ cross the wire.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -112,14 +113,25 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
 
 def _public_key(raw: bytes) -> Ed25519PublicKey:
     if type(raw) is not bytes or len(raw) != PUBLIC_KEY_SIZE:
-        raise ValueError(
-            f"an Ed25519 public key is {PUBLIC_KEY_SIZE} raw bytes (as Party.owning_key), "
-            f"got {raw!r:.80}"
-        )
+        _refuse_key(raw)
+    return _loaded_key(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _loaded_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of ``raw`` (32 bytes), loaded once per key: a node verifies the same
+    parties' keys over and over. Keyed by the exact bytes, so it is the same key either way."""
     try:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
         raise ValueError(f"not a valid Ed25519 public key: {raw.hex()} ({exc})") from exc
+
+
+def _refuse_key(raw: object) -> NoReturn:
+    raise ValueError(
+        f"an Ed25519 public key is {PUBLIC_KEY_SIZE} raw bytes (as Party.owning_key), "
+        f"got {raw!r:.80}"
+    )
 
 
 def describe_key(key: bytes, name: str | None = None) -> str:

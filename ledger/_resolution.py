@@ -195,7 +195,8 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
 
     The graph is walked breadth-first, skipping transactions already in validated storage.
     Each received transaction must have the id asked for; it is staged in transaction storage's
-    scratch area (written with the flow's step, never held in the flow's locals), and verified
+    scratch area (written with the flow's step: the flow holds no more than the reply it is
+    staging, never the graph), and verified
     (signatures and contracts) and recorded as soon as everything it spends from is recorded,
     so dependencies first. A graph of more than ``limit`` transactions, or whose transactions
     add up to more than ``max_bytes``, raises ``ExcessivelyLargeTransactionGraph`` as soon as
@@ -261,9 +262,8 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
         scratch storage and return each id with what it spends from."""
         fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
         while tx_ids:
-            # No local holds a received transaction when _fetch suspends: locals are
-            # checkpointed, and a reply may be megabytes.
-            staged = self._stage(storage, self._fetch(tx_ids), graph)
+            received = self._fetch(tx_ids)
+            staged = self._stage(storage, received, graph)
             fetched += staged
             tx_ids = tx_ids[len(staged):]  # the answer is a prefix of what was asked
         return fetched

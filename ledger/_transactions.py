@@ -276,19 +276,24 @@ class SignedTransaction:
         structurally invalid transaction.
         """
         self.tx._check_structure()
-        names = {**self.tx.key_names(), **(key_names or {})}
         data = self.id.bytes
         for sig in self.sigs:
             if already_checked and _among(sig, already_checked):
                 continue
             if not _signature_valid(sig, data):
                 key = sig.by if isinstance(sig, DigitalSignature) else b""
+                names = self._key_names(key_names)
                 raise SignatureInvalidException(self.id, key, describe_key(key, names.get(key)))
         missing = self.missing_signers.difference(except_keys)
         if missing:
             ordered = sorted(missing)
+            names = self._key_names(key_names)
             described = [describe_key(key, names.get(key)) for key in ordered]
             raise SignaturesMissingException(ordered, described, self.id)
+
+    def _key_names(self, extra: Mapping[bytes, str] | None) -> dict[bytes, str]:
+        # Only for an error message: looked up once verification has failed.
+        return {**self.tx.key_names(), **(extra or {})}
 
     def verify_required_signatures(self) -> None:
         """``verify_signatures()`` with no exceptions: the transaction is fully signed."""

@@ -74,3 +74,15 @@ def test_a_malformed_public_key_is_a_clear_value_error(key: bytes) -> None:
     sig = sign(ALICE_KEY, b"data")
     with pytest.raises(ValueError, match="32 raw bytes"):
         verify(key, sig.bytes, b"data")
+
+
+def test_keys_loaded_once_still_verify_only_their_own_signatures() -> None:
+    """Key objects are kept per raw key (``ledger._crypto._loaded_key``): a key loaded before
+    verifies exactly as a fresh one, and never another key's signature."""
+    keys = [key_from_seed(seed) for seed in range(20, 26)]
+    sigs = [sign(key, b"tx id") for key in keys]
+    for _ in range(2):  # the second round uses the loaded keys
+        for i, key in enumerate(keys):
+            for j, sig in enumerate(sigs):
+                assert verify(public_key_bytes(key), sig.bytes, b"tx id") is (i == j)
+            assert not verify(public_key_bytes(key), sigs[i].bytes, b"another tx id")
