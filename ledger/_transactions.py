@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TypeVar
 
@@ -66,7 +66,7 @@ class WireTransaction:
 
     Immutable all the way down (its states and commands are frozen values): its id, its
     structure check and its wire encoding are each computed once per instance and kept
-    (``fibers.wire.encoded_once``; the encoding is not pickled).
+    (``fibers.wire.encoded_once``); none of them is pickled.
     """
 
     inputs: tuple[StateRef, ...]
@@ -140,6 +140,11 @@ class WireTransaction:
         if self.notary is not None and (self.inputs or self.time_window is not None):
             keys.add(self.notary.owning_key)
         return frozenset(keys)
+
+    def __getstate__(self) -> dict[str, object]:
+        # Its fields only: what it keeps (id, hashes, checks, encoding) is made again when
+        # needed, and equal transactions pickle to equal bytes whatever was computed on them.
+        return {field.name: self.__dict__[field.name] for field in fields(self)}
 
     def filtered(self, include: Iterable[str]) -> FilteredTransaction:
         """A view revealing only the groups named in ``include`` (names from

@@ -73,6 +73,11 @@ def test_a_restored_transaction_has_the_same_id_and_bytes_without_pickling_them(
     restored = pickle.loads(pickled)
     assert _wire._KEPT not in vars(restored) and _wire._KEPT not in vars(restored.tx)
     assert restored == stx and restored.id == stx.id and encode(restored) == data
+    # What is computed on it does not change its pickle (content addressing relies on it).
+    fresh = received(stx).tx
+    before = pickle.dumps(fresh)
+    assert fresh.id == stx.id and fresh.structure_problem() is None and encode(fresh)
+    assert pickle.dumps(fresh) == before
 
 
 def test_a_structure_problem_is_found_on_each_instance() -> None:
