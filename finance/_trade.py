@@ -281,8 +281,7 @@ class TwoPartyTradeFlow:
             self.sub_flow(ResolveTransactionsFlow(stx, self.other_party))
             storage = self.service_hub.validated_transactions
             # Signatures were checked on receipt: only the contracts are left to run.
-            ltx = stx.to_ledger_transaction(state_resolver(storage))
-            ltx.verify()
+            ltx = stx.tx.verified(state_resolver(storage))
             _check_proposal(ltx, self.asset_to_sell, self.price, self.my_key)
             _check_issuers(ltx, self.my_key, self.acceptable_issuers)
             _check_parties(ltx, self.other_party, self.service_hub.key_management.keys())

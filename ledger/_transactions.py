@@ -181,6 +181,18 @@ class WireTransaction:
         return LedgerTransaction(self.id, tuple(inputs), self.outputs, self.commands,
                                  self.notary, self.time_window)
 
+    def verified(self, resolve_state: StateResolver) -> LedgerTransaction:
+        """``to_ledger_transaction(resolve_state)`` whose contracts accept it (raises as
+        ``LedgerTransaction.verify`` does). Contracts are run once per instance and inputs: a
+        node verifying the same transaction again against the very same input states (as a
+        seller does in its checks and then in finality) gets the accepted result back."""
+        ltx = self.to_ledger_transaction(resolve_state)
+        accepted = self.__dict__.get(_ACCEPTED)
+        if not (isinstance(accepted, LedgerTransaction) and _same_inputs(accepted, ltx)):
+            ltx.verify()
+            self.__dict__[_ACCEPTED] = ltx
+        return ltx
+
     def _check_structure(self) -> None:
         problem = self.structure_problem()
         if problem is not None:
@@ -202,6 +214,14 @@ class WireTransaction:
 
 
 _PROBLEM = "_structure_problem"  # where a WireTransaction keeps its structure_problem()
+_ACCEPTED = "_accepted"  # where it keeps the LedgerTransaction its contracts last accepted
+
+
+def _same_inputs(accepted: LedgerTransaction, ltx: LedgerTransaction) -> bool:
+    # The very same state objects (not equal ones: 1 == 1.0 == True), so the contracts would
+    # see exactly what they accepted; outputs and commands are the transaction's own.
+    return len(accepted.inputs) == len(ltx.inputs) and all(
+        a.state is b.state for a, b in zip(accepted.inputs, ltx.inputs, strict=True))
 
 
 def _type_problem(wtx: WireTransaction) -> str | None:
@@ -317,9 +337,7 @@ class SignedTransaction:
         run the contracts; return the verified ``LedgerTransaction``. Raises the
         ``TransactionVerificationException`` subclass of the first check that fails."""
         self.verify_signatures(except_keys, already_checked=already_checked)
-        ltx = self.to_ledger_transaction(resolve_state)
-        ltx.verify()
-        return ltx
+        return self.tx.verified(resolve_state)
 
 
 def _among(sig: object, checked: Collection[DigitalSignature]) -> bool:

@@ -10,11 +10,26 @@ import pytest
 
 from fibers import _wire
 from fibers.wire import decode, encode
-from ledger import SignatureInvalidException, SignedTransaction, WireTransaction
+from ledger import (
+    ContractRejection,
+    LedgerTransaction,
+    SignatureInvalidException,
+    SignedTransaction,
+    WireTransaction,
+)
 from ledger._crypto import sign
 from ledger._merkle import group_hash
 from ledger._resolution import checked_transaction
-from tests.ledger._helpers import ALICE, BOB, issue, key_of
+from tests.ledger._helpers import (
+    ALICE,
+    BOB,
+    NOTARY,
+    DummyState,
+    Ledger,
+    issue,
+    key_of,
+    move,
+)
 
 
 def received(stx: SignedTransaction, data: bytes | None = None) -> SignedTransaction:
@@ -89,3 +104,35 @@ def test_a_structure_problem_is_found_on_each_instance() -> None:
         object.__setattr__(hostile, field.name, getattr(stx.tx, field.name))
     object.__setattr__(hostile, "privacy_salt", salt)
     assert "privacy_salt" in (hostile.structure_problem() or "")
+
+
+def test_contracts_run_once_per_transaction_and_input_states(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node verifying the same transaction twice against the same input states (a seller's
+    checks, then finality) runs the contracts once; other input states are judged anew."""
+    ledger = Ledger()
+    source = ledger.record(issue(ALICE, 5))
+    stx = move([source.tx.out_ref(0)], BOB).sign_with(key_of(ALICE))
+    runs: list[LedgerTransaction] = []
+    real_verify = LedgerTransaction.verify
+
+    def counted(ltx: LedgerTransaction) -> None:
+        runs.append(ltx)
+        real_verify(ltx)
+
+    monkeypatch.setattr(LedgerTransaction, "verify", counted)
+    first = stx.tx.verified(ledger.resolve)
+    assert stx.tx.verified(ledger.resolve) == first
+    stx.verify(ledger.resolve, {NOTARY.owning_key})
+    assert len(runs) == 1
+    # An equal transaction decoded from the wire is another instance: it is verified itself.
+    received(stx).tx.verified(ledger.resolve)
+    assert len(runs) == 2
+    # The same transaction against another state at its input: the contract refuses it.
+    forged = dataclasses.replace(source.tx.outputs[0], data=DummyState(ALICE, 6))
+    with pytest.raises(ContractRejection, match="conserves magic"):
+        stx.tx.verified(lambda ref: forged)
+    assert len(runs) == 3
+    assert stx.tx.verified(ledger.resolve) == first  # still accepted for the real input
+    assert len(runs) == 3
