@@ -90,14 +90,26 @@ def smallest_covering(
     """The eligible entry of the smallest amount >= ``target`` (> 0), ties to the smallest ref.
 
     Each group's covering entries are a prefix of its list, made of runs of equal amounts,
-    each run in increasing ref order; the runs are tried from the prefix's end (the smallest
-    covering amount), each from its start, so a selection looks only at the states before the
-    first eligible one of the smallest amount that has one (those locked by other flows)."""
-    best: Entry | None = None
+    each run in increasing ref order. Groups are tried in the order of the best entry they
+    could offer (their smallest covering amount, the first ref of its run), and within a group
+    the runs from the smallest amount, each from its start, so a selection stops at the first
+    eligible state that no other group can beat: it looks only at the states before it (those
+    locked by other flows), however many groups and states there are."""
+    candidates = []
     for order in groups:
         end = bisect_left(order, (1 - target,))  # past every entry whose amount is >= target
+        if end:
+            start = bisect_left(order, (order[end - 1][0],))
+            candidates.append(((-order[end - 1][0], order[start][1]), end, order))
+    candidates.sort(key=lambda candidate: candidate[0])
+    best: Entry | None = None
+    for bound, end, order in candidates:
+        if best is not None and bound >= (-best[0], best[1]):
+            break  # neither this group nor any after it offers a smaller amount or ref
         while end > 0:
             start = bisect_left(order, (order[end - 1][0],))  # the run of that amount
+            if best is not None and -order[start][0] > -best[0]:
+                break  # the group's larger amounts cannot beat the best
             found = next((order[i] for i in range(start, end) if eligible(order[i][1])), None)
             if found is not None:
                 if best is None or (-found[0], found[1]) < (-best[0], best[1]):

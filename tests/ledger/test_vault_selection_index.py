@@ -172,6 +172,31 @@ def test_a_selection_among_equal_states_stops_at_the_first_one_free(
     assert looked == [states[30].ref]  # the locked 30 were skipped on their locks alone
 
 
+def thousand(state: DummyState) -> int:
+    return 1000
+
+
+def test_a_selection_across_many_groups_stops_at_the_first_one_free(
+    network: MockNetwork,
+) -> None:
+    """Cash of many issuers is many groups (one per issued token): a selection tries them in
+    the order of what each can offer and stops once no other can beat what it found."""
+    vault = vault_of(network)
+    states = sorted(issue(network, list(range(60))), key=lambda s: s.ref)
+    busy = new_lock()
+    vault.soft_lock(busy, [s.ref for s in states[:20]])
+    looked: list[StateRef] = []
+
+    def criteria(sar: StateAndRef[DummyState]) -> bool:
+        looked.append(sar.ref)
+        return True
+
+    chosen = vault.select_states(DummyState, thousand, 900, new_lock(), criteria=criteria,
+                                 group_of=magic, in_group=lambda group: True)
+    assert [s.ref for s in chosen] == [states[20].ref]
+    assert looked == [states[20].ref]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     amounts=st.lists(st.integers(0, 60), min_size=1, max_size=40),
