@@ -103,9 +103,10 @@ def smallest_covering(
             candidates.append(((-order[end - 1][0], order[start][1]), end, order))
     candidates.sort(key=lambda candidate: candidate[0])
     best: Entry | None = None
-    for bound, end, order in candidates:
+    for bound, covering, order in candidates:
         if best is not None and bound >= (-best[0], best[1]):
             break  # neither this group nor any after it offers a smaller amount or ref
+        end = covering
         while end > 0:
             start = bisect_left(order, (order[end - 1][0],))  # the run of that amount
             if best is not None and -order[start][0] > -best[0]:
