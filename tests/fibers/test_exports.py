@@ -43,7 +43,9 @@ def test_the_seams_export_exactly_their_interfaces() -> None:
     assert sorted(fibers.services.__all__) == [
         "NodeService", "SerializeAsToken", "ServiceHub", "Stream", "journaled",
         "wake_on_restart"]
-    assert sorted(fibers.wire.__all__) == ["decode", "encode", "whitelisted_name"]
+    assert sorted(fibers.wire.__all__) == [
+        "decode", "encode", "encoded_fields", "encoded_items", "encoded_once",
+        "whitelisted_name"]
     for module in (fibers.transport, fibers.runtime, fibers.storage, fibers.progress_view,
                    fibers.services, fibers.wire):
         for name in module.__all__:
