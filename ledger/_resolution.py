@@ -195,8 +195,7 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
 
     The graph is walked breadth-first, skipping transactions already in validated storage.
     Each received transaction must have the id asked for; it is staged in transaction storage's
-    scratch area (written with the flow's step: the flow holds no more than the reply it is
-    staging, never the graph), and verified
+    scratch area (written with the flow's step, never held in the flow's locals), and verified
     (signatures and contracts) and recorded as soon as everything it spends from is recorded,
     so dependencies first. A graph of more than ``limit`` transactions, or whose transactions
     add up to more than ``max_bytes``, raises ``ExcessivelyLargeTransactionGraph`` as soon as
@@ -262,8 +261,9 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
         scratch storage and return each id with what it spends from."""
         fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
         while tx_ids:
-            received = self._fetch(tx_ids)
-            staged = self._stage(storage, received, graph)
+            # Not a local: a parked flow would hold the reply (megabytes) while it waits for
+            # the next one; it is staged in storage at once (test_resolution_bounds).
+            staged = self._stage(storage, self._fetch(tx_ids), graph)
             fetched += staged
             tx_ids = tx_ids[len(staged):]  # the answer is a prefix of what was asked
         return fetched
