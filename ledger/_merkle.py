@@ -51,22 +51,21 @@ def leaf_hash(nonce: SecureHash, component: object) -> SecureHash:
     return SecureHash.sha256(_LEAF + nonce.bytes + encode(component))
 
 
-def _encoded_leaf(nonce: SecureHash, encoded: bytes) -> bytes:
-    return hashlib.sha256(_LEAF + nonce.bytes + encoded).digest()
-
-
 def merkle_root(hashes: Sequence[SecureHash]) -> SecureHash:
     """The root of the tree over ``hashes`` as the module docstring defines it."""
     if not hashes:
         return ZERO_HASH
-    level = [h.bytes for h in hashes]
+    return SecureHash(_root([h.bytes for h in hashes]))
+
+
+def _root(level: list[bytes]) -> bytes:
     while len(level) > 1:
         paired = [hashlib.sha256(_NODE + level[i] + level[i + 1]).digest()
                   for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired
-    return SecureHash(level[0])
+    return level[0]
 
 
 def group_hash(nonces: Sequence[SecureHash], components: Sequence[object]) -> SecureHash:
@@ -74,10 +73,13 @@ def group_hash(nonces: Sequence[SecureHash], components: Sequence[object]) -> Se
     return merkle_root([leaf_hash(n, c) for n, c in zip(nonces, components, strict=True)])
 
 
-def encoded_group_hash(nonces: Sequence[SecureHash], encoded: Sequence[bytes]) -> SecureHash:
-    """``group_hash`` of components given by their encodings (``encode(component)``, the same
-    bytes), in order."""
+def encoded_group_hash(privacy_salt: bytes, group: int, encoded: Sequence[bytes]) -> SecureHash:
+    """``group_hash`` of group number ``group`` of a transaction salted with ``privacy_salt``,
+    its components given by their encodings (``encode(component)``, the same bytes), in order:
+    the nonces and leaves are hashed as bytes, with no object per hash."""
     if not encoded:
         return ZERO_HASH
-    return merkle_root([SecureHash(_encoded_leaf(n, e))
-                        for n, e in zip(nonces, encoded, strict=True)])
+    sha256, pack = hashlib.sha256, _INDEXES.pack
+    return SecureHash(_root([
+        sha256(_LEAF + sha256(privacy_salt + pack(group, i)).digest() + component).digest()
+        for i, component in enumerate(encoded)]))

@@ -125,7 +125,7 @@ class WireTransaction:
                   encoded_items(fields["commands"]),
                   [] if self.notary is None else [fields["notary"]],
                   [] if self.time_window is None else [fields["time_window"]])
-        return tuple(encoded_group_hash(self._nonces(g, len(encoded)), encoded)
+        return tuple(encoded_group_hash(self.privacy_salt, g, encoded)
                      for g, encoded in enumerate(groups))
 
     @cached_property

@@ -139,10 +139,10 @@ class VaultService(LedgerService):
         """``notify`` without committing: the caller's step (or flush) commits it."""
         tx_id, tx = stx.id, stx.tx
         ours = self._our_keys()
+        refs = [StateRef(tx_id, i) for i in range(len(tx.outputs))]
         produced = tuple(
-            tx.out_ref(i) for i, output in enumerate(tx.outputs)
-            if StateRef(tx_id, i) not in self._unconsumed
-            and StateRef(tx_id, i) not in self._consumed
+            StateAndRef(output, ref) for ref, output in zip(refs, tx.outputs, strict=True)
+            if ref not in self._unconsumed and ref not in self._consumed
             and _is_relevant(output.data, ours))
         # Everything that may raise (a state's participants) is done: now mutate.
         consumed = tuple(self._unconsumed.pop(ref) for ref in tx.inputs if ref in self._unconsumed)
