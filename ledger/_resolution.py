@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from fibers import FlowException, FlowLogic, Party, serializable, suspendable
+from fibers import FlowException, FlowLogic, Party, serializable, suspendable, wire
 from fibers.services import journaled
 from ledger._crypto import HASH_SIZE, DigitalSignature, SecureHash
 from ledger._errors import MalformedTransactionException, _rebuild
@@ -194,12 +194,14 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
     inputs point at) are resolved but which itself is neither verified nor recorded.
 
     The graph is walked breadth-first, skipping transactions already in validated storage.
-    Each received transaction must have the id asked for; it is staged in transaction storage's
-    scratch area (written with the flow's step, never held in the flow's locals), and verified
-    (signatures and contracts) and recorded as soon as everything it spends from is recorded,
-    so dependencies first. A graph of more than ``limit`` transactions, or whose transactions
-    add up to more than ``max_bytes``, raises ``ExcessivelyLargeTransactionGraph`` as soon as
-    the bound is crossed, before anything more is fetched; what was staged is discarded.
+    Each received transaction must have the id asked for; it is verified (signatures and
+    contracts) and recorded as soon as everything it spends from is recorded, so dependencies
+    first. One that cannot be recorded in the step that received it is staged in transaction
+    storage's scratch area (written with the flow's step) before the flow waits again: no
+    downloaded transaction is held in a suspended flow. A graph of more than ``limit``
+    transactions, or whose transactions add up to more than ``max_bytes``, raises
+    ``ExcessivelyLargeTransactionGraph`` as soon as the bound is crossed, before anything more
+    is fetched; what was staged is discarded.
     ``deadline``: stop waiting for the peer's answers then (``UnexpectedFlowEndException``).
     Returns the ids of the downloaded transactions in the order they were recorded (each
     after those it spends from).
@@ -237,17 +239,20 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
     @suspendable
     def _resolve(self, storage: TransactionStorage) -> list[SecureHash]:
         graph = _Graph()
+        # Invariant: empty whenever the flow suspends (see _stage_held).
+        held: dict[SecureHash, SignedTransaction] = {}
         layer = list(_unrecorded(storage, self.start))
         while layer:
             if graph.count + len(layer) > self.limit:
                 raise ExcessivelyLargeTransactionGraph(self.limit)
             fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
             for first in range(0, len(layer), MAX_FETCH_BATCH):
-                fetched += self._fetch_and_stage(storage, layer[first:first + MAX_FETCH_BATCH],
-                                                 graph)
+                fetched += self._fetch_and_hold(storage, layer[first:first + MAX_FETCH_BATCH],
+                                                graph, held)
             layer = list(_unrecorded(storage, graph.add_layer(fetched)))
             graph.link(fetched, set(layer))
-            self._record_ready(storage, graph)
+            self._record_ready(storage, graph, held)
+            self._stage_held(storage, held)
         self.send(self.other_side, FetchDone())
         # Invariant: every staged transaction was recorded, since the last layer's spend from
         # recorded transactions only.
@@ -255,32 +260,47 @@ class ResolveTransactionsFlow(FlowLogic[list[SecureHash], LedgerServiceHub]):
         return graph.order
 
     @suspendable
-    def _fetch_and_stage(self, storage: TransactionStorage, tx_ids: list[SecureHash],
-                         graph: _Graph) -> list[tuple[SecureHash, frozenset[SecureHash]]]:
-        """Fetch ``tx_ids`` (several rounds if the peer answers with a prefix), stage each in
-        scratch storage and return each id with what it spends from."""
+    def _fetch_and_hold(
+        self, storage: TransactionStorage, tx_ids: list[SecureHash], graph: _Graph,
+        held: dict[SecureHash, SignedTransaction],
+    ) -> list[tuple[SecureHash, frozenset[SecureHash]]]:
+        """Fetch ``tx_ids`` (several rounds if the peer answers with a prefix) into ``held``
+        and return each id with what it spends from."""
         fetched: list[tuple[SecureHash, frozenset[SecureHash]]] = []
         while tx_ids:
+            self._stage_held(storage, held)  # before _fetch suspends
             # Not a local: a parked flow would hold the reply (megabytes) while it waits for
-            # the next one; it is staged in storage at once (test_resolution_bounds).
-            staged = self._stage(storage, self._fetch(tx_ids), graph)
-            fetched += staged
-            tx_ids = tx_ids[len(staged):]  # the answer is a prefix of what was asked
+            # the next one (test_resolution_bounds).
+            received = self._hold(self._fetch(tx_ids), graph, held)
+            fetched += received
+            tx_ids = tx_ids[len(received):]  # the answer is a prefix of what was asked
         return fetched
 
-    def _stage(self, storage: TransactionStorage, received: list[SignedTransaction],
-               graph: _Graph) -> list[tuple[SecureHash, frozenset[SecureHash]]]:
-        staged = []
+    def _hold(self, received: list[SignedTransaction], graph: _Graph,
+              held: dict[SecureHash, SignedTransaction]) -> list[tuple[SecureHash,
+                                                                  frozenset[SecureHash]]]:
+        out = []
         for stx in received:
-            graph.add_bytes(storage.stage(self.run_id, stx), self.max_bytes)
-            staged.append((stx.id, frozenset(_dependencies([stx]))))
-        return staged
+            graph.add_bytes(len(wire.encode(stx)), self.max_bytes)
+            held[stx.id] = stx
+            out.append((stx.id, frozenset(_dependencies([stx]))))
+        return out
 
-    def _record_ready(self, storage: TransactionStorage, graph: _Graph) -> None:
-        """Verify and record, dependencies first, every staged transaction whose inputs are
+    def _stage_held(self, storage: TransactionStorage,
+                    held: dict[SecureHash, SignedTransaction]) -> None:
+        """Stage in scratch storage what was received and could not be recorded in the step
+        that received it: a transaction verified and recorded at once is never staged."""
+        for stx in held.values():
+            storage.stage(self.run_id, stx)
+        held.clear()
+
+    def _record_ready(self, storage: TransactionStorage, graph: _Graph,
+                      held: dict[SecureHash, SignedTransaction]) -> None:
+        """Verify and record, dependencies first, every fetched transaction whose inputs are
         all recorded by now."""
         for tx_id in graph.ready():
-            stx = storage.staged(self.run_id, tx_id) or storage.get(tx_id)
+            stx = (held.pop(tx_id, None) or storage.staged(self.run_id, tx_id)
+                   or storage.get(tx_id))
             assert stx is not None, f"staged transaction {tx_id} vanished"
             stx.verify(state_resolver(storage))
             storage.record(stx)

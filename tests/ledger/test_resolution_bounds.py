@@ -200,6 +200,35 @@ def test_downloads_are_staged_in_storage_not_in_the_flow(tmp_path: Path) -> None
     network.stop_nodes()
 
 
+def test_what_can_be_recorded_at_once_is_never_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction recorded in the step that received it is not written to the scratch area
+    first; one that waits for its history is staged before the flow waits for that."""
+    network = ledger_network(tmp_path, "Alice", "Bob")
+    alice, bob = network.node("Alice"), network.node("Bob")
+    txs = padded_chain(3, 1024)
+    for tx in txs:
+        record_for_test(tx, alice)
+    storage_class = type(bob.services.validated_transactions)
+    real_stage = storage_class.stage
+    staged: list[SecureHash] = []
+
+    def stage(self: object, run_id: object, stx: SignedTransaction) -> int:
+        staged.append(stx.id)
+        return real_stage(self, run_id, stx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage_class, "stage", stage)
+    handle = bob.start_flow(ResolveFrom(alice.party, {txs[-1].id}))
+    network.run_network()
+    assert handle.result.result(timeout=0) == [tx.id for tx in txs]
+    # The last two waited for their history; the first spends nothing and was recorded at once.
+    assert staged == [txs[2].id, txs[1].id]
+    assert stored(bob, *txs) == [True] * 3
+    assert bob.services.validated_transactions.staged_count() == 0
+    network.stop_nodes()
+
+
 def test_a_killed_resolution_leaves_nothing_staged(tmp_path: Path) -> None:
     network = ledger_network(tmp_path, "Alice", "Bob")
     alice, bob = network.node("Alice"), network.node("Bob")
