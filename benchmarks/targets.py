@@ -56,6 +56,7 @@ REPORTED: Final[tuple[str, ...]] = (
     "durable.vs_dbos_postgres.1000",
     # The audit snapshot policy beside the default one (docs/checkpoint-format.md).
     "durable.every_step_per_s.1000",
+    "trade.every_step_vs_crypto_floor",
 )
 
 # Every id the issue names: a full run reports each (measured, or unmeasured with its reason).

@@ -19,7 +19,9 @@ signature; the validating notary: buyer and seller, then the paper's issue (2) a
 issue (1) it resolves). The difference is verification the ledger flows repeat.
 
 A row without storage (``durable=False``) shows what the engine and ledger cost before any
-checkpointing.
+checkpointing; a row with the audit snapshot policy (``snapshot_locals="every_step"``: every
+step record also holds the flows' locals) beside the default (``"on_demand"``) shows what
+pickling locals at every step costs the trade flows, which keep their transactions in locals.
 
 Run: ``python -m benchmarks.trade [--trades N] [--concurrency C ...]``
 """
@@ -45,6 +47,7 @@ import ledger._crypto
 import ledger._keys
 from fibers import FlowLogic
 from fibers._node import Node
+from fibers.storage import SnapshotLocals
 from finance import (
     Amount,
     CashIssueFlow,
@@ -81,9 +84,10 @@ class CryptoCounts:
 class Market:
     """A notary, a seller with ``trades`` papers and a buyer with ``trades`` cash states."""
 
-    def __init__(self, base: Path, trades: int, *, sync: bool, durable: bool = True) -> None:
+    def __init__(self, base: Path, trades: int, *, sync: bool, durable: bool = True,
+                 snapshot_locals: SnapshotLocals = "on_demand") -> None:
         self.network = MockNetwork(base, record_transcript=False, strict_suspendable=False,
-                                   sync=sync, durable=durable)
+                                   sync=sync, durable=durable, snapshot_locals=snapshot_locals)
         self.network.create_notary_node("Notary")
         self.seller = self.network.create_node("Seller")
         self.buyer = self.network.create_node("Buyer")
@@ -180,16 +184,19 @@ def crypto_cost(rounds: int = 5000) -> tuple[float, float]:
     return timed(lambda: key.sign(data)), timed(lambda: public.verify(signature, data))
 
 
-def measure(base: Path, trades: int, concurrency: int, sync: bool | None) -> Figure:
-    """``sync`` None: nodes without storage."""
-    market = Market(base, trades + 1, sync=bool(sync), durable=sync is not None)
+def measure(base: Path, trades: int, concurrency: int, sync: bool | None,
+            snapshot_locals: SnapshotLocals = "on_demand") -> Figure:
+    """``sync`` None: nodes without storage. ``snapshot_locals``: the nodes' snapshot policy."""
+    market = Market(base, trades + 1, sync=bool(sync), durable=sync is not None,
+                    snapshot_locals=snapshot_locals)
     try:
         market.trade(1, 1)  # warm-up outside the timing
         seconds, cpu = market.trade(trades, concurrency)
     finally:
         market.close()
     storage = "no storage" if sync is None else f"fsync {'on' if sync else 'off'}"
-    return Figure(f"{concurrency} at a time, {storage}", trades, seconds, cpu)
+    policy = "" if snapshot_locals == "on_demand" else f", locals {snapshot_locals}"
+    return Figure(f"{concurrency} at a time, {storage}{policy}", trades, seconds, cpu)
 
 
 def floor_of(signs: int, verifies: int, sign_cost: float, verify_cost: float) -> float:
@@ -208,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         sign_cost, verify_cost = crypto_cost()
         rows = [measure(base / f"run-{sync}-{c}", args.trades, c, sync)
                 for sync in (False, True) for c in args.concurrency]
+        rows.append(measure(base / "every-step", args.trades, max(args.concurrency), False,
+                            "every_step"))
         rows.append(measure(base / "memory", args.trades, max(args.concurrency), None))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -7,7 +7,8 @@ durable nodes in one process, fsync off), ``--trades`` of them ``--concurrency``
 a warm-up trade, run under ``cProfile``: the CPU figures are inflated by the profiler and only
 their shares mean something.
 
-Run: ``python -m benchmarks.trade_profile [--trades N] [--concurrency C] [--top K]``
+Run: ``python -m benchmarks.trade_profile [--trades N] [--concurrency C] [--top K]
+[--snapshot-locals on_demand|every_step]``
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.trade import Market
+from fibers.storage import SnapshotLocals
 
 # (label, how the function shows in cProfile: file suffix and function name)
 COUNTED: tuple[tuple[str, str, str], ...] = (
@@ -42,11 +44,13 @@ COUNTED: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def profile(trades: int, concurrency: int) -> pstats.Stats:
-    """The profile of ``trades`` trades after a warm-up one."""
+def profile(trades: int, concurrency: int,
+            snapshot_locals: SnapshotLocals = "on_demand") -> pstats.Stats:
+    """The profile of ``trades`` trades after a warm-up one, on nodes with the snapshot policy
+    ``snapshot_locals``."""
     base = Path(tempfile.mkdtemp(prefix="fibers-bench-trade-profile-"))
     try:
-        market = Market(base, trades + 1, sync=False)
+        market = Market(base, trades + 1, sync=False, snapshot_locals=snapshot_locals)
         try:
             market.trade(1, 1)
             profiler = cProfile.Profile()
@@ -77,8 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trades", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--snapshot-locals", choices=["on_demand", "every_step"],
+                        default="on_demand")
     args = parser.parse_args(argv)
-    stats = profile(args.trades, args.concurrency)
+    stats = profile(args.trades, args.concurrency, args.snapshot_locals)
     for label, value in counts(stats, args.trades):
         print(f"{value:10.1f}  {label} per trade")
     total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]

@@ -17,7 +17,8 @@ from benchmarks.trade_processes import measure_processes
 
 def scenario(*, quick: bool) -> list[Result]:
     """``trade.vs_crypto_floor``: CPU ms per trade, 50 at a time with fsync off, against the
-    crypto floor (the cost of the signatures and verifications of one trade); and
+    crypto floor (the cost of the signatures and verifications of one trade), and
+    ``trade.every_step_vs_crypto_floor`` the same with ``snapshot_locals="every_step"``; and
     ``trade.ms.fsync_<off|on>.<1|50>``: wall ms per trade at 1 and 50 at a time, fsync off and
     on, beside the same floor; ``trade.per_s.processes``: trades per second on three node
     processes (benchmarks/trade_processes.py), 50 at a time with fsync on, beside the same
@@ -30,6 +31,7 @@ def scenario(*, quick: bool) -> list[Result]:
         sign_cost, verify_cost = crypto_cost(200 if quick else 5000)
         figures = {(sync, c): measure(base / f"run-{sync}-{c}", trades, c, sync)
                    for sync in (False, True) for c in concurrency}
+        every_step = measure(base / "every-step", trades, concurrency[1], False, "every_step")
         on_processes = measure_processes(base / "processes", 3 if quick else trades,
                                          3 if quick else concurrency[1])
     finally:
@@ -41,7 +43,12 @@ def scenario(*, quick: bool) -> list[Result]:
         id="trade.vs_crypto_floor", scenario="trade",
         name=f"CPU per trade, {cpu.name}; {floor}",
         value=cpu.cpu_seconds / cpu.trades * 1e3, unit="ms",
-        baseline=floor_ms, baseline_name="Ed25519 floor", flows=concurrency[1])]
+        baseline=floor_ms, baseline_name="Ed25519 floor", flows=concurrency[1]),
+        Result(
+            id="trade.every_step_vs_crypto_floor", scenario="trade",
+            name=f"CPU per trade, {every_step.name} (audit policy); {floor}",
+            value=every_step.cpu_seconds / every_step.trades * 1e3, unit="ms",
+            baseline=floor_ms, baseline_name="Ed25519 floor", flows=concurrency[1])]
     for (sync, c), figure in figures.items():
         full_c = 1 if c == 1 else 50
         results.append(Result(
