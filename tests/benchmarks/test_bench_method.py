@@ -37,7 +37,7 @@ def test_the_issue_contract_is_the_target_table() -> None:
         "trade.per_s.processes": ("value", ">=", 300),
     }
     assert set(REPORTED) == {"durable.vs_dbos_sqlite.1000", "durable.vs_dbos_postgres.1000",
-                             "durable.every_step_per_s.1000"}
+                             "durable.every_step_per_s.1000", "trade.every_step_vs_crypto_floor"}
     assert len(CONTRACT) == len(set(CONTRACT)) == len(TARGETS) + len(REPORTED)
 
 
