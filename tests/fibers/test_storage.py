@@ -548,3 +548,27 @@ def test_write_each_lets_a_base_exception_through_and_stores_nothing(
     with pytest.raises(KeyboardInterrupt):
         storage.write_each([b"a"], interrupt)
     assert read(storage, "journal", b"a") is None
+
+
+def test_put_sealed_stores_exactly_what_seal_makes_and_binds_db_and_key(
+        storage: NodeStorage) -> None:
+    """``put_sealed`` computes its MAC inline (a copied keyed BLAKE2b, a per-database header
+    cache of its own): its bytes must be ``seal``'s for every database, key and payload, and
+    a record copied to another database or key must not unseal there."""
+    cases = [("inbox", b"k", b""), ("outbox", b"\xff", b"p"), ("steps", b"\x00" * 300, b"x" * 5000),
+             ("d\u00e9j\u00e0", b"k", b"v"), ("inbox", b"k2", b"v2")]
+    for db in {db for db, _, _ in cases}:
+        storage.db(db)
+    with storage.group() as group:
+        for db, key, payload in cases:
+            assert group.step(lambda txn, d=db, k=key, p=payload:  # type: ignore[misc]
+                              storage.put_sealed(txn, d, k, p)) is None
+    with storage.read() as txn:
+        for db, key, payload in cases:
+            blob = storage.get(txn, db, key)
+            assert blob == storage.seal(db, key, payload)
+            assert storage.unseal(db, key, blob) == payload
+            with pytest.raises(CorruptRecordError):
+                storage.unseal("journal", key, blob)
+            with pytest.raises(CorruptRecordError):
+                storage.unseal(db, key + b"x", blob)
