@@ -4,8 +4,6 @@ themselves dropped, floods of acknowledgements, and the step record's hand-built
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from fibers import FlowLogic, Party, _wire, initiated_by, initiating_flow, suspendable
@@ -18,7 +16,6 @@ from fibers._messages import (
     AckedSessionMessage,
     Data,
     ExistingSessionMessage,
-    InitialSessionMessage,
     decode_message,
     encode_message,
     with_acks,
