@@ -21,9 +21,11 @@ from fibers._messages import (
     with_acks,
 )
 from fibers._node import Node
-from fibers.testing import MockNetwork
+from fibers.testing import MockNetwork, explore
+from tests.fibers.explore_flows import Transfer, install_books
 from tests.fibers.test_commit_faults import _acks, _faults, _records, _settle
 from tests.fibers.test_durability import Answer, Collect
+from tests.fibers.test_step_path import _still_exactly_once
 
 
 def _outbox(node: Node) -> list[bytes]:
@@ -155,6 +157,22 @@ def test_an_ack_riding_on_a_frame_too_far_ahead_is_honoured() -> None:
         assert message_key("Bob", sid, False, 1) not in _outbox(alice)
 
 
+def test_acks_riding_on_a_frame_from_another_peer_forget_nothing_of_ours_to_bob() -> None:
+    """Carol acknowledges Alice's message to Bob on a frame of a session that is Bob's: an
+    acknowledgement names messages sent to its own sender only."""
+    with MockNetwork() as net:
+        alice, sid, confirm = _alice_waits_for_ack_of_second(net)
+        carol = net.create_node("Carol")
+        plain = decode_message(confirm)
+        assert isinstance(plain, ExistingSessionMessage)
+        forged = encode_message(AckedSessionMessage(
+            plain.session_id, plain.to_initiator, 5, plain.body, [(sid, False, 1)]))
+        alice.deliver_batch([(carol.party, forged)])
+        assert alice.frame_stats.stale_acks == 1 and alice.frame_stats.wrong_sender == 1
+        net.run_network()
+        assert message_key("Bob", sid, False, 1) in _outbox(alice)
+
+
 # ----- floods of acknowledgements ------------------------------------------------------------
 
 
@@ -231,3 +249,30 @@ def test_encode_step_refuses_what_the_codec_refuses(
     with pytest.raises(_wire.SerializationError) as built:
         encode_step(0, journal, snapshot)
     assert str(built.value) == str(codec.value)
+
+
+# ----- acks riding on duplicated, reordered frames; failed writes -----------------------------
+
+
+def _transfer(net: MockNetwork) -> None:
+    install_books(net)
+    a, b = net.create_node("A"), net.create_node("B")
+    a.start_flow(Transfer(b.party, "t1", 5))
+
+
+def test_piggybacked_acks_are_exactly_once_with_duplicated_and_reordered_frames() -> None:
+    """Exhaustive over reorderings, a duplicated frame (its acks honoured twice: the second
+    ignored) and a crash anywhere: each side posts once, no inbox or outbox record is left."""
+    report = explore(_transfer, _still_exactly_once, reorder=True, duplicates=True)
+    report.raise_first()
+    assert report.exhaustive and report.failures == []
+
+
+def test_piggybacked_acks_are_exactly_once_when_any_write_fails() -> None:
+    """Exhaustive over one failed write anywhere (the commit receiving and consuming a
+    message among them): nothing is acknowledged before it is stored (else the sender would
+    forget what the retry needs), and everything is processed once."""
+    report = explore(_transfer, _still_exactly_once, reorder=False, duplicates=False,
+                     crashes=False, storage_faults=True)
+    report.raise_first()
+    assert report.exhaustive and report.failures == []
