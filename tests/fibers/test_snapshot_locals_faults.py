@@ -25,8 +25,8 @@ from fibers._checkpoint import VALUE_THRESHOLD, decode_snapshots, loads, value_o
 from fibers._journal import Snapshot
 from fibers._locals import CapturedLocals, SnapshotLocals
 from fibers._node import Node
-from fibers._storage import FaultPlan
 from fibers.testing import MockNetwork
+from tests.fibers.test_commit_faults import _faults
 from tests.fibers.test_snapshot_locals import (
     BODY,
     HoldsDocument,
@@ -35,13 +35,6 @@ from tests.fibers.test_snapshot_locals import (
     _rows,
     _snapshots,
 )
-
-
-def _faults(node: Node) -> FaultPlan:
-    assert node.storage is not None
-    plan = node.storage.inject_faults(FaultPlan())
-    assert plan is not None
-    return plan
 
 
 def _settle(network: MockNetwork, rounds: int = 20) -> None:
