@@ -409,15 +409,14 @@ class CheckpointStore:
         except Exception:  # the flow's wake diagnoses it; a listing shows "?"
             return None
 
-    def route_owner(self, route: bytes) -> StateMachineRunId | None:
-        """The run id the wake index routes ``route`` (a session prefix) to, if any. A record
-        that fails its check is logged and routes nowhere."""
+    def route_owner(self, route: bytes) -> StateMachineRunId | CorruptRecordError | None:
+        """The run id the wake index routes ``route`` (a session prefix) to, if any; the error
+        when its record fails its check (it names no flow that can be trusted)."""
         try:
             with self.storage.read() as txn:
                 run = self.storage.get_sealed(txn, "wake_routes", route)
         except CorruptRecordError as exc:
-            log.error("a wake index route is unreadable: %s", exc)
-            return None
+            return exc
         return None if run is None or len(run) != 16 else StateMachineRunId(_uuid(run))
 
     def stored_from_start(self, run_id: StateMachineRunId, start_blob: bytes) -> StoredFlow:

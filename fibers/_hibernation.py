@@ -41,6 +41,7 @@ from fibers._router import Route, Router
 from fibers._scheduler import Scheduler
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine, FlowStatus
+from fibers._storage import CorruptRecordError
 
 __all__ = ["Hibernated", "Hibernation"]
 
@@ -219,9 +220,29 @@ class Hibernation:
         if not self._hibernated or self._checkpoints is None:
             return False
         run_id = self._checkpoints.route_owner(session_prefix(*route))
+        if isinstance(run_id, CorruptRecordError):
+            return self._wake_unreadable_route(route, run_id)
         if run_id is None or run_id not in self._hibernated:
             return False
         return self.wake(run_id) is not None
+
+    def _wake_unreadable_route(self, route: Route, error: CorruptRecordError) -> bool:
+        """The wake index record of ``route`` fails its check: which flow it names is unknown,
+        so every hibernated flow is woken (each takes its own routes back; those with nothing
+        to do hibernate again), and the one that owns the route, if any, writes its record
+        again with its next step. The message is then routed as to any running flow, never
+        dropped as one of an ended session while its flow sleeps."""
+        log.error("a wake index route is unreadable, every hibernated flow is woken to find "
+                  "its owner: %s", error)
+        for run_id in list(self._hibernated):
+            self.wake(run_id)
+        owner = self._router.owner(route)
+        if owner is None:
+            return False
+        owner.routes_changed = True
+        log.error("flow %s owns that route: it is written again with its next step",
+                  owner.run_id)
+        return True
 
     # ----- hibernating ----------------------------------------------------------------------------
 

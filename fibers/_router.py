@@ -348,8 +348,11 @@ class Router:
     def _woken(self, key: Route) -> tuple[FlowStateMachine, FlowSession] | None:
         """The route of the hibernated flow ``key`` goes to, woken now; None when there is
         none (also for a parked flow or one waiting for its retry)."""
-        if key in self._parked or key in self._held or not self.wake_route(key):
+        if key in self._parked or key in self._held:
             return None
+        # Even when the wake failed: a flow whose replay diverged is parked with the
+        # sessions it had reopened, and keeps their messages for its retry.
+        self.wake_route(key)
         return self._sessions.get(key)
 
     def _on_unrouted(self, sender: Party, key: Route, message: ExistingSessionMessage) -> None:
