@@ -196,7 +196,11 @@ class Hibernation:
             return None
         if isinstance(held, Hibernated):
             machine.inherit_result(held.outcome)
-        self._scheduler.run_one(machine)  # the replay, up to its checkpoint
+        machine.handed_wake = True
+        try:
+            self._scheduler.run_one(machine)  # the replay, up to its checkpoint
+        finally:
+            machine.handed_wake = False
         if machine.abandoned or machine.finished:
             return None
         machine.needs_refeed = False

@@ -116,7 +116,7 @@ def _wait_for_data(machine: FlowStateMachine, session: FlowSession, deadline: da
     table, clock = machine.session_table, machine.node.clock
     while not session.inbound:
         table.raise_if_peer_gone(session)
-        if clock.now() >= deadline:
+        if clock.now() >= deadline and not machine.handed_wake:
             machine.reach_checkpoint(session)  # restored (or woken) after its deadline
             table.time_out(session, deadline)
         machine.suspend(session)

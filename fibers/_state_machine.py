@@ -154,6 +154,10 @@ class FlowStateMachine:
         self.start_record: bytes | None = None
         # Set on a restored flow: its stored inbox is fed to it once its first step is done.
         self.needs_refeed = False
+        # Set while a hibernated flow replays to be handed what woke it (a message, a kill,
+        # an inspection): a receive deadline that passed while it slept does not fire at its
+        # checkpoint, ahead of the message (its timer, registered again, fires after).
+        self.handed_wake = False
         # Set by the operator's kill: the flow ends KILLED at its next request, whatever it
         # does with the KilledFlowException thrown into it.
         self.kill: KilledFlowException | None = None
