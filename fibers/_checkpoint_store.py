@@ -152,8 +152,9 @@ class StoredFlow:
     journal: list[JournalEntry] = field(default_factory=list)
     snapshot: Snapshot | None = None
     diagnosis: str | None = None
-    # What its wake index record says it waits for (see ``IndexWrite``).
-    wait: Wait = NO_WAIT
+    # What its wake index record says it waits for (see ``IndexWrite``); None when that
+    # record is unreadable.
+    wait: Wait | None = NO_WAIT
 
 
 @dataclass(slots=True)
@@ -338,7 +339,7 @@ class CheckpointStore:
             with s.read() as txn:
                 start_blob = s.get_sealed(txn, "flows", run)
                 status_blob = s.get_sealed(txn, "flow_status", run)
-                wait_blob = s.get_sealed(txn, "wake_waits", run)
+                wait_blob = s.get(txn, "wake_waits", run)
                 steps = [(k, s.unseal("steps", k, v)) for k, v in s.prefix_items(txn, "steps", run)]
                 if not steps:
                     _refuse_legacy(s, txn, run)
@@ -355,7 +356,7 @@ class CheckpointStore:
             stored.flow = flow
             stored.journal, stored.snapshot = _replay_steps(steps)
             if wait_blob is not None:
-                stored.wait = _wait_of(_wire.decode(wait_blob))
+                stored.wait = self._stored_wait(run, wait_blob)
         except Exception as exc:
             stored.flow = None
             stored.status = "HOSPITALIZED"
@@ -363,6 +364,20 @@ class CheckpointStore:
         return stored
 
     # ----- the wake index (lazy restore, hibernation) ---------------------------------------------
+
+    def _stored_wait(self, run: bytes, sealed: bytes) -> Wait | None:
+        """A flow's wait record, or None when it fails its check: the index is derived from
+        the flow's own records, so an unreadable one costs the flow nothing (its next step
+        writes it again; meanwhile it is woken at every restart)."""
+        try:
+            return _wait_of(_wire.decode(self.storage.unseal("wake_waits", run, sealed)))
+        except CorruptRecordError as exc:
+            log.error("a wake index wait record is unreadable, written again with its flow's "
+                      "next step: %s", exc)
+        except (_wire.SerializationError, ValueError) as exc:
+            log.error("a wake index wait record at key %s does not decode, written again with "
+                      "its flow's next step: %s", run.hex(), exc)
+        return None
 
     def indexed(self) -> bool:
         """Whether this storage keeps the wake index (written by this release or later)."""

@@ -173,8 +173,9 @@ class Hibernation:
                 machine.take_outbox()  # the confirm committed with its first step
         machine.start_replay(stored.journal, stored.snapshot)
         machine.routes_changed = reindex
-        machine.stored_wait = None if reindex else stored.wait
-        machine.wake_on_restart = stored.wait[2]
+        wait = stored.wait
+        machine.stored_wait = None if reindex else wait
+        machine.wake_on_restart = True if wait is None else wait[2]  # (unreadable: kept safe)
         machine.needs_refeed = True
         self._scheduler.add(machine)
         if schedule:

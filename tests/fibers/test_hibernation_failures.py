@@ -19,9 +19,10 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
+from fibers._checkpoint_store import INDEX_MARKER
 from fibers._messages import InitialSessionMessage, decode_message
 from fibers.testing import MockNetwork
-from tests.fibers.test_hibernation import Chat, _chat, _view
+from tests.fibers.test_hibernation import Ask, Chat, _chat, _view
 
 
 def _until_alice_is_sent_something(net: MockNetwork, alice: Node[Any]) -> None:
@@ -232,3 +233,60 @@ def test_thrashing_one_live_parked_flow_among_many_loses_and_repeats_nothing(
         assert alice.flows() == [] and bob.flows() == [] and alice.hospital() == []
         assert _rows(alice, "wake_routes") == [] and _rows(bob, "wake_routes") == []
         assert _rows(alice, "wake_waits") == [] and _rows(bob, "wake_waits") == []
+
+
+def test_storage_from_before_the_wake_index_is_restored_eagerly_once_and_indexed(
+    tmp_path: Path,
+) -> None:
+    """Storage whose wake index no step wrote (no marker, no routes, no waits): the restart
+    replays every flow, their next steps write the index, and the next restart is lazy."""
+    with MockNetwork(tmp_path / "plain") as plain:
+        expected = _chat(plain)
+    with MockNetwork(tmp_path / "old") as net:
+        alice, bob = net.create_node("Alice"), net.create_node("Bob")
+        chat = alice.start_flow(Chat(bob.party))
+        asking = alice.start_flow(Ask(bob.party))  # sleeps 30 s first
+        net.stop_node(bob)
+        net.run_network()
+        assert _rows(alice, "wake_routes") and _rows(alice, "wake_waits")
+        for db in ("wake_routes", "wake_waits"):
+            for key, _ in _rows(alice, db):
+                _rewrite(alice, db, key, None)
+        _rewrite(alice, "meta", INDEX_MARKER, None)
+        alice = net.restart_node(alice)
+        assert alice.hibernated_flow_count == 0 and len(alice.live_flows) == 2  # eager
+        assert INDEX_MARKER in [k for k, _ in _rows(alice, "meta")]
+        assert len(_rows(alice, "wake_routes")) == 1 and len(_rows(alice, "wake_waits")) == 1
+        alice = net.restart_node(alice)
+        assert alice.hibernated_flow_count == 2  # lazy from now on
+        outcomes = [alice.handle(h.id).result for h in (chat, asking)]
+        bob = net.restart_node(bob)
+        net.run_network()
+        net.advance_time(30)
+        net.run_network()
+        net.advance_time(60)
+        net.run_network()
+        assert outcomes[0].result(timeout=0) == expected[0]
+        assert outcomes[1].result(timeout=0) == "LATE?"
+        assert alice.flows() == [] and alice.hospital() == [] and bob.flows() == []
+        assert _rows(alice, "wake_routes") == [] and _rows(alice, "wake_waits") == []
+
+
+def test_a_tampered_wait_record_wakes_its_flow_at_the_restart(tmp_path: Path) -> None:
+    with MockNetwork(tmp_path / "hib", max_live_parked=0) as net:
+        alice, bob = net.create_node("Alice"), net.create_node("Bob")
+        asking = alice.start_flow(Ask(bob.party))
+        net.run_network()
+        [(key, sealed)] = _rows(alice, "wake_waits")
+        _rewrite(alice, "wake_waits", key, sealed[:-1] + bytes([sealed[-1] ^ 1]))
+        alice = net.restart_node(alice)  # woken at once: its replay writes the record again
+        assert alice.hospital() == []
+        assert alice.checkpoints.load_flow(asking.id).wait is not None
+        outcome = alice.handle(asking.id).result
+        net.advance_time(30)
+        net.run_network()
+        net.advance_time(60)
+        net.run_network()
+        assert outcome.result(timeout=0) == "LATE?"
+        assert alice.flows() == [] and alice.hospital() == []
+        assert _rows(alice, "wake_waits") == []
