@@ -21,8 +21,8 @@ from fibers import (
 )
 from fibers._checkpoint_store import INDEX_MARKER
 from fibers._messages import InitialSessionMessage, decode_message
-from fibers.testing import MockNetwork
-from tests.fibers.test_hibernation import Ask, Chat, _chat, _view
+from fibers.testing import MockNetwork, explore
+from tests.fibers.test_hibernation import Ask, Chat, _chat, _posted_once, _transfer, _view
 
 
 def _until_alice_is_sent_something(net: MockNetwork, alice: Node[Any]) -> None:
@@ -290,3 +290,16 @@ def test_a_tampered_wait_record_wakes_its_flow_at_the_restart(tmp_path: Path) ->
         assert outcome.result(timeout=0) == "LATE?"
         assert alice.flows() == [] and alice.hospital() == []
         assert _rows(alice, "wake_waits") == []
+
+
+def _one_live(directory: Path) -> MockNetwork:
+    return MockNetwork(directory, max_live_parked=1)
+
+
+def test_failing_writes_while_one_flow_stays_live_lose_and_repeat_nothing() -> None:
+    """A step that fails while flows hibernate and wake in turn (one live parked flow): the
+    failed flow is retried from storage, never hibernated with its step unstored."""
+    report = explore(_transfer, _posted_once, network=_one_live, storage_faults=True,
+                     crashes=False, reorder=False, duplicates=False)
+    report.raise_first()
+    assert report.exhaustive and report.schedules_run > 5
