@@ -80,7 +80,7 @@ def test_killing_a_hibernated_flow_whose_counterparty_is_down_tells_it_once_it_i
         assert alice.flows() == [] and bob.flows() == [] and bob.hospital() == []
 
 
-def test_killing_a_hibernated_flow_whose_counterparty_left_the_network_map(
+def test_killing_a_flow_restored_lazily_while_its_counterparty_is_down(
     tmp_path: Path,
 ) -> None:
     with MockNetwork(tmp_path / "hib", max_live_parked=0) as net:
