@@ -5,10 +5,11 @@ transaction can span flows, step records, outbox, dedup ids and whatever the led
 
 Group commit: ``write_each`` writes a scheduling round's steps in one flat write transaction,
 redoing it without a step whose writes raise (that step fails alone). ``group`` is the older
-form: one outer write transaction whose steps run in nested (child) transactions; a step that
-raises aborts alone, the others are committed (and fsynced when ``sync=True``) together when
-the group ends. Work that must only happen once the data is durable (sending messages,
-acknowledging inbound ones) is registered with ``WriteGroup.after_commit``.
+form, a ``WriteGroup`` (``fibers._write_group``): one outer write transaction whose steps run
+in nested (child) transactions; a step that raises aborts alone, the others are committed (and
+fsynced when ``sync=True``) together when the group ends. Work that must only happen once the
+data is durable (sending messages, acknowledging inbound ones) is registered with
+``WriteGroup.after_commit``.
 
 Authenticated records: ``seal`` prefixes a payload with a version byte and a 32-byte keyed
 BLAKE2b MAC under a key derived from the node-local secret, bound to the version, the database
@@ -25,15 +26,17 @@ on the records the engine writes (mostly under 300 bytes; ``benchmarks/storage_p
 measures both). Records of versions 1 and 2 are refused as "bad version", not migrated.
 
 Injected failures: ``NodeStorage.inject_faults(FaultPlan())`` makes chosen writes or group
-commits raise ``InjectedStorageFault``, to test what the engine does when the disk fails.
+commits raise ``InjectedStorageFault`` (``fibers._storage_faults``), to test what the engine
+does when the disk fails.
 
 Keys: the node secret (32 bytes) is never used directly. Sealing uses a key derived from it by
 HKDF-SHA256; ``encryption_key(purpose)`` derives a separate key per purpose (key management
 encrypts private keys with one), and tamper detection another. The secret comes from, in
 order: the ``secret_file`` argument of ``open``; the environment variable
 ``FIBERS_NODE_SECRET`` (64 hex digits); the file named by ``FIBERS_NODE_SECRET_FILE``; else
-``<base_dir>/node.secret``, created on first open. Keeping it outside the node directory means
-someone who copies the directory cannot read or forge its sealed records (docs/security.md).
+``<base_dir>/node.secret``, created on first open (``fibers._storage_secret``). Keeping it
+outside the node directory means someone who copies the directory cannot read or forge its
+sealed records (docs/security.md).
 
 Tamper detection: a database registered with ``guard(name)`` has a running digest updated with
 every write and checked by ``open`` (see ``fibers._storage_guard``), so a deleted or rolled-back
@@ -44,46 +47,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import random
-import secrets
-import stat
 import struct
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar, cast
+from typing import Final, TypeVar, cast
 
 import lmdb
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fibers._storage_api import Txn
+from fibers._storage_faults import FaultPlan
 from fibers._storage_guard import GUARD_DB, StorageGuard, TamperedDatabaseError
+from fibers._storage_secret import resolve_secret
+from fibers._write_group import DbHandle, LmdbTxn, WriteGroup, WriterSlot
 
 __all__ = [
     "ENGINE_DATABASES",
-    "SECRET_ENV",
-    "SECRET_FILE_ENV",
     "CorruptRecordError",
-    "FaultPlan",
-    "InjectedStorageFault",
-    "LmdbTxn",
     "NodeStorage",
     "TamperedDatabaseError",
     "Txn",
-    "WriteGroup",
     "journal_key",
 ]
-
-if TYPE_CHECKING:
-    LmdbTxn: TypeAlias = lmdb.Transaction[bytes]
-    DbHandle: TypeAlias = lmdb._Database
-else:
-    LmdbTxn = lmdb.Transaction
-    DbHandle = object
-# LmdbTxn: what ``NodeStorage.read`` and ``WriteGroup.step`` hand out as the opaque ``Txn``.
 
 
 def _lmdb(txn: Txn) -> LmdbTxn:
@@ -99,12 +86,6 @@ SEAL_VERSION: Final = 3  # 2: HKDF-derived key (was the secret); 3: keyed BLAKE2
 _VERSION: Final = bytes((SEAL_VERSION,))
 _MAC_LEN: Final = 32
 _SEAL_OVERHEAD: Final = 1 + _MAC_LEN
-_SECRET_LEN: Final = 32
-_SECRET_FILE: Final = "node.secret"
-SECRET_ENV: Final = "FIBERS_NODE_SECRET"
-"""Environment variable that may hold the node secret as 64 hex digits."""
-SECRET_FILE_ENV: Final = "FIBERS_NODE_SECRET_FILE"
-"""Environment variable that may name the file holding the node secret (created if missing)."""
 _SEAL_INFO: Final = b"fibers/storage/v1: record sealing"
 _GUARD_INFO: Final = b"fibers/storage/v1: tamper detection"
 _ENCRYPTION_INFO: Final = b"fibers/storage/v1: encryption: "
@@ -139,114 +120,6 @@ class CorruptRecordError(Exception):
         )
 
 
-class InjectedStorageFault(OSError):
-    """A storage failure injected by a ``FaultPlan`` (it stands for a full disk or an I/O
-    error: the write or commit that raised it did not happen)."""
-
-
-class FaultPlan:
-    """Which writes and group commits of a ``NodeStorage`` fail, to test fault paths.
-
-    Install with ``storage.inject_faults(FaultPlan())``; then arm it::
-
-        plan.fail_writes(3)             # the write numbered 3 (counted from installation) fails
-        plan.fail_next_writes(2)        # the next two writes fail
-        plan.fail_writes_to("inbox")    # the next write to database "inbox" fails
-        plan.fail_commits(0)            # the first group commit fails (nothing of it is stored)
-        plan.fail_next_commits(1)       # the next group commit fails
-        plan.fail_at_random(0.05, seed=7)  # each write and commit fails with probability 0.05
-
-    A write is one ``put``, ``put_sealed``, ``delete`` or ``delete_prefix``; ``writes`` and
-    ``commits`` count them since installation (failed ones included), so a test can run a
-    scenario once to count its writes and then fail each in turn. A failing write or commit
-    raises ``InjectedStorageFault`` and does not happen.
-    """
-
-    def __init__(self) -> None:
-        self.writes = 0
-        self.commits = 0
-        self.injected = 0  # how many failures were raised
-        self._write_numbers: set[int] = set()
-        self._next_writes = 0
-        self._db_writes: dict[str, int] = {}
-        self._commit_numbers: set[int] = set()
-        self._next_commits = 0
-        self._random: random.Random | None = None
-        self._probability = 0.0
-
-    def fail_writes(self, *numbers: int) -> FaultPlan:
-        """Make the writes with these numbers (0 = the first after installation) fail."""
-        self._write_numbers.update(numbers)
-        return self
-
-    def fail_next_writes(self, count: int = 1) -> FaultPlan:
-        """Make the next ``count`` writes fail, whatever their database."""
-        self._next_writes = count
-        return self
-
-    def fail_writes_to(self, db_name: str, count: int = 1) -> FaultPlan:
-        """Make the next ``count`` writes to database ``db_name`` fail."""
-        self._db_writes[db_name] = count
-        return self
-
-    def fail_commits(self, *numbers: int) -> FaultPlan:
-        """Make the group commits with these numbers (0 = the first) fail as a whole."""
-        self._commit_numbers.update(numbers)
-        return self
-
-    def fail_next_commits(self, count: int = 1) -> FaultPlan:
-        """Make the next ``count`` group commits fail as a whole."""
-        self._next_commits = count
-        return self
-
-    def fail_at_random(self, probability: float, *, seed: int) -> FaultPlan:
-        """Make each write and each group commit fail with ``probability`` (reproducible from
-        ``seed``)."""
-        self._random, self._probability = random.Random(seed), probability
-        return self
-
-    def clear(self) -> None:
-        """Disarm every planned failure (the counters keep counting)."""
-        self._write_numbers.clear()
-        self._next_writes = 0
-        self._db_writes.clear()
-        self._commit_numbers.clear()
-        self._next_commits = 0
-        self._random = None
-
-    def before_write(self, operation: str, db_name: str) -> None:
-        """Called by the storage before each write; raises if this one is planned to fail."""
-        number, self.writes = self.writes, self.writes + 1
-        fail = number in self._write_numbers or self._draw()
-        self._write_numbers.discard(number)
-        if self._next_writes > 0:
-            self._next_writes -= 1
-            fail = True
-        if self._db_writes.get(db_name, 0) > 0:
-            self._db_writes[db_name] -= 1
-            fail = True
-        if fail:
-            self.injected += 1
-            raise InjectedStorageFault(
-                f"injected failure of write {number} ({operation} to {db_name!r})"
-            )
-
-    def before_commit(self) -> None:
-        """Called by the storage before each group commit; raises if it is planned to fail."""
-        number, self.commits = self.commits, self.commits + 1
-        fail = number in self._commit_numbers or self._draw()
-        self._commit_numbers.discard(number)
-        if self._next_commits > 0:
-            self._next_commits -= 1
-            fail = True
-        if fail:
-            self.injected += 1
-            raise InjectedStorageFault(f"injected failure of group commit {number}")
-
-    def _draw(self) -> bool:
-        return self._random is not None and self._random.random() < self._probability
-
-
 def journal_key(run_id: bytes, index: int) -> bytes:
     """Key of journal record ``index`` of flow ``run_id``.
 
@@ -279,9 +152,7 @@ class NodeStorage:
         self._seal_heads: dict[str, bytes] = {}  # _mac_of's header per database, this version
         self._guard = StorageGuard(_derive(secret, _GUARD_INFO), self.seal, self.unseal)
         self._dbs: dict[str, DbHandle] = {}
-        # Thread id of the active WriteGroup, or None: opening a database needs its own write
-        # transaction, which would deadlock LMDB's writer lock on that thread.
-        self._writer: int | None = None
+        self._writer = WriterSlot()  # the thread of the active WriteGroup or write_each
         self._closed = False
         self._faults: FaultPlan | None = None
 
@@ -301,7 +172,7 @@ class NodeStorage:
         """
         base_dir = Path(base_dir)
         base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        secret = _resolve_secret(base_dir, secret_file)
+        secret = resolve_secret(base_dir, secret_file)
         # writemap/map_async are deliberately off: LMDB refuses nested write transactions on a
         # writemap environment (MDB_BAD_TXN), and group commit depends on them.
         env = lmdb.open(
@@ -384,7 +255,7 @@ class NodeStorage:
         handle = self._dbs.get(name)
         if handle is not None:
             return handle
-        if self._writer == threading.get_ident():
+        if self._writer.held_here():
             raise RuntimeError(
                 f"cannot open database {name!r} inside a write group: this thread holds LMDB's "
                 f"write lock. Call storage.db({name!r}) when the service starts."
@@ -408,7 +279,7 @@ class NodeStorage:
         handle = self.db(name)
         if name in self._guard.guarded:
             return
-        if self._writer == threading.get_ident():
+        if self._writer.held_here():
             raise RuntimeError(f"cannot start guarding database {name!r} inside a write group; "
                                f"call storage.guard({name!r}) when the service starts")
         with self._env.begin(write=True) as txn:
@@ -457,7 +328,7 @@ class NodeStorage:
 
         Use as a context manager; see ``WriteGroup``.
         """
-        return WriteGroup(self)
+        return WriteGroup(self._env, self._writer, self._before_commit)
 
     def write_each(self, items: list[_T], write: Callable[[Txn, _T], object]) -> list[
             Exception | None]:
@@ -470,13 +341,13 @@ class NodeStorage:
         (nothing committed) when the commit itself fails, or a ``BaseException`` that is not an
         ``Exception`` escapes a write.
         """
-        if self._writer == threading.get_ident():
+        if self._writer.held_here():
             raise RuntimeError("a write group is already active on this thread; write_each "
                                "opens its own transaction")
         errors: list[Exception | None] = [None] * len(items)
         while True:
             txn = self._env.begin(write=True)
-            self._writer = threading.get_ident()
+            self._writer.take()
             try:
                 failed = False
                 for index, item in enumerate(items):
@@ -490,15 +361,18 @@ class NodeStorage:
                 if failed:
                     txn.abort()
                     continue
-                if self._faults is not None:
-                    self._faults.before_commit()
+                self._before_commit()
                 txn.commit()
                 return errors
             except BaseException:
                 txn.abort()
                 raise
             finally:
-                self._writer = None
+                self._writer.release()
+
+    def _before_commit(self) -> None:
+        if self._faults is not None:
+            self._faults.before_commit()
 
     # -- plain records -------------------------------------------------------------------------
 
@@ -621,188 +495,6 @@ class NodeStorage:
         return mac.digest()
 
 
-class WriteGroup:
-    """One outer LMDB write transaction shared by many steps (group commit).
-
-    ::
-
-        with storage.group() as group:
-            error = group.step(lambda txn: storage.put(txn, "flows", key, value))
-            group.after_commit(send_outbox)
-
-    On a normal exit the outer transaction commits (synced to disk when the storage was opened
-    with ``sync=True``) and then the ``after_commit`` callbacks run in registration order. If
-    the block raises, or the commit fails, everything is rolled back, no callback runs and the
-    error propagates. Only the thread that entered the group may use it.
-    """
-
-    def __init__(self, storage: NodeStorage) -> None:
-        """Internal: use ``NodeStorage.group``."""
-        self._storage = storage
-        self._txn: LmdbTxn | None = None
-        self._entered = False
-        self._in_step = False
-        self._callbacks: list[Callable[[], object]] = []
-
-    def __enter__(self) -> WriteGroup:
-        storage = self._storage
-        if storage._writer == threading.get_ident():
-            raise RuntimeError(
-                "a write group is already active on this thread; groups do not nest "
-                "(use group.step for nested work)"
-            )
-        if self._entered:
-            raise RuntimeError("a WriteGroup can be entered only once; call storage.group()")
-        self._entered = True
-        self._txn = storage._env.begin(write=True)
-        storage._writer = threading.get_ident()
-        return self
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        txn = self._require_txn()
-        try:
-            if exc is not None:
-                txn.abort()
-                return
-            if self._storage._faults is not None:
-                self._storage._faults.before_commit()
-            txn.commit()
-        except BaseException:
-            txn.abort()
-            raise
-        finally:
-            self._storage._writer = None
-            self._txn = None
-        self._run_callbacks()
-
-    def step(self, fn: Callable[[Txn], object]) -> Exception | None:
-        """Run ``fn(txn)`` in a nested transaction of the group.
-
-        Returns None if ``fn`` returned (its writes become part of the group), or the exception
-        it raised, in which case only its own writes and the ``after_commit`` callbacks it
-        registered are discarded. A ``BaseException`` that is not an ``Exception`` (for example
-        ``KeyboardInterrupt``) aborts the step and propagates.
-        """
-        outer = self._require_txn()
-        if self._in_step:
-            raise RuntimeError("group.step was called from inside a step; steps do not nest")
-        child = self._storage._env.begin(write=True, parent=outer)
-        callbacks_before = len(self._callbacks)
-        self._in_step = True
-        try:
-            fn(child)
-        except BaseException as error:
-            child.abort()
-            del self._callbacks[callbacks_before:]
-            if not isinstance(error, Exception):
-                raise
-            return error
-        finally:
-            self._in_step = False
-        child.commit()
-        return None
-
-    def after_commit(self, callback: Callable[[], object]) -> None:
-        """Run ``callback()`` once the group has committed (durably, with ``sync=True``).
-
-        Callbacks registered inside a step that fails are dropped with that step.
-        """
-        self._require_txn()
-        self._callbacks.append(callback)
-
-    def _require_txn(self) -> LmdbTxn:
-        if self._txn is None:
-            raise RuntimeError("the write group is not active; use it as `with storage.group()`")
-        return self._txn
-
-    def _run_callbacks(self) -> None:
-        # The data is committed, so every callback must get its chance (an outbox flush that
-        # is skipped would strand messages until restart); failures are re-raised afterwards.
-        callbacks, self._callbacks = self._callbacks, []
-        errors: list[Exception] = []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception as error:
-                errors.append(error)
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise ExceptionGroup("after_commit callbacks failed", errors)
-
-
 def _derive(secret: bytes, info: bytes) -> bytes:
     """A 32-byte key for ``info`` derived from ``secret`` by HKDF-SHA256."""
     return HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(secret)
-
-
-def _resolve_secret(base_dir: Path, secret_file: Path | None) -> bytes:
-    """The node secret, from the first source that is set (module docstring)."""
-    if secret_file is not None:
-        return _load_or_create_secret(Path(secret_file))
-    from_env = os.environ.get(SECRET_ENV)
-    if from_env is not None:
-        try:
-            secret = bytes.fromhex(from_env.strip())
-        except ValueError:
-            secret = b""
-        if len(secret) != _SECRET_LEN:
-            raise ValueError(f"environment variable {SECRET_ENV} must hold the node secret as "
-                             f"{2 * _SECRET_LEN} hex digits; it does not (its value is not shown)")
-        return secret
-    file_from_env = os.environ.get(SECRET_FILE_ENV)
-    if file_from_env:
-        return _load_or_create_secret(Path(file_from_env))
-    return _load_or_create_secret(base_dir / _SECRET_FILE)
-
-
-def _load_or_create_secret(path: Path) -> bytes:
-    """The node secret at ``path``, created (owner-only, 32 random bytes) if missing."""
-    try:
-        return _read_secret(path)
-    except FileNotFoundError:
-        pass
-    # Write to a private temporary file and hard-link it into place: the link fails if another
-    # opener won the race, and no reader ever sees a partly written secret.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(_SECRET_LEN))
-            f.flush()
-            os.fsync(f.fileno())
-        with suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return _read_secret(path)
-
-
-def _read_secret(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"node secret {path} is not a regular file")
-        if mode & 0o077:
-            raise PermissionError(
-                f"node secret {path} has mode {stat.S_IMODE(mode):#o}; it must be accessible by "
-                f"its owner only. Run: chmod 600 {path}"
-            )
-        secret = f.read(_SECRET_LEN + 1)
-    if len(secret) != _SECRET_LEN:
-        raise ValueError(
-            f"node secret {path} holds {len(secret)} bytes, expected {_SECRET_LEN}: it is "
-            "damaged or not a Fibers node secret. Restore it from backup; deleting it makes "
-            "every existing checkpoint unreadable."
-        )
-    return secret
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

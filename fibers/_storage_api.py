@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from fibers._storage import FaultPlan
+    from fibers._storage_faults import FaultPlan
 
 __all__ = ["ENGINE_DB_WRITERS", "Storage", "Txn", "WriteGroup"]
 

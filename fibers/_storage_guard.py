@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from fibers._storage import DbHandle, LmdbTxn
+    from fibers._write_group import DbHandle, LmdbTxn
 
 __all__ = ["GUARD_DB", "StorageGuard", "TamperedDatabaseError"]
 

@@ -18,16 +18,10 @@ a configured value against it."""
 
 from fibers._identity import stored_identity
 from fibers._locals import SnapshotLocals, check_snapshot_locals
-from fibers._storage import (
-    SECRET_ENV,
-    SECRET_FILE_ENV,
-    CorruptRecordError,
-    FaultPlan,
-    InjectedStorageFault,
-    NodeStorage,
-    TamperedDatabaseError,
-)
+from fibers._storage import CorruptRecordError, NodeStorage, TamperedDatabaseError
 from fibers._storage_api import ENGINE_DB_WRITERS, Storage, Txn, WriteGroup
+from fibers._storage_faults import FaultPlan, InjectedStorageFault
+from fibers._storage_secret import SECRET_ENV, SECRET_FILE_ENV
 
 __all__ = ["ENGINE_DB_WRITERS", "SECRET_ENV", "SECRET_FILE_ENV", "CorruptRecordError",
            "FaultPlan", "InjectedStorageFault", "NodeStorage", "SnapshotLocals", "Storage",

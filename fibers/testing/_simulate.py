@@ -22,7 +22,7 @@ from fibers._errors import SerializationError
 from fibers._ids import SeededIds
 from fibers._messages import Data, ExistingSessionMessage, InitialSessionMessage, decode_message
 from fibers._node import Node
-from fibers._storage import FaultPlan
+from fibers._storage_faults import FaultPlan
 from fibers.runtime import ManualDriver
 from fibers.testing._mock_network import MockNetwork
 from fibers.testing._schedule import Choice, Fault, LabelledNetwork, ScheduleError
@@ -237,7 +237,7 @@ class Simulation:
         """Whether the write failure ``fault`` happened; disarms it if it did not."""
         assert failing is not None
         plan = self._plans[fault.node]
-        plan._write_numbers.discard(failing[0])  # a write that never came must not fail later
+        plan.disarm_write(failing[0])  # a write that never came must not fail later
         if plan.injected > failing[1]:
             self.transcript.append(f"  {fault.node}'s storage write {fault.index} failed")
             return True

@@ -20,7 +20,7 @@ from fibers._messages import (
 )
 from fibers._node import Node
 from fibers._redelivery import Redelivery
-from fibers._storage import FaultPlan
+from fibers._storage_faults import FaultPlan
 from fibers.testing import MockNetwork
 from tests.fibers._flows import AsksOnce
 from tests.fibers.test_durability import Answer, Collect

@@ -22,7 +22,7 @@ from fibers import (
 from fibers._checkpoint_store import DATABASES
 from fibers._node import Node
 from fibers._services import journaled
-from fibers._storage import FaultPlan
+from fibers._storage_faults import FaultPlan
 from fibers.testing import MockNetwork
 from tests.fibers._flows import UpperCasesTwice
 from tests.fibers.test_sessions import Ping, Relay

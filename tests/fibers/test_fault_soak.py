@@ -29,7 +29,8 @@ from fibers import (
 from fibers._identity import NodeIdentity
 from fibers._node import Node
 from fibers._services import journaled
-from fibers._storage import FaultPlan, Txn
+from fibers._storage import Txn
+from fibers._storage_faults import FaultPlan
 from fibers.testing import MockNetwork
 
 NAMES = ("A", "B", "C")

@@ -26,7 +26,7 @@ from fibers import (
 from fibers._flow_logic import StateMachineRunId
 from fibers._messages import Ack, Data, ExistingSessionMessage, InitialSessionMessage
 from fibers._state_machine import FlowStateMachine
-from fibers._storage import FaultPlan
+from fibers._storage_faults import FaultPlan
 from fibers.testing import MockNetwork, explore
 from tests.fibers.explore_flows import Books, Transfer, install_books
 

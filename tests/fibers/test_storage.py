@@ -15,12 +15,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fibers._storage import (
     CorruptRecordError,
-    FaultPlan,
-    InjectedStorageFault,
     NodeStorage,
     Txn,
     journal_key,
 )
+from fibers._storage_faults import FaultPlan, InjectedStorageFault
 
 RUN_A = bytes(range(16))
 RUN_B = bytes(range(1, 17))

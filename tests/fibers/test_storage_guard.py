@@ -15,13 +15,12 @@ import lmdb
 import pytest
 
 from fibers._storage import (
-    SECRET_ENV,
-    SECRET_FILE_ENV,
     CorruptRecordError,
     NodeStorage,
     TamperedDatabaseError,
     Txn,
 )
+from fibers._storage_secret import SECRET_ENV, SECRET_FILE_ENV
 
 
 @contextmanager
