@@ -426,6 +426,21 @@ def test_the_nth_write_fails_alone_and_is_not_stored(storage: NodeStorage) -> No
     assert (plan.writes, plan.injected) == (3, 1)
 
 
+def test_a_disarmed_write_number_no_longer_fails_and_others_still_do(
+        storage: NodeStorage) -> None:
+    plan = storage.inject_faults(FaultPlan().fail_writes(1, 2))
+    assert plan is not None
+    plan.disarm_write(1)
+    plan.disarm_write(7)  # never planned: nothing to disarm, nothing else changes
+    with storage.group() as group:
+        errors = [group.step(_put(storage, "meta", key)) for key in (b"a", b"b", b"c")]
+    assert errors[0] is None and errors[1] is None
+    assert isinstance(errors[2], InjectedStorageFault)
+    assert "write 2 (put to 'meta')" in str(errors[2])
+    assert [read(storage, "meta", k) for k in (b"a", b"b", b"c")] == [b"v", b"v", None]
+    assert (plan.writes, plan.injected) == (3, 1)
+
+
 def test_every_kind_of_write_counts_and_can_fail(storage: NodeStorage) -> None:
     plan = storage.inject_faults(FaultPlan().fail_next_writes(4))
     assert plan is not None
