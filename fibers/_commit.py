@@ -7,46 +7,39 @@ next commit), and the redelivery of sent messages not yet acknowledged. The othe
 it writes through named methods (``record_step``, ``store_received``, ``store_init``, ...);
 none of them touches storage for a flow step directly.
 
-A round's writes are grouped in *units*. Each flow that did something in the round has one
-unit (its received messages, its init record and its step, so they are stored together or not
-at all); node-level work (forgetting acknowledged messages, rejecting a session, storing for a
-parked flow, a service's writes outside flows) gets units of its own. The group commit is one
-flat write transaction (``Storage.write_each``): a unit whose writes fail is isolated (the
-transaction is redone without it) and fails alone; a failed group commit fails every unit that
-wrote something. A flow's step is kept as data (``StepWrite``) and its after-commit work as its
-frames, so that recording a step makes no closure.
-
-Invariant: a unit's ``after`` actions and ``acks`` happen only if its writes committed, so
-nothing is acknowledged before it is stored and no message leaves before the step that
-produced it is recorded. A unit without writes depends on no write of this round and always
-counts as committed.
+The units, their queue and the building of a step's writes are in ``fibers._commit_units``
+(which states the invariant that a unit's after-work waits for its writes); the deletion of
+acknowledged outbox records and the re-sending of unacknowledged ones in
+``fibers._commit_acks``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fibers import _dedup as dedup
-from fibers._checkpoint_store import (
-    CheckpointStore,
-    IndexWrite,
-    StepWrite,
-    Wait,
-    message_key,
-    session_prefix,
-)
+from fibers._checkpoint_store import CheckpointStore, StepWrite, message_key, session_prefix
 from fibers._clock import Clock
+from fibers._commit_acks import PLAIN, WHOLE_SESSION, Forget, forget_acknowledged, redeliver
+from fibers._commit_units import (
+    AckEntry,
+    CommitQueue,
+    Frames,
+    Unit,
+    commit_units,
+    outbox_key,
+    responder_sessions_finished,
+    step_write,
+)
 from fibers._identity import Party
 from fibers._messages import (
     Ack,
     Data,
     ExistingSessionMessage,
     InitialSessionMessage,
-    SessionMessage,
     encode_message,
     with_acks,
 )
@@ -58,152 +51,9 @@ from fibers.transport import Transport
 if TYPE_CHECKING:
     from fibers._state_machine import FlowStateMachine
 
-__all__ = [
-    "AckEntry",
-    "CommitQueue",
-    "CommitResult",
-    "CommitStage",
-    "Unit",
-    "commit_units",
-    "outbox_key",
-]
+__all__ = ["AfterStep", "CommitStage", "StepFailed"]
 
 log = logging.getLogger("fibers.node")
-
-AckEntry = tuple[int, bool, int]
-"""(session id, to initiator, seq) of one received message, as an ``Ack`` lists it."""
-
-InboxKey = tuple[str, int, bool, int]
-"""(sender, session id, to initiator, seq) of a received message: ``message_key``'s parts."""
-
-Forget = tuple[bytes, int]
-"""An outbox key to delete and what it is: ``_WHOLE_SESSION`` (the key is the prefix of every
-outbox key of one session), ``_PLAIN``, or the seq of our message to an initiator (whose
-acknowledgement may end its session's dedup record, see ``fibers._dedup``)."""
-
-_WHOLE_SESSION = -1
-_PLAIN = -2
-
-
-@dataclass(eq=False, slots=True)
-class Unit:
-    """Writes stored together, and what waits for them."""
-
-    owner: FlowStateMachine | None = None
-    # In order: write functions and flow steps (``CheckpointStore.write_step``, kept as data so
-    # it costs no closure).
-    writes: list[Callable[[Txn], object] | StepWrite] = field(default_factory=list)
-    # Received messages to keep in the inbox (written before ``writes``), by inbox key; encoded
-    # only when written. A message the owner consumes in a step of this same unit is removed
-    # from here instead of being written and deleted: the step record journals it, and the two
-    # commit (or fail) together. See docs/checkpoint-format.md, "The inbox".
-    inbox: dict[InboxKey, ExistingSessionMessage] | None = None
-    # In order: actions, and the frames of the owner's steps (for ``after_step``: no closure).
-    after: list[Callable[[], object] | Frames] = field(default_factory=list)
-    acks: list[tuple[Party, AckEntry]] = field(default_factory=list)
-    # The owner's start record when this unit writes it (the flow's first step): a flow whose
-    # unit failed has no stored record to be retried from but this one.
-    start: bytes | None = None
-    on_failure: Callable[[Exception], object] | None = None
-
-    def ack(self, sender: Party, entry: AckEntry) -> None:
-        """Acknowledge ``entry`` to ``sender`` once this unit committed."""
-        self.acks.append((sender, entry))
-
-
-@dataclass(slots=True)
-class CommitResult:
-    """The outcome of one group commit."""
-
-    committed: list[Unit]
-    failed: list[tuple[Unit, Exception]]
-
-    def acks_by_peer(self) -> dict[str, tuple[Party, list[AckEntry]]]:
-        """The acknowledgements of the committed units, one list per peer (by name)."""
-        by_peer: dict[str, tuple[Party, list[AckEntry]]] = {}
-        for unit in self.committed:
-            for peer, entry in unit.acks:
-                owed = by_peer.get(peer.name)
-                if owed is None:
-                    by_peer[peer.name] = (peer, [entry])
-                else:
-                    owed[1].append(entry)
-        return by_peer
-
-
-class CommitQueue:
-    """The units of the current round (scheduler thread only)."""
-
-    def __init__(self) -> None:
-        # Invariant: _by_flow maps each flow to its unit in units (one unit per flow per
-        # round); both are emptied together by ``take``. units is read only outside.
-        self.units: list[Unit] = []
-        self._by_flow: dict[FlowStateMachine, Unit] = {}
-        self._loose: Unit | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.units)
-
-    def for_flow(self, machine: FlowStateMachine) -> Unit:
-        """``machine``'s unit of this round, made on first use."""
-        unit = self._by_flow.get(machine)
-        if unit is None:
-            unit = self._by_flow[machine] = self.new_unit(machine)
-        return unit
-
-    def new_unit(self, owner: FlowStateMachine | None = None) -> Unit:
-        """A unit of its own (node-level work when ``owner`` is None)."""
-        unit = Unit(owner)
-        self.units.append(unit)
-        return unit
-
-    def loose(self) -> Unit:
-        """The round's unit for service writes and actions made outside any flow."""
-        if self._loose is None:
-            self._loose = self.new_unit()
-        return self._loose
-
-    def take(self) -> list[Unit]:
-        """The round's units in the order they were made; the queue starts a new round."""
-        units, self.units = self.units, []
-        self._by_flow.clear()
-        self._loose = None
-        return units
-
-    def clear(self) -> None:
-        """Forget the round (node stop: nothing of it is stored)."""
-        self.take()
-
-
-def commit_units(store: CheckpointStore | None, units: list[Unit], who: object) -> CommitResult:
-    """Write ``units`` in one flat group commit; a unit whose writes fail is isolated (the
-    commit is redone without it, see ``Storage.write_each``) and fails alone."""
-    failed: list[tuple[Unit, Exception]] = []
-    writing = [unit for unit in units if unit.writes or unit.inbox]
-    if writing and store is not None:
-        try:
-            errors = store.storage.write_each(writing, store.write_unit)
-        except Exception as exc:  # the whole commit failed: nothing of it is stored
-            log.error("%s: a group commit failed", who, exc_info=exc)
-            return CommitResult([unit for unit in units if not (unit.writes or unit.inbox)],
-                                [(unit, exc) for unit in writing])
-        if errors.count(None) < len(errors):
-            failed = [(unit, error) for unit, error in zip(writing, errors, strict=True)
-                      if error is not None]
-            lost = {id(unit) for unit, _ in failed}
-            return CommitResult([unit for unit in units if id(unit) not in lost], failed)
-    return CommitResult(units, failed)
-
-
-def outbox_key(recipient: Party, message: SessionMessage) -> bytes:
-    """The outbox key of ``message`` to ``recipient`` (an init is message 0 of its session)."""
-    if isinstance(message, InitialSessionMessage):
-        return message_key(recipient.name, message.initiator_session_id, False, 0)
-    return message_key(recipient.name, message.session_id, message.to_initiator, message.seq)
-
-
-Frames = list[tuple[Party, bytes, bytes]]
-"""(recipient, outbox key, frame) of the messages a step sends."""
 
 AfterStep = Callable[["FlowStateMachine", Frames], object]
 """Called once a flow's step committed (at once without storage), with its messages."""
@@ -317,96 +167,19 @@ class CommitStage:
         if frames or machine.journal.new_entries or machine.consumed or machine.start_record \
                 or machine.extra_writes or machine.finished or machine.routes_changed \
                 or wait != machine.stored_wait:
-            write = self._step_write(machine, frames, unit, wait)
+            write = step_write(self._checkpoints, self._who.name, machine, frames,
+                               unit=unit, wait=wait)
             unit.start = unit.start or write.start_record
             unit.writes.append(write)
         # else woken without progress (or restored back at its checkpoint): nothing to store.
         unit.after.append(frames)
-
-    def _step_write(self, machine: FlowStateMachine, frames: Frames, unit: Unit,
-                    wait: Wait) -> StepWrite:
-        flow_journal = machine.journal
-        journal, flow_journal.new_entries = flow_journal.new_entries, []
-        consumed: list[bytes] = []
-        if machine.consumed:
-            received = unit.inbox
-            for k in machine.consumed:
-                # Received in this unit: neither written nor deleted (see ``Unit.inbox``).
-                if received is None or received.pop(k, None) is None:
-                    consumed.append(message_key(*k))
-            machine.consumed = []
-        start, machine.start_record = machine.start_record, None
-        extra, machine.extra_writes = machine.extra_writes, []
-        values = machine.new_values
-        if values is not None:  # (most steps: none, every_step snapshots of large values)
-            machine.new_values = None
-        finished = machine.finished
-        done: list[bytes] = []
-        if finished:
-            history = machine.session_history
-            done = [session_prefix(s.peer.name, s.session_id, s.we_initiated) for s in history]
-        if finished and any(not s.we_initiated for s in history):
-            # Its final message in each (see fibers._dedup, rule 3) is the last it numbered.
-            extra.append(self._responder_sessions_finished(
-                [(session_prefix(s.peer.name, s.session_id, False), s.next_send_seq - 1)
-                 for s in history if not s.we_initiated]))
-        return StepWrite(
-            run_id=machine.run_id,
-            finished=finished,
-            journal_start=flow_journal.length - len(journal),
-            journal=journal,
-            snapshot=machine.snapshot,
-            outbox=frames,
-            consumed=consumed,
-            inbox_prefixes_done=done,
-            start_record=start,
-            extra_writes=extra,
-            values=values or (),
-            index=self._index_write(machine, wait, start is not None),
-        )
-
-    def _index_write(self, machine: FlowStateMachine, wait: Wait, first: bool
-                     ) -> IndexWrite | None:
-        """The step's changes to the wake index (docs/checkpoint-format.md, "The wake
-        index"), None when it changes nothing: the routes of its open sessions when one
-        opened (or with its first step), all its routes forgotten at its end, and what it
-        waits for when that changed. The flow's memory is updated as if they committed: a
-        step that fails drops that memory anyway."""
-        ours = self._who.name
-        if machine.finished:
-            return IndexWrite(forget=[session_prefix(*s.routing_key(ours))
-                                      for s in machine.session_history])
-        index = None
-        if machine.routes_changed or first:
-            machine.routes_changed = False
-            index = IndexWrite(routes=[session_prefix(*s.routing_key(ours))
-                                       for s in machine.sessions.values()])
-        if wait != machine.stored_wait:
-            machine.stored_wait = wait
-            if index is None:
-                index = IndexWrite()
-            index.put_wait = wait
-        return index
-
-    def _responder_sessions_finished(self, keys: list[tuple[bytes, int]]
-                                     ) -> Callable[[Txn], None]:
-        """The write that records, with a finished flow's last step (or its kill), that its
-        responder sessions (dedup key, number of our final message in it) are over on our side
-        (their dedup records may then go, see ``fibers._dedup``)."""
-        store = self._storage()
-
-        def write(txn: Txn) -> None:
-            for key, final_seq in keys:
-                dedup.responder_finished(store, txn, key, final_seq)
-
-        return write
 
     def record_kill(self, write: StepWrite, responder_keys: list[tuple[bytes, int]],
                     after: Callable[[], object]) -> None:
         """Delete a parked flow's records (``write``, its last step) and end its responder
         sessions on our side in a unit of its own; ``after`` once that committed."""
         assert self._checkpoints is not None
-        write.extra_writes.append(self._responder_sessions_finished(responder_keys))
+        write.extra_writes.append(responder_sessions_finished(self._storage(), responder_keys))
         unit = self._queue.new_unit()  # nothing is told before the records are gone
         unit.writes.append(write)
         unit.after.append(after)
@@ -483,7 +256,7 @@ class CommitStage:
         for session_id, to_initiator, seq in entries:
             key = message_key(name, session_id, to_initiator, seq)
             if unacked.acknowledged(key):
-                acked.append((key, seq if to_initiator else _PLAIN))
+                acked.append((key, seq if to_initiator else PLAIN))
             else:
                 ignored += 1
         self._refresh_due()
@@ -495,7 +268,7 @@ class CommitStage:
         before acknowledging it. Its dedup record may go once we acknowledge (see
         ``fibers._dedup``)."""
         if self.durable:
-            self._acked.append((message_key(responder.name, session_id, False, 0), _PLAIN))
+            self._acked.append((message_key(responder.name, session_id, False, 0), PLAIN))
 
     def session_over(self, responder: Party, session_id: int) -> None:
         """The responder's side of our session ``session_id`` ended (we received its End,
@@ -505,7 +278,7 @@ class CommitStage:
         ``fibers._dedup``, rule 2)."""
         if self.durable:
             self._acked.append((session_prefix(responder.name, session_id, False),
-                                _WHOLE_SESSION))
+                                WHOLE_SESSION))
 
     # ----- the group commit -----------------------------------------------------------------------
 
@@ -549,7 +322,7 @@ class CommitStage:
         self._acked, self._acked_later = [], []
         forgetting = self._queue.new_unit()
         store = self._storage()
-        forgetting.writes.append(lambda txn: _forget_acknowledged(store, txn, acked))
+        forgetting.writes.append(lambda txn: forget_acknowledged(store, txn, acked))
         forgetting.on_failure = lambda _: self._forget_later(acked)
         return forgetting
 
@@ -623,42 +396,12 @@ class CommitStage:
             retry_forget = True
         due = self._unacked.next_due
         if due is not None and due <= now and self._checkpoints is not None:
-            self._redeliver(now)
+            redeliver(self._checkpoints, self._unacked, self._network_map, self._transport, now)
         self._refresh_due()
         return retry_forget
-
-    def _redeliver(self, now: datetime) -> None:
-        """Re-send the outbox messages unacknowledged for a redelivery interval: a receiver
-        that could not store one did not acknowledge it."""
-        assert self._checkpoints is not None
-        for key, frame in self._checkpoints.outbox_records(self._unacked.due(now)):
-            try:
-                recipient = self._network_map.party(key.partition(b"\0")[0].decode())
-            except KeyError:
-                recipient = None
-            if frame is None:
-                self._unacked.acknowledged(key)  # deleted meanwhile
-                continue
-            if recipient is None:
-                continue  # re-sent once the map knows it, and tracked until acknowledged
-            self._transport.send(recipient, frame)
 
     def clear(self) -> None:
         """Forget the round and the redelivery schedule (node stop: nothing more is stored)."""
         self._queue.clear()
         self._unacked.clear()
         self._refresh_due()
-
-
-def _forget_acknowledged(store: Storage, txn: Txn, keys: list[Forget]) -> None:
-    """Delete acknowledged messages (and the messages of sessions whose responder ended) from
-    the outbox; an acknowledgement from an initiator may also end its session's dedup record
-    (see ``fibers._dedup``)."""
-    for key, what in keys:
-        if what == _WHOLE_SESSION:
-            store.delete_prefix(txn, "outbox", key)
-            continue
-        store.delete(txn, "outbox", key)
-        if what >= 0:  # our message ``what`` to an initiator: the dedup key is its session's,
-            # the other direction (message key = session prefix + seq, see message_key)
-            dedup.initiator_acknowledged(store, txn, key[:-5] + b"\0", what)

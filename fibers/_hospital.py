@@ -29,7 +29,8 @@ from fibers._checkpoint_store import (
     session_prefix,
 )
 from fibers._clock import Clock
-from fibers._commit import CommitStage, outbox_key
+from fibers._commit import CommitStage
+from fibers._commit_units import outbox_key
 from fibers._errors import KilledFlowException
 from fibers._flow_logic import StateMachineRunId
 from fibers._identity import Party

@@ -23,7 +23,8 @@ from fibers._annotations import check_restorable, flow_version_of, initiating_cl
 from fibers._checkpoint import SerializeAsToken, TokenContext, dumps, loads
 from fibers._checkpoint_store import CheckpointStore, StoredFlow
 from fibers._clock import Clock, SystemClock
-from fibers._commit import CommitStage, Frames
+from fibers._commit import CommitStage
+from fibers._commit_units import Frames
 from fibers._errors import FlowConfigurationError, KilledFlowException
 from fibers._flow_logic import (
     FlowHandle,

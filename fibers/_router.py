@@ -21,7 +21,8 @@ from typing import Any
 from fibers import _wire
 from fibers._annotations import DECLARED_RESPONDERS
 from fibers._checkpoint_store import CheckpointStore
-from fibers._commit import CommitStage, outbox_key
+from fibers._commit import CommitStage
+from fibers._commit_units import outbox_key
 from fibers._errors import SerializationError
 from fibers._flow_logic import FlowInfo, FlowLogic, StateMachineRunId
 from fibers._identity import Party

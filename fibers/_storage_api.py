@@ -10,8 +10,9 @@ One writer per database. The engine's databases are written only by the parts th
 * ``flows``, ``steps``, ``flow_status``: the checkpoint store (``fibers._checkpoint_store``);
   ``journal`` and ``snapshots`` held flows' checkpoints before step records and are only
   read (docs/checkpoint-format.md);
-* ``inbox``, ``outbox``: the commit stage (``fibers._commit``) and the checkpoint store (a step
-  consumes inbox records and queues outbox frames);
+* ``inbox``, ``outbox``: the commit stage (``fibers._commit``; ``fibers._commit_acks`` deletes
+  acknowledged outbox records) and the checkpoint store (a step consumes inbox records and
+  queues outbox frames);
 * ``dedup``: the session dedup records (``fibers._dedup``), called by the commit stage only;
 * ``meta``: the node's stored identity (``fibers._identity``) and the wake index's marker
   (``fibers._checkpoint_store``).
@@ -45,7 +46,7 @@ ENGINE_DB_WRITERS: Final[dict[str, frozenset[str]]] = {
     "snapshots": frozenset({"fibers._checkpoint_store"}),
     "flow_status": frozenset({"fibers._checkpoint_store"}),
     "inbox": frozenset({"fibers._commit", "fibers._checkpoint_store"}),
-    "outbox": frozenset({"fibers._commit", "fibers._checkpoint_store"}),
+    "outbox": frozenset({"fibers._commit", "fibers._commit_acks", "fibers._checkpoint_store"}),
     "dedup": frozenset({"fibers._dedup"}),
     "wake_routes": frozenset({"fibers._checkpoint_store"}),
     "wake_waits": frozenset({"fibers._checkpoint_store"}),

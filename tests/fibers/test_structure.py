@@ -28,9 +28,9 @@ ROOT = PACKAGE.parent
 
 # The node side (docs/architecture.md): the facade, its parts, the seams and the runtime.
 NODE_SIDE = (
-    "_commit", "_dedup", "_hibernation", "_hospital", "_inbound", "_inspection", "_node",
-    "_node_service", "_node_types", "_redelivery", "_restore", "_router", "_scheduler",
-    "runtime", "services", "storage", "transport", "wire",
+    "_commit", "_commit_acks", "_commit_units", "_dedup", "_hibernation", "_hospital", "_inbound",
+    "_inspection", "_node", "_node_service", "_node_types", "_redelivery", "_restore", "_router",
+    "_scheduler", "runtime", "services", "storage", "transport", "wire",
 )
 # The flow side (docs/checkpoint-format.md): the state machine and its parts.
 FLOW_SIDE = (
