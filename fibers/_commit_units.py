@@ -60,6 +60,7 @@ AckEntry = tuple[int, bool, int]
 
 InboxKey = tuple[str, int, bool, int]
 """(sender, session id, to initiator, seq) of a received message: ``message_key``'s parts."""
+
 Frames = list[tuple[Party, bytes, bytes]]
 """(recipient, outbox key, frame) of the messages a step sends."""
 
@@ -256,6 +257,7 @@ def responder_sessions_finished(store: Storage, keys: list[tuple[bytes, int]]
     """The write that records, with a finished flow's last step (or its kill), that its
     responder sessions (dedup key, number of our final message in it) are over on our side
     (their dedup records may then go, see ``fibers._dedup``)."""
+
     def write(txn: Txn) -> None:
         for key, final_seq in keys:
             dedup.responder_finished(store, txn, key, final_seq)
