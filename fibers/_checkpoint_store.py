@@ -17,7 +17,8 @@ Databases (all values sealed with the node's HMAC, see ``Storage.seal``):
 * ``wake_routes``:  session routing key -> the run id of the flow it goes to: how a message for
                     a hibernated flow finds it (``fibers._hibernation``)
 * ``wake_waits``:   run id -> the deadline or event a flow waits for, for flows that wait for
-                    one (``INDEX_MARKER`` in ``meta`` says the index is kept)
+                    one (``INDEX_MARKER`` in ``meta`` says the index is kept); both are
+                    read and written by ``fibers._wake_index``
 
 A message key is ``peer name, 0, session id (8 bytes), direction (1 byte), seq (4 bytes)``, so
 a prefix scan returns one session's messages in order. docs/checkpoint-format.md describes every
@@ -31,7 +32,6 @@ import struct
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fibers import _dedup as dedup
@@ -55,19 +55,13 @@ from fibers._locals import CapturedLocals, decode_locals, encode_locals
 from fibers._messages import AckedSessionMessage, ExistingSessionMessage, encode_message
 from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
+from fibers._wake_index import NO_WAIT, IndexWrite, Wait, WakeIndex
 
 if TYPE_CHECKING:
     from fibers._stack import FlowStack
 
 DATABASES = ("flows", "flow_status", "steps", "locals", "values", "outbox", "inbox", "dedup",
              "wake_routes", "wake_waits")
-INDEX_MARKER = b"wake-index-v1"
-"""The key in ``meta`` saying the wake index is kept: storage written before the index
-existed lacks it and is restored eagerly, once."""
-Wait = tuple[datetime | None, str | None, bool]
-"""What wakes a flow besides messages: (deadline, event key, whether it is replayed as soon
-as the node restarts: ``fibers.services.wake_on_restart``); ``NO_WAIT`` for none of them."""
-NO_WAIT: Wait = (None, None, False)
 _SESSION = struct.Struct(">QB")
 _SEQ = struct.Struct(">I")
 log = logging.getLogger("fibers.node")
@@ -157,23 +151,13 @@ class StoredFlow:
     wait: Wait | None = NO_WAIT
 
 
-@dataclass(slots=True)
-class IndexWrite:
-    """A step's changes to the wake index (docs/checkpoint-format.md, "The wake index"): the
-    routes of sessions it opened (or all its open ones), the routes to forget (its end), and
-    what it now waits for besides messages (``put_wait``; ``NO_WAIT`` deletes the record)."""
-
-    routes: list[bytes] = field(default_factory=list)
-    forget: list[bytes] = field(default_factory=list)
-    put_wait: Wait | None = None
-
-
 class CheckpointStore:
     """Reads and writes flow checkpoints in a node's storage (scheduler thread only)."""
 
     def __init__(self, storage: Storage, tokens: TokenContext) -> None:
         self.storage = storage
         self.tokens = tokens
+        self.wake_index = WakeIndex(storage)
         for name in (*DATABASES, "meta"):
             storage.prepare(name)  # open outside any write group (LMDB needs its own txn for it)
 
@@ -226,26 +210,9 @@ class CheckpointStore:
         for prefix in step.inbox_prefixes_done:
             s.delete_prefix(txn, "inbox", prefix)
         if step.index is not None:
-            self._write_index(txn, run, step.index)
+            self.wake_index.write(txn, run, step.index)
         for write in step.extra_writes:
             write(txn)
-
-    def _write_index(self, txn: Txn, run: bytes, index: IndexWrite) -> None:
-        s = self.storage
-        for route in index.routes:
-            s.put_sealed(txn, "wake_routes", route, run)
-        for route in index.forget:
-            s.delete(txn, "wake_routes", route)
-        wait = index.put_wait
-        if wait is not None:
-            if wait == NO_WAIT:
-                s.delete(txn, "wake_waits", run)
-            else:
-                s.put_sealed(txn, "wake_waits", run, _wire.encode(wait))
-
-    def mark_indexed(self, txn: Txn) -> None:
-        """Record that this storage keeps the wake index (see ``INDEX_MARKER``)."""
-        self.storage.put_sealed(txn, "meta", INDEX_MARKER, b"1")
 
     def write_unit(self, txn: Txn, unit: _HasWrites) -> None:
         """Write a commit unit: first the received messages it keeps in the inbox (encoded
@@ -356,33 +323,12 @@ class CheckpointStore:
             stored.flow = flow
             stored.journal, stored.snapshot = _replay_steps(steps)
             if wait_blob is not None:
-                stored.wait = self._stored_wait(run, wait_blob)
+                stored.wait = self.wake_index.stored_wait(run, wait_blob)
         except Exception as exc:
             stored.flow = None
             stored.status = "HOSPITALIZED"
             stored.diagnosis = f"checkpoint unreadable: {type(exc).__name__}: {exc}"
         return stored
-
-    # ----- the wake index (lazy restore, hibernation) ---------------------------------------------
-
-    def _stored_wait(self, run: bytes, sealed: bytes) -> Wait | None:
-        """A flow's wait record, or None when it fails its check: the index is derived from
-        the flow's own records, so an unreadable one costs the flow nothing (its next step
-        writes it again; meanwhile it is woken at every restart)."""
-        try:
-            return _wait_of(_wire.decode(self.storage.unseal("wake_waits", run, sealed)))
-        except CorruptRecordError as exc:
-            log.error("a wake index wait record is unreadable, written again with its flow's "
-                      "next step: %s", exc)
-        except (_wire.SerializationError, ValueError) as exc:
-            log.error("a wake index wait record at key %s does not decode, written again with "
-                      "its flow's next step: %s", run.hex(), exc)
-        return None
-
-    def indexed(self) -> bool:
-        """Whether this storage keeps the wake index (written by this release or later)."""
-        with self.storage.read() as txn:
-            return self.storage.get(txn, "meta", INDEX_MARKER) is not None
 
     def run_ids(self) -> tuple[list[StateMachineRunId], list[StateMachineRunId]]:
         """The run ids of every stored flow, and of those parked in the hospital, read from
@@ -395,25 +341,6 @@ class CheckpointStore:
                       for k, _ in s.prefix_items(txn, "flow_status", b"") if len(k) == 16]
         return every, parked
 
-    def waits(self) -> list[tuple[StateMachineRunId, Wait | CorruptRecordError]]:
-        """Every flow's wake index record of what it waits for besides messages (a record
-        that fails its check comes as its error)."""
-        s = self.storage
-        found: list[tuple[StateMachineRunId, Wait | CorruptRecordError]] = []
-        with s.read() as txn:
-            for key, blob in s.prefix_items(txn, "wake_waits", b""):
-                if len(key) != 16:
-                    continue
-                wait: Wait | CorruptRecordError
-                try:
-                    wait = _wait_of(_wire.decode(s.unseal("wake_waits", key, blob)))
-                except CorruptRecordError as exc:
-                    wait = exc
-                except (ValueError, _wire.SerializationError) as exc:
-                    wait = CorruptRecordError("wake_waits", key, f"undecodable: {exc}")
-                found.append((StateMachineRunId(_uuid(key)), wait))
-        return found
-
     def flow_class(self, run_id: StateMachineRunId) -> str | None:
         """The class name in a flow's start record (its flow object is not unpickled); None
         when it is missing or unreadable."""
@@ -423,16 +350,6 @@ class CheckpointStore:
             return None if blob is None else StartRecord.decode(blob).flow_class
         except Exception:  # the flow's wake diagnoses it; a listing shows "?"
             return None
-
-    def route_owner(self, route: bytes) -> StateMachineRunId | CorruptRecordError | None:
-        """The run id the wake index routes ``route`` (a session prefix) to, if any; the error
-        when its record fails its check (it names no flow that can be trusted)."""
-        try:
-            with self.storage.read() as txn:
-                run = self.storage.get_sealed(txn, "wake_routes", route)
-        except CorruptRecordError as exc:
-            return exc
-        return None if run is None or len(run) != 16 else StateMachineRunId(_uuid(run))
 
     def stored_from_start(self, run_id: StateMachineRunId, start_blob: bytes) -> StoredFlow:
         """A flow whose first step never committed, rebuilt from its start record."""
@@ -614,15 +531,6 @@ def _snapshot_of(values: object) -> Snapshot:
             and isinstance(frames, bytes)):
         raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
     return Snapshot(chain, lines, waiting, frames)
-
-
-def _wait_of(values: object) -> Wait:
-    if not (isinstance(values, tuple) and len(values) == 3
-            and (values[0] is None or isinstance(values[0], datetime))
-            and (values[1] is None or isinstance(values[1], str))
-            and isinstance(values[2], bool)):
-        raise ValueError("the stored wait is not (deadline, event, wake on restart)")
-    return values[0], values[1], values[2]
 
 
 def _uuid(key: bytes) -> uuid.UUID:

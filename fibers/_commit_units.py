@@ -26,15 +26,14 @@ from typing import TYPE_CHECKING
 from fibers import _dedup as dedup
 from fibers._checkpoint_store import (
     CheckpointStore,
-    IndexWrite,
     StepWrite,
-    Wait,
     message_key,
     session_prefix,
 )
 from fibers._identity import Party
 from fibers._messages import ExistingSessionMessage, InitialSessionMessage, SessionMessage
 from fibers._storage_api import Storage, Txn
+from fibers._wake_index import IndexWrite, Wait
 
 if TYPE_CHECKING:
     from fibers._state_machine import FlowStateMachine

@@ -224,7 +224,7 @@ class Hibernation:
         the wake index routes it to, if any. Whether a flow was woken."""
         if not self._hibernated or self._checkpoints is None:
             return False
-        run_id = self._checkpoints.route_owner(session_prefix(*route))
+        run_id = self._checkpoints.wake_index.route_owner(session_prefix(*route))
         if isinstance(run_id, CorruptRecordError):
             return self._wake_unreadable_route(route, run_id)
         if run_id is None or run_id not in self._hibernated:

@@ -22,7 +22,6 @@ from datetime import timedelta
 from fibers import _kill
 from fibers._checkpoint_store import (
     CheckpointStore,
-    IndexWrite,
     StartRecord,
     StepWrite,
     StoredFlow,
@@ -41,6 +40,7 @@ from fibers._router import Route, Router
 from fibers._scheduler import Scheduler
 from fibers._sessions import class_name
 from fibers._state_machine import FlowStateMachine
+from fibers._wake_index import IndexWrite
 
 __all__ = ["Hospital", "parked_routes"]
 

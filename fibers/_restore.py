@@ -89,7 +89,7 @@ class Restore:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            if self._checkpoints.indexed():
+            if self._checkpoints.wake_index.indexed():
                 self._restore_lazily()
             else:
                 self._restore_eagerly()
@@ -109,7 +109,7 @@ class Restore:
         for run_id in every:
             if run_id not in skip:
                 hibernation.adopt(run_id)
-        for run_id, wait in self._checkpoints.waits():
+        for run_id, wait in self._checkpoints.wake_index.waits():
             if run_id not in hibernation:
                 continue
             if isinstance(wait, CorruptRecordError) or wait[1] is not None or wait[2]:
@@ -125,7 +125,7 @@ class Restore:
         for stored in self._checkpoints.load_flows():
             self.restore(stored)
         store = self._checkpoints
-        self._commit.loose().writes.append(store.mark_indexed)
+        self._commit.loose().writes.append(store.wake_index.mark_indexed)
         self._scheduler.run_until_idle()
 
     def resend_outbox(self, peer: str | None = None) -> int:

@@ -31,7 +31,6 @@ from greenlet import GreenletExit, getcurrent  # type: ignore[import-untyped]
 from fibers import _io
 from fibers._annotations import check_initiating_annotation, initiating_class_of
 from fibers._checkpoint import SnapshotCache, SnapshotValues
-from fibers._checkpoint_store import NO_WAIT, Wait
 from fibers._errors import (
     FlowConfigurationError,
     FlowException,
@@ -67,6 +66,7 @@ from fibers._stack import (
     walk_again,
 )
 from fibers._switch import Switch, owner_of_current
+from fibers._wake_index import NO_WAIT, Wait
 
 if TYPE_CHECKING:
     from fibers._flow_host import FlowHost

@@ -19,8 +19,8 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
-from fibers._checkpoint_store import INDEX_MARKER
 from fibers._messages import InitialSessionMessage, decode_message
+from fibers._wake_index import INDEX_MARKER
 from fibers.testing import MockNetwork, explore
 from tests.fibers.test_hibernation import Ask, Chat, _chat, _posted_once, _transfer, _view
 
