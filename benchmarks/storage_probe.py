@@ -21,7 +21,8 @@ from types import FrameType
 
 import lmdb
 
-from fibers._checkpoint import SerializeAsToken, TokenContext, capture_frames, dumps
+from fibers._checkpoint import SerializeAsToken, TokenContext, dumps
+from fibers._frame_snapshots import capture_frames
 from fibers._storage import NodeStorage, Txn, journal_key
 
 
@@ -58,7 +59,7 @@ def mac_costs(sizes: tuple[int, ...] = MAC_RECORD_SIZES) -> list[tuple[int, floa
 
 
 VALUE_SIZES = (256, 512, 1024, 2048, 4096, 16_384)
-"""Pickle sizes of a frozen value a flow holds (fibers._checkpoint.VALUE_THRESHOLD)."""
+"""Pickle sizes of a frozen value a flow holds (fibers._frame_snapshots.VALUE_THRESHOLD)."""
 
 
 def value_costs(scratch: Path, sizes: tuple[int, ...] = VALUE_SIZES,

@@ -36,23 +36,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fibers import _dedup as dedup
 from fibers import _wire
-from fibers._checkpoint import (
-    CheckpointError,
+from fibers._checkpoint import CheckpointError, TokenContext, dumps, loads
+from fibers._flow_logic import FlowLogic, StateMachineRunId
+from fibers._frame_snapshots import (
     SnapshotCache,
     SnapshotValues,
-    TokenContext,
     Unserialisable,
     capture_frames,
-    dumps,
     encode_snapshots,
-    loads,
     value_digest,
 )
-from fibers._flow_logic import FlowLogic, StateMachineRunId
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot
 from fibers._locals import CapturedLocals, decode_locals, encode_locals
 from fibers._messages import AckedSessionMessage, ExistingSessionMessage, encode_message
+from fibers._step_record import decode_step, encode_step
 from fibers._storage import CorruptRecordError, journal_key
 from fibers._storage_api import Storage, Txn
 from fibers._wake_index import NO_WAIT, IndexWrite, Wait, WakeIndex
@@ -449,47 +447,6 @@ def flow_type_name(flow: FlowLogic[Any]) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def encode_step(journal_start: int, journal: list[JournalEntry],
-                snapshot: Snapshot | None) -> bytes:
-    """The payload of a step record: ``(journal_start, entries, snapshot)``, wire-encoded;
-    ``snapshot`` as ``(call_chain, lines, waiting, frames)`` or None."""
-    value = (journal_start, tuple(journal), None if snapshot is None else (
-        snapshot.call_chain, snapshot.lines, snapshot.waiting, snapshot.frames))
-    # What _wire.encode builds for ``value``, built here without its recursion (same bytes).
-    mark, plain = _wire.TUPLE_MARK, _wire.PLAIN.issuperset
-    entries: list[Any] = [mark]
-    for entry in journal:
-        if type(entry) is not tuple or not plain(map(type, entry)):
-            return _wire.encode(value)
-        entries.append([mark, *entry])
-    built = None
-    if snapshot is not None:
-        chain, lines = snapshot.call_chain, snapshot.lines
-        if not (type(chain) is tuple and type(lines) is tuple and plain(map(type, chain))
-                and plain(map(type, lines)) and type(snapshot.waiting) is str
-                and type(snapshot.frames) is bytes and type(journal_start) is int):
-            return _wire.encode(value)
-        built = [mark, [mark, *chain], [mark, *lines], snapshot.waiting, snapshot.frames]
-    return _wire.encode_built([mark, journal_start, entries, built], value)
-
-
-def decode_step(data: bytes) -> tuple[int, list[JournalEntry], Snapshot | None]:
-    """A step record's ``(journal_start, entries, snapshot)`` (see ``encode_step``)."""
-    values = _wire.decode(data)
-    if not (isinstance(values, tuple) and len(values) == 3 and isinstance(values[0], int)
-            and isinstance(values[1], tuple)):
-        raise ValueError("the stored step is not (journal start, entries, snapshot)")
-    start, entries, snapshot = values
-    journal = [_checked_entry(entry) for entry in entries]
-    return start, journal, None if snapshot is None else _snapshot_of(snapshot)
-
-
-def _checked_entry(entry: object) -> JournalEntry:
-    if not isinstance(entry, tuple) or not entry or not isinstance(entry[0], str):
-        raise ValueError(f"not a journal entry: {type(entry).__qualname__}")
-    return entry
-
-
 def _refuse_legacy(s: Storage, txn: Txn, run: bytes) -> None:
     """A flow checkpointed before step records (its journal and snapshot in the databases
     ``journal`` and ``snapshots``) must not be replayed as if it had done nothing yet: it
@@ -521,16 +478,6 @@ def _replay_steps(
         if step_snapshot is not None:
             snapshot = step_snapshot
     return journal, snapshot
-
-
-def _snapshot_of(values: object) -> Snapshot:
-    if not (isinstance(values, tuple) and len(values) == 4):
-        raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
-    chain, lines, waiting, frames = values
-    if not (isinstance(chain, tuple) and isinstance(lines, tuple) and isinstance(waiting, str)
-            and isinstance(frames, bytes)):
-        raise ValueError("the stored snapshot is not (call chain, lines, waiting, frames)")
-    return Snapshot(chain, lines, waiting, frames)
 
 
 def _uuid(key: bytes) -> uuid.UUID:

@@ -14,14 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fibers._checkpoint import (
-    Unserialisable,
-    decode_snapshots,
-    describe_local,
-    describe_value,
-)
 from fibers._checkpoint_store import FLOW_SUMMARY, CheckpointStore, flow_type_name
 from fibers._flow_logic import FlowLogic, StateMachineRunId
+from fibers._frame_snapshots import Unserialisable, decode_snapshots, describe_local, describe_value
 from fibers._hibernation import Hibernation
 from fibers._hospital import Hospital
 from fibers._identity import Party

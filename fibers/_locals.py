@@ -12,7 +12,7 @@ are serialised (docs/checkpoint-format.md, "Frame snapshots"):
   did IO, as before this setting existed.
 
 Either way, large frozen values among the locals are stored once per flow by content
-(``values`` database) and referenced (``fibers._checkpoint``, ``VALUE_THRESHOLD``).
+(``values`` database) and referenced (``fibers._frame_snapshots``, ``VALUE_THRESHOLD``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from greenlet import GreenletExit, getcurrent  # type: ignore[import-untyped]
 
 from fibers import _io
 from fibers._annotations import check_initiating_annotation, initiating_class_of
-from fibers._checkpoint import SnapshotCache, SnapshotValues
 from fibers._errors import (
     FlowConfigurationError,
     FlowException,
@@ -47,6 +46,7 @@ from fibers._flow_logic import (
     bind,
     binding_of,
 )
+from fibers._frame_snapshots import SnapshotCache, SnapshotValues
 from fibers._identity import Party
 from fibers._journal import JournalEntry, Snapshot, describe_wait
 from fibers._locals import CapturedLocals

@@ -14,8 +14,10 @@ One writer per database. The engine's databases are written only by the parts th
   acknowledged outbox records) and the checkpoint store (a step consumes inbox records and
   queues outbox frames);
 * ``dedup``: the session dedup records (``fibers._dedup``), called by the commit stage only;
+* ``wake_routes``, ``wake_waits``: the wake index (``fibers._wake_index``); the checkpoint
+  store deletes a finished flow's ``wake_waits`` record with its other records;
 * ``meta``: the node's stored identity (``fibers._identity``) and the wake index's marker
-  (``fibers._checkpoint_store``).
+  (``fibers._wake_index``).
 
 ``ENGINE_DB_WRITERS`` names them; every write runs inside the commit stage's group commit
 (``Storage.write_each``). A node service writes only databases of its own
@@ -48,9 +50,9 @@ ENGINE_DB_WRITERS: Final[dict[str, frozenset[str]]] = {
     "inbox": frozenset({"fibers._commit", "fibers._checkpoint_store"}),
     "outbox": frozenset({"fibers._commit", "fibers._commit_acks", "fibers._checkpoint_store"}),
     "dedup": frozenset({"fibers._dedup"}),
-    "wake_routes": frozenset({"fibers._checkpoint_store"}),
-    "wake_waits": frozenset({"fibers._checkpoint_store"}),
-    "meta": frozenset({"fibers._identity", "fibers._checkpoint_store"}),
+    "wake_routes": frozenset({"fibers._wake_index"}),
+    "wake_waits": frozenset({"fibers._wake_index", "fibers._checkpoint_store"}),
+    "meta": frozenset({"fibers._identity", "fibers._wake_index"}),
 }
 """The engine's databases, each with the modules allowed to write it (see the docstring)."""
 

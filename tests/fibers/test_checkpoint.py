@@ -16,22 +16,18 @@ from typing import ClassVar
 
 import pytest
 
-from fibers._checkpoint import (
+from fibers._checkpoint import CheckpointError, SerializeAsToken, TokenContext, dumps, loads
+from fibers._frame_snapshots import (
     VALUE_THRESHOLD,
-    CheckpointError,
     FrameSnapshot,
-    SerializeAsToken,
     SnapshotCache,
     SnapshotValues,
-    TokenContext,
     Unserialisable,
     capture_frames,
     code_fingerprint,
     decode_snapshots,
     describe_local,
-    dumps,
     encode_snapshots,
-    loads,
     value_digest,
     value_of_ref,
 )
@@ -323,7 +319,7 @@ def test_fingerprint_does_not_depend_on_hash_randomisation() -> None:
     source = 'def call(x):\n    return x in {"alpha", "beta", "gamma", "delta", 1.5, b"raw"}\n'
     script = (
         "import sys\n"
-        "from fibers._checkpoint import code_fingerprint\n"
+        "from fibers._frame_snapshots import code_fingerprint\n"
         "namespace = {}\n"
         "exec(compile(sys.argv[1], 'flows.py', 'exec'), namespace)\n"
         "print(code_fingerprint(namespace['call'].__code__), end='')\n"

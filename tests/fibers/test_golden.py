@@ -28,11 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fibers import StateMachineRunId
 from fibers import _identity as identities
-from fibers._checkpoint import FrameSnapshot, decode_snapshots, encode_snapshots
-from fibers._checkpoint_store import DATABASES, decode_step, encode_step
+from fibers._checkpoint_store import DATABASES
+from fibers._frame_snapshots import FrameSnapshot, decode_snapshots, encode_snapshots
 from fibers._identity import NodeIdentity
 from fibers._journal import Snapshot
 from fibers._node import Node
+from fibers._step_record import decode_step, encode_step
 from fibers._storage import NodeStorage
 from fibers.services import ServiceHub
 from fibers.testing import MockNetwork

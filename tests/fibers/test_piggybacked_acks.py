@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fibers import FlowLogic, Party, _wire, initiated_by, initiating_flow, suspendable
-from fibers._checkpoint_store import encode_step, message_key
+from fibers._checkpoint_store import message_key
 from fibers._inbound import REORDER_WINDOW
 from fibers._journal import JournalEntry, Snapshot
 from fibers._messages import (
@@ -21,6 +21,7 @@ from fibers._messages import (
     with_acks,
 )
 from fibers._node import Node
+from fibers._step_record import encode_step
 from fibers.testing import MockNetwork, explore
 from tests.fibers.explore_flows import Transfer, install_books
 from tests.fibers.test_commit_faults import _acks, _faults, _records, _settle

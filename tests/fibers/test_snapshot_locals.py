@@ -20,13 +20,13 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
-from fibers._checkpoint import VALUE_THRESHOLD, decode_snapshots, value_of_ref
-from fibers._checkpoint_store import decode_step
+from fibers._frame_snapshots import VALUE_THRESHOLD, decode_snapshots, value_of_ref
 from fibers._identity import NodeIdentity
 from fibers._inspection import describe_stored
 from fibers._journal import Snapshot
 from fibers._node import Node
 from fibers._state_machine import FlowStateMachine
+from fibers._step_record import decode_step
 from fibers.testing import MockNetwork
 from fibers.transport import InMemoryNetwork
 from tests.fibers.test_storage_interface import RecordingStorage

@@ -21,7 +21,8 @@ from fibers import (
     initiating_flow,
     suspendable,
 )
-from fibers._checkpoint import VALUE_THRESHOLD, decode_snapshots, loads, value_of_ref
+from fibers._checkpoint import loads
+from fibers._frame_snapshots import VALUE_THRESHOLD, decode_snapshots, value_of_ref
 from fibers._journal import Snapshot
 from fibers._locals import CapturedLocals, SnapshotLocals
 from fibers._node import Node

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fibers import FlowLogic, Party, _wire, initiated_by, initiating_flow, suspendable
-from fibers._checkpoint_store import decode_step, encode_step, message_key
+from fibers._checkpoint_store import message_key
 from fibers._journal import JournalEntry, Snapshot
 from fibers._messages import (
     AckedSessionMessage,
@@ -23,6 +23,7 @@ from fibers._messages import (
     with_acks,
 )
 from fibers._node import Node
+from fibers._step_record import decode_step, encode_step
 from fibers.storage import Storage, Txn
 from fibers.testing import MockNetwork, explore
 from tests.fibers.explore_flows import Transfer, install_books
