@@ -34,9 +34,9 @@ NODE_SIDE = (
 )
 # The flow side (docs/checkpoint-format.md): the state machine and its parts.
 FLOW_SIDE = (
-    "_annotations", "_checkpoint", "_checkpoint_store", "_flow_host", "_flow_logic", "_io",
-    "_journal", "_kill", "_replay", "_requests", "_session", "_sessions", "_stack",
-    "_state_machine", "_switch",
+    "_annotations", "_checkpoint", "_checkpoint_store", "_flow_host", "_flow_logic",
+    "_frame_snapshots", "_io", "_journal", "_kill", "_locals", "_replay", "_requests", "_session",
+    "_sessions", "_stack", "_state_machine", "_step_record", "_switch", "_wake_index",
 )
 # (module, expression) of underscore names the parts may still use, with the reason.
 ALLOWED_PRIVATE = {
