@@ -61,6 +61,8 @@ class ConnectionGate:
         self._open_by_host: dict[str, int] = {}
         self._open = 0
         self._handshaking: set[asyncio.Transport] = set()
+        # The event loop keeps only weak references to tasks: these keep the handshakes alive.
+        self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
         """Connections aborted at accept: their address, or the port, held too many."""
         self.timed_out = 0
@@ -108,7 +110,9 @@ class ConnectionGate:
         http.host = host
         raw.pause_reading()  # the ClientHello is for the TLS layer, read by start_tls
         self._handshaking.add(raw)
-        asyncio.get_running_loop().create_task(self._handshake(raw, http))
+        task = asyncio.get_running_loop().create_task(self._handshake(raw, http))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _handshake(self, raw: asyncio.Transport, http: _GatedHttp) -> None:
         loop = asyncio.get_running_loop()
