@@ -154,12 +154,14 @@ class Scheduler:
         """Make flow ``run_id`` runnable once the clock reaches ``deadline`` (its running
         machine, else ``absent(run_id)``)."""
         heapq.heappush(self._timers, (deadline, next(self._timer_seq), run_id))
-        if self.earliest is None or deadline < self.earliest:
-            self.earliest = deadline
+        self._note_deadline(deadline)
 
     def retry_at(self, run_id: StateMachineRunId, deadline: datetime) -> None:
         """Retry ``run_id`` (from storage) once the clock reaches ``deadline``."""
         heapq.heappush(self._retry_timers, (deadline, next(self._timer_seq), run_id))
+        self._note_deadline(deadline)
+
+    def _note_deadline(self, deadline: datetime) -> None:
         if self.earliest is None or deadline < self.earliest:
             self.earliest = deadline
 
