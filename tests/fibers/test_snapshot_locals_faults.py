@@ -27,7 +27,7 @@ from fibers._journal import Snapshot
 from fibers._locals import CapturedLocals, SnapshotLocals
 from fibers._node import Node
 from fibers.testing import MockNetwork
-from tests.fibers.test_commit_faults import _faults
+from tests.fibers.test_commit_faults import _faults, _settle
 from tests.fibers.test_snapshot_locals import (
     BODY,
     HoldsDocument,
@@ -36,16 +36,6 @@ from tests.fibers.test_snapshot_locals import (
     _rows,
     _snapshots,
 )
-
-
-def _settle(network: MockNetwork, rounds: int = 20) -> None:
-    """Pump messages and move time on (step retries wait a backoff) until nothing is left."""
-    for _ in range(rounds):
-        network.run_network()
-        if all(n.next_deadline() is None and n.redelivery_due is None for n in network.nodes):
-            return
-        network.advance_time(1)
-    raise AssertionError("the network did not settle")
 
 
 def _references(node: Node) -> set[bytes]:
