@@ -44,13 +44,11 @@ def redeliver(checkpoints: CheckpointStore, unacked: Redelivery, network_map: Ne
     """Re-send the outbox messages unacknowledged for a redelivery interval: a receiver
     that could not store one did not acknowledge it."""
     for key, frame in checkpoints.outbox_records(unacked.due(now)):
-        try:
-            recipient = network_map.party(key.partition(b"\0")[0].decode())
-        except KeyError:
-            recipient = None
         if frame is None:
             unacked.acknowledged(key)  # deleted meanwhile
             continue
-        if recipient is None:
+        try:
+            recipient = network_map.party(key.partition(b"\0")[0].decode())
+        except KeyError:
             continue  # re-sent once the map knows it, and tracked until acknowledged
         transport.send(recipient, frame)
