@@ -199,10 +199,7 @@ class CommitStage:
         """Keep a received message in the inbox with ``machine``'s step (or alone, for a
         parked flow); acknowledge it once stored."""
         session_id, to_initiator, seq = message.session_id, message.to_initiator, message.seq
-        if machine is None or machine.abandoned:
-            unit = self._queue.new_unit()
-        else:
-            unit = self._queue.for_flow(machine)
+        unit = self.unit_for(machine)
         if unit.inbox is None:
             unit.inbox = {}
         unit.inbox[(sender.name, session_id, to_initiator, seq)] = message
