@@ -523,9 +523,7 @@ class Node(Generic[HubT_co]):
                 self.frame_stats.failed += 1
                 log.error("%s dropped a frame from %s: handling it failed", self.party, sender,
                           exc_info=exc)
-        self._scheduler.run_until_idle()
-        if self._hibernation.enabled:
-            self._settle_hibernation()
+        self.run_until_idle()
 
     def resend_unacknowledged(self, recipient: str) -> int:
         """Send every stored frame ``recipient`` has not acknowledged again, e.g. when a
