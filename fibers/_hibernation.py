@@ -191,12 +191,9 @@ class Hibernation:
         them (it is parked in the hospital, and nothing it did leaves the node)."""
         if run_id not in self._hibernated:
             return None
-        held = self._hibernated.pop(run_id)
-        machine = self.revive(self._store().load_flow(run_id), reindex=False, schedule=False)
+        machine = self._revive_hibernated(run_id, schedule=False)
         if machine is None:
             return None
-        if isinstance(held, Hibernated):
-            machine.inherit_result(held.outcome)
         machine.handed_wake = True
         try:
             self._scheduler.run_one(machine)  # the replay, up to its checkpoint
@@ -212,12 +209,18 @@ class Hibernation:
         """Wake hibernated flow ``run_id`` with the next round (its timer is due, or the event
         it waits for was signalled): the request it waits in re-checks its condition when
         the replay reaches it. A run id that is not hibernated is left alone."""
-        if run_id not in self._hibernated:
-            return
+        if run_id in self._hibernated:
+            self._revive_hibernated(run_id, schedule=True)
+
+    def _revive_hibernated(self, run_id: StateMachineRunId, *, schedule: bool
+                           ) -> FlowStateMachine | None:
+        """``revive`` hibernated flow ``run_id`` (no longer hibernated), handing it the outcome
+        its handles hold."""
         held = self._hibernated.pop(run_id)
-        machine = self.revive(self._store().load_flow(run_id), reindex=False)
+        machine = self.revive(self._store().load_flow(run_id), reindex=False, schedule=schedule)
         if machine is not None and isinstance(held, Hibernated):
             machine.inherit_result(held.outcome)
+        return machine
 
     def wake_route(self, route: Route) -> bool:
         """A message came for ``route`` and no running flow has it: wake the hibernated flow
